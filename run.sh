@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# FlameFit's two entry points on a fresh machine; each does all of its own set-up.
+#   ./run.sh demo [PHOTO] [OUT_DIR]   fit a photo (default: skimage's astronaut) and build a .blend
+#   ./run.sh test [PYTEST_ARGS...]    run every test (backend, add-on in bpy, Blender 3.4)
+set -euo pipefail
+cd "$(dirname "$0")"
+REPO=$PWD
+PY=${PYTHON:-python3}
+
+log() { printf '\033[1m[flamefit] %s\033[0m\n' "$*" >&2; }
+
+apt_install() {  # Debian packages the tests and the demo use (Blender 3.4, sample photos)
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    log "apt-get install ${missing[*]}"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Re-install a venv only when its requirements changed (stamp = hash of what it installs).
+make_venv() {  # make_venv DIR STAMP_TEXT PIP_ARGS...
+    local dir=$1 stamp=$2; shift 2
+    if [ -f "$dir/.flamefit-stamp" ] && [ "$(cat "$dir/.flamefit-stamp")" = "$stamp" ]; then return 0; fi
+    log "setting up $dir"
+    rm -rf "$dir"
+    "$PY" -m venv "$dir"
+    "$dir/bin/pip" install -q --upgrade pip
+    "$dir/bin/pip" install -q "$@"
+    echo "$stamp" > "$dir/.flamefit-stamp"
+}
+
+setup_backend() {  # .venv: the backend (torch CPU build from local disk when available)
+    local stamp
+    stamp=$(cat backend/pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
+    make_venv .venv "$stamp" torch==2.13.0 -e backend -r requirements-dev.txt
+}
+
+setup_blender_python() {  # .venv-blender: Blender as a Python module, for add-on tests
+    make_venv .venv-blender "bpy==5.0.1 numpy<2 pytest" "bpy==5.0.1" "numpy<2" pytest
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+    test)
+        setup_backend
+        setup_blender_python
+        apt_install blender opencv-doc
+        export FLAMEFIT_PYTHON=$REPO/.venv/bin/python
+        log "backend tests"
+        .venv/bin/python -m pytest tests --ignore=tests/blender "$@"
+        if [ -d tests/blender ]; then
+            log "Blender add-on tests"
+            .venv-blender/bin/python -m pytest tests/blender "$@"
+        fi
+        ;;
+    demo)
+        setup_backend
+        photo=${1:-}
+        out=${2:-out}
+        mkdir -p "$out"
+        if [ -z "$photo" ]; then
+            photo=$out/astronaut.png
+            .venv/bin/python -c "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.astronaut())" "$photo"
+        fi
+        if .venv/bin/flamefit fit --help >/dev/null 2>&1; then
+            .venv/bin/flamefit fit "$photo" -o "$out/$(basename "${photo%.*}")" --overwrite
+        else
+            log "fitting is not built yet: showing the head model instead"
+            .venv/bin/flamefit models
+        fi
+        ;;
+    *)
+        sed -n '2,4p' "$0"; exit 2;;
+esac
