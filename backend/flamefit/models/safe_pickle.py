@@ -1,0 +1,315 @@
+"""Read FLAME's pickled data files (.pkl, object .npy, .npz) without running foreign code.
+
+FLAME and its landmark embeddings ship as Python pickles, some written by Python 2
+with chumpy objects, some (DECA) holding torch tensors. `pickle.load` would run
+whatever callable a file names, so `SafeUnpickler.find_class` resolves only an
+allow-list of array types; chumpy and scipy.sparse classes are replaced by inert
+stand-ins that merely keep their state, converted to plain arrays afterwards.
+Anything else is refused before it can run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+import zipfile
+
+import numpy as np
+
+from ..errors import ModelFileError
+
+REFUSAL_HINT = "FlameFit unpickles only arrays; use the file from the official download or convert it to .npz"
+
+
+class ChumpyStandIn:
+    """Takes the place of a chumpy object: keeps its pickled state, runs nothing."""
+
+    chumpy_name = "chumpy.ch.Ch"
+
+    def __init__(self, *args, **kwargs):  # called only if a pickle invokes the class
+        self.state = {}
+
+    def __setstate__(self, state):
+        self.state = state[0] if isinstance(state, tuple) else state
+
+
+class ChumpyExpression:
+    """A chumpy value with no stored array (an operation such as chumpy.ch_ops.add):
+    it cannot be evaluated without chumpy. Kept as a marker so that only a loader
+    that needs this value fails."""
+
+    def __init__(self, chumpy_name: str):
+        self.chumpy_name = chumpy_name
+
+    def __repr__(self):
+        return f"<unevaluated {self.chumpy_name}>"
+
+
+_chumpy_classes: dict[str, type] = {}
+
+
+def _chumpy_stand_in(qualified_name: str) -> type:
+    if qualified_name not in _chumpy_classes:
+        _chumpy_classes[qualified_name] = type("ChumpyStandIn", (ChumpyStandIn,), {"chumpy_name": qualified_name})
+    return _chumpy_classes[qualified_name]
+
+
+class SparseStandIn:
+    """Takes the place of a scipy.sparse matrix: keeps the pickled __dict__."""
+
+    format = ""
+
+    def __init__(self, *args, **kwargs):
+        self.state = {}
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _sparse_stand_in(fmt):
+    return type(f"{fmt}_matrix_stand_in", (SparseStandIn,), {"format": fmt})
+
+
+def _numpy_attr(submodule: str, name: str):
+    # numpy 2 moved numpy.core to numpy._core; old pickles name either.
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{package}.{submodule}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"numpy has no {submodule}.{name}")
+
+
+def _tensor_storage_from_bytes(data: bytes):
+    """torch.storage._load_from_bytes, but through torch's weights-only loader."""
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+def _tensor_as_array(storage, offset, size, stride, *ignored):
+    """torch._utils._rebuild_tensor_v2 that returns a numpy copy (hooks etc. dropped)."""
+    import torch
+
+    if not isinstance(storage, torch.TypedStorage):
+        raise pickle.UnpicklingError("tensor without storage")
+    tensor = torch.empty(0, dtype=storage.dtype).set_(storage._untyped_storage, offset, size, stride)
+    return tensor.numpy().copy()
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """_codecs.encode limited to the encodings pickle itself uses."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") not in ("latin1", "utf8"):
+        raise pickle.UnpicklingError(f"unexpected encoding {encoding!r}")
+    return text.encode(encoding, errors)
+
+
+def _allowed_globals() -> dict:
+    import collections
+    import copyreg
+
+    table = {}
+    for package in ("numpy.core", "numpy._core"):
+        table[(f"{package}.multiarray", "_reconstruct")] = lambda: _numpy_attr("multiarray", "_reconstruct")
+        table[(f"{package}.multiarray", "scalar")] = lambda: _numpy_attr("multiarray", "scalar")
+        table[(f"{package}.numeric", "_frombuffer")] = lambda: _numpy_attr("numeric", "_frombuffer")
+    table[("numpy", "ndarray")] = lambda: np.ndarray
+    table[("numpy", "dtype")] = lambda: np.dtype
+    for module in ("copyreg", "copy_reg"):  # copy_reg: Python 2
+        table[(module, "_reconstructor")] = lambda: copyreg._reconstructor
+    for module in ("builtins", "__builtin__"):
+        for name in ("object", "set", "frozenset", "complex"):
+            table[(module, name)] = lambda name=name: getattr(__import__("builtins"), name)
+    table[("_codecs", "encode")] = lambda: _latin1_encode  # how protocol 2 writes bytes
+    table[("collections", "OrderedDict")] = lambda: collections.OrderedDict
+    for fmt in ("csc", "csr"):
+        stand_in = _sparse_stand_in(fmt)
+        for module in ("scipy.sparse", f"scipy.sparse.{fmt}", f"scipy.sparse._{fmt}"):
+            for kind in ("matrix", "array"):
+                table[(module, f"{fmt}_{kind}")] = lambda s=stand_in: s
+    table[("chumpy.ch", "Ch")] = lambda: _chumpy_stand_in("chumpy.ch.Ch")
+    table[("torch._utils", "_rebuild_tensor_v2")] = lambda: _tensor_as_array
+    table[("torch.storage", "_load_from_bytes")] = lambda: _tensor_storage_from_bytes
+    return table
+
+
+_ALLOWED = _allowed_globals()
+_CHUMPY_MODULES = ("chumpy.reordering", "chumpy.ch_ops")
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, qualified_name):
+        super().__init__(qualified_name)
+        self.qualified_name = qualified_name
+
+
+class SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]()
+        if module in _CHUMPY_MODULES and name.isidentifier() and not name.startswith("_"):
+            return _chumpy_stand_in(f"{module}.{name}")
+        raise RefusedGlobal(f"{module}.{name}")
+
+
+def _refusal(path, qualified_name):
+    return ModelFileError(path, f"refuses to load: the pickle names {qualified_name}, which is not a FLAME data type", REFUSAL_HINT)
+
+
+def _corrupt(path, what, exc):
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ModelFileError(path, f"cannot be read as {what}: the file is truncated or corrupt ({detail})")
+
+
+def unpickle_stream(stream, path) -> object:
+    """Unpickle from an open binary stream; `path` is only for messages."""
+    try:
+        raw = SafeUnpickler(stream, encoding="latin1").load()  # latin1: Python 2 pickles
+        return to_plain(raw, path)
+    except RefusedGlobal as exc:
+        raise _refusal(path, exc.qualified_name) from None
+    except ModelFileError:
+        raise
+    except Exception as exc:  # any malformed stream: EOFError, UnpicklingError, ValueError...
+        raise _corrupt(path, "a pickle", exc) from None
+
+
+def load_pickle(path) -> object:
+    """Unpickle a FLAME-style .pkl safely; chumpy values come back as np.ndarray
+    (ChumpyExpression markers for operations without a stored value), scipy sparse
+    matrices as scipy.sparse matrices."""
+    with _open(path) as stream:
+        return unpickle_stream(stream, path)
+
+
+def to_plain(obj, path="pickle"):
+    """Replace stand-ins by arrays, recursively through dicts, lists and tuples."""
+    if isinstance(obj, ChumpyStandIn):
+        value = obj.state.get("x") if isinstance(obj.state, dict) else None
+        if value is None:
+            return ChumpyExpression(obj.chumpy_name)
+        value = to_plain(value, path)
+        return value if isinstance(value, ChumpyExpression) else np.asarray(value)
+    if isinstance(obj, SparseStandIn):
+        return _sparse_from_state(obj, path)
+    if isinstance(obj, dict):
+        return {key: to_plain(value, path) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(value, path) for value in obj)
+    if isinstance(obj, np.ndarray) and obj.dtype == object:
+        flat = [to_plain(value, path) for value in obj.ravel()]
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out.reshape(obj.shape)
+    return obj
+
+
+def _sparse_from_state(obj, path):
+    import scipy.sparse
+
+    state = obj.state if isinstance(obj.state, dict) else {}
+    shape = state.get("_shape", state.get("shape"))
+    try:
+        arrays = tuple(np.asarray(state[key]) for key in ("data", "indices", "indptr"))
+        matrix_class = scipy.sparse.csc_matrix if obj.format == "csc" else scipy.sparse.csr_matrix
+        return matrix_class(arrays, shape=tuple(int(n) for n in shape))
+    except Exception as exc:
+        raise ModelFileError(path, f"holds a malformed sparse matrix ({type(exc).__name__}: {exc})") from None
+
+
+# --- .npy / .npz -------------------------------------------------------------------
+
+
+def _open(path):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise ModelFileError(path, "file not found") from None
+    except OSError as exc:
+        raise ModelFileError(path, f"cannot be read ({exc.strerror})") from None
+
+
+def _read_npy_header(stream):
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(stream)
+    return np.lib.format._read_array_header(stream, version)  # 3.0: utf-8 header
+
+
+def read_npy_stream(stream, path):
+    """One array from an .npy stream; object arrays go through the safe unpickler and
+    a 0-d object array (a pickled dict, as in DECA's embedding) returns its item."""
+    try:
+        start = stream.tell()
+        shape, _, dtype = _read_npy_header(stream)
+        if dtype.hasobject:
+            value = unpickle_stream(stream, path)
+            if isinstance(value, np.ndarray) and value.shape == () and value.dtype == object:
+                return value.item()
+            return value
+        stream.seek(start)
+        return np.lib.format.read_array(stream, allow_pickle=False)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise _corrupt(path, "a numpy array file", exc) from None
+
+
+def load_npy(path):
+    with _open(path) as stream:
+        return read_npy_stream(stream, path)
+
+
+def _npz_members(archive: zipfile.ZipFile) -> dict[str, str]:
+    return {name[:-4] if name.endswith(".npy") else name: name for name in archive.namelist()}
+
+
+def _open_npz(path) -> zipfile.ZipFile:
+    _open(path).close()  # uniform "file not found" message
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise _corrupt(path, "an .npz (zip) archive", exc) from None
+
+
+def load_npz(path, only=None) -> dict:
+    """Arrays of an .npz as a dict, `only` those keys when given (big texture spaces)."""
+    with _open_npz(path) as archive:
+        out = {}
+        for key, member in _npz_members(archive).items():
+            if only is not None and key not in only:
+                continue
+            try:
+                with archive.open(member) as stream:  # read in chunks: texture spaces are big
+                    out[key] = read_npy_stream(stream, f"{path}[{key}]")
+            except ModelFileError:
+                raise
+            except Exception as exc:
+                raise _corrupt(path, f"an .npz archive (member {key})", exc) from None
+        return out
+
+
+def npz_headers(path) -> dict[str, tuple[tuple, np.dtype]]:
+    """Shape and dtype of each member without loading the data."""
+    with _open_npz(path) as archive:
+        headers = {}
+        for key, member in _npz_members(archive).items():
+            try:
+                with archive.open(member) as stream:
+                    shape, _, dtype = _read_npy_header(stream)
+            except Exception as exc:
+                raise _corrupt(path, f"an .npz archive (member {key})", exc) from None
+            headers[key] = (shape, dtype)
+        return headers
+
+
+def npy_header(path) -> tuple[tuple, np.dtype]:
+    with _open(path) as stream:
+        try:
+            shape, _, dtype = _read_npy_header(stream)
+        except Exception as exc:
+            raise _corrupt(path, "a numpy array file", exc) from None
+        return shape, dtype
