@@ -1,0 +1,117 @@
+"""Detectors used only when their packages are installed: face-alignment (FAN) and
+MediaPipe face mesh. Neither ever downloads anything from here.
+
+Each returns a list of faces, one dict per face: "box" (x0, y0, x1, y1), "score",
+"points" (68,2) with NaN rows where the detector has no such point, and optionally
+"dense_points" (N,2). Coordinates follow FlameFit's pixel-centre convention.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..errors import FlameFitError
+from . import ibug68
+
+# --- face-alignment --------------------------------------------------------------
+
+
+def _face_alignment_weight_urls(face_alignment) -> list[str]:
+    """The URLs FaceAlignment(TWO_D, face_detector='sfd') would fetch, read from the
+    installed package so a new release's file names are picked up."""
+    import torch
+    from face_alignment import api
+
+    version = torch.__version__.split("+")[0]
+    version = version.rsplit(".", 2 if "dev" in version else 1)[0]
+    urls = getattr(api, "models_urls", {}).get(version, getattr(api, "default_model_urls", {}))
+    landmark_url = urls.get("2DFAN-4")
+    try:
+        from face_alignment.detection.sfd import sfd_detector
+        detector_url = sfd_detector.models_urls["s3fd"]
+    except (ImportError, AttributeError, KeyError):
+        detector_url = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
+    return [u for u in (landmark_url, detector_url) if u]
+
+
+def face_alignment_checkpoint_dir() -> Path:
+    import torch
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _require_face_alignment():
+    try:
+        import face_alignment
+    except ImportError:
+        raise FlameFitError("detector 'face-alignment' is not installed: pip install face-alignment "
+                            "(then place its weights as the next error explains), or use --detector dlib") from None
+    folder = face_alignment_checkpoint_dir()
+    urls = _face_alignment_weight_urls(face_alignment)
+    missing = [u for u in urls if not (folder / Path(urlparse(u).path).name).is_file()]
+    if missing:
+        names = ", ".join(Path(urlparse(u).path).name for u in missing)
+        raise FlameFitError(
+            f"face-alignment weights missing: {names} must be in {folder} (FlameFit never downloads "
+            f"them). On a machine with internet download {' and '.join(missing)} into that folder "
+            "(or set TORCH_HOME to a folder whose hub/checkpoints holds them), or use --detector dlib")
+    return face_alignment
+
+
+@functools.lru_cache(maxsize=None)
+def _face_alignment_model():
+    fa = _require_face_alignment()
+    kind = getattr(fa.LandmarksType, "TWO_D", None) or getattr(fa.LandmarksType, "_2D")
+    return fa.FaceAlignment(kind, device="cpu", face_detector="sfd", flip_input=False)
+
+
+def face_alignment_faces(image_rgb: np.ndarray) -> list[dict]:
+    model = _face_alignment_model()
+    landmarks, scores, boxes = model.get_landmarks_from_image(image_rgb, return_bboxes=True)
+    faces = []
+    for points, box in zip(landmarks or [], boxes or []):
+        # FAN's points are pixel indices (as dlib's): shift to pixel centres.
+        faces.append({"box": tuple(float(v) for v in box[:4]),
+                      "score": float(box[4]) if len(box) > 4 else 1.0,
+                      "points": np.asarray(points, dtype=np.float64)[:, :2] + 0.5})
+    return faces
+
+
+# --- MediaPipe face mesh -----------------------------------------------------------
+
+MAX_FACES = 10
+
+
+@functools.lru_cache(maxsize=None)
+def _face_mesh():
+    try:
+        from mediapipe.python.solutions import face_mesh
+    except ImportError:
+        raise FlameFitError("detector 'mediapipe' is not installed: pip install mediapipe==0.10.21 "
+                            "(it needs numpy<2; install it in its own environment), or use --detector dlib") from None
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet the TFLite start-up chatter
+    return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=MAX_FACES, refine_landmarks=True,
+                              min_detection_confidence=0.5)
+
+
+def mediapipe_faces(image_rgb: np.ndarray) -> list[dict]:
+    """478 face-mesh points per face; the 51 inner iBUG points through
+    ibug68.MEDIAPIPE_FOR_INNER_FACE, the jaw 0..16 NaN (MediaPipe has no iBUG contour)."""
+    result = _face_mesh().process(np.ascontiguousarray(image_rgb))
+    height, width = image_rgb.shape[:2]
+    faces = []
+    for mesh in result.multi_face_landmarks or []:
+        # Normalised coordinates span the image edges (0 = left edge, 1 = right edge),
+        # which is already FlameFit's continuous pixel frame once scaled.
+        dense = np.array([[p.x * width, p.y * height] for p in mesh.landmark], dtype=np.float64)
+        points = np.full((ibug68.NUM_POINTS, 2), np.nan)
+        points[list(ibug68.INNER_FACE)] = dense[list(ibug68.MEDIAPIPE_FOR_INNER_FACE)]
+        x0, y0 = dense.min(0)
+        x1, y1 = dense.max(0)
+        faces.append({"box": (float(x0), float(y0), float(x1), float(y1)), "score": 1.0,
+                      "points": points, "dense_points": dense})
+    return faces

@@ -1,0 +1,127 @@
+"""Automatic iBUG-68 embedding: renders of the template, dlib, back onto the surface.
+
+On the FLAME 2023 Open extract the result is checked against FLAME's own MediaPipe
+embedding at the points both schemes share (eye corners, nose tip, mouth corners).
+"""
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+from flamefit.landmarks import ibug68
+from flamefit.models.embedding import (
+    closest_points_on_triangles,
+    embedding_cache_path,
+    ensure_ibug68_embedding,
+    robust_mean,
+)
+from flamefit.models.embedding_views import mesh_components
+from flamefit.models.head_model import JOINT_NAMES, HeadModel, LandmarkEmbedding
+
+MAX_ERROR_MM = 5.0
+OVERLAY_COPY = "/tmp/embedding_views.png"  # to look at after a run; never committed
+
+
+def extract_model(path) -> HeadModel:
+    """The extract as a rigid HeadModel: identity basis only, one joint."""
+    with np.load(path) as data:
+        V, J = len(data["v_template"]), len(JOINT_NAMES)
+        skin = np.zeros((V, J), np.float32)
+        skin[:, 0] = 1
+        mediapipe = LandmarkEmbedding(face_idx=data["lmk_face_idx"].astype(np.int64), bary=data["lmk_b_coords"],
+                                      point_ids=data["landmark_indices"].astype(np.int64), source="FLAME")
+        return HeadModel(name="FLAME 2023 Open extract", version="2023 Open", licence="CC-BY-4.0",
+                         v_template=data["v_template"], faces=data["faces"].astype(np.int64),
+                         identity_basis=data["shapedirs"], expression_basis=np.zeros((V, 3, 0), np.float32),
+                         joint_regressor=np.full((J, V), 1 / V, np.float32), skin_weights=skin,
+                         landmarks={"mediapipe": mediapipe}).validate()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("embedding_cache")
+
+
+@pytest.fixture(scope="module")
+def computed(flame_extract_path, cache_dir):
+    model = extract_model(flame_extract_path)
+    embedding, report = ensure_ibug68_embedding(model, cache_dir)
+    shutil.copyfile(report["overlay"], OVERLAY_COPY)
+    return model, embedding, report
+
+
+def test_close_to_flames_mediapipe_embedding(computed):
+    _, _, report = computed
+    errors = report["mediapipe_check_mm"]
+    assert len(errors) == len(ibug68.MEDIAPIPE_CHECK_PAIRS), errors
+    print("embedding error vs MediaPipe (mm):", errors)
+    assert max(errors.values()) <= MAX_ERROR_MM, errors
+
+
+def test_every_view_found_and_views_agree(computed):
+    model, embedding, report = computed
+    assert report["cached"] is False and all(view["detected"] for view in report["views"])
+    assert report["spread_mm"]["median"] < 3.0
+    assert report["snap_mm_max"] < 2.0
+    assert model.landmarks["ibug68"] is embedding
+    assert embedding.face_idx.shape == (68,) and embedding.bary.shape == (68, 3)
+    assert np.allclose(embedding.bary.sum(1), 1, atol=1e-5) and (embedding.bary >= -1e-6).all()
+    assert np.array_equal(embedding.point_ids, np.arange(68))
+
+
+def test_left_right_and_on_the_skin(computed):
+    model, embedding, report = computed
+    points = embedding.points(model.v_template, model.faces)
+    # iBUG 36 / 0 / 48: the subject's right = the model's -X side.
+    assert report["left_right_ok"]
+    for right, left in ((36, 45), (39, 42), (0, 16), (48, 54), (17, 26)):
+        assert points[right, 0] < 0 < points[left, 0]
+    assert points[8, 1] < points[57, 1] < points[30, 1] < points[27, 1]  # chin, lip, nose tip, bridge: upward
+    skin = mesh_components(model.num_vertices, model.faces)[model.faces[embedding.face_idx, 0]]
+    assert (skin == 0).all()  # on the face, not on an eyeball
+    assert np.median(report["symmetry_mm"]) < 3.0
+
+
+def test_cache_is_reused(computed, cache_dir):
+    model, embedding, _ = computed
+    path = embedding_cache_path(model, cache_dir)
+    stamp = path.stat().st_mtime_ns
+    fresh = HeadModel(**{**model.__dict__, "landmarks": {"mediapipe": model.landmarks["mediapipe"]}})
+    start = time.perf_counter()
+    again, report = ensure_ibug68_embedding(fresh, cache_dir)
+    assert time.perf_counter() - start < 1.0
+    assert report["cached"] is True and path.stat().st_mtime_ns == stamp
+    assert np.array_equal(again.face_idx, embedding.face_idx) and np.array_equal(again.bary, embedding.bary)
+    assert fresh.landmarks["ibug68"] is again
+
+
+def test_model_with_its_own_embedding_is_left_alone(computed, cache_dir):
+    model, _, _ = computed
+    own = LandmarkEmbedding(face_idx=np.zeros(68, np.int64), bary=np.full((68, 3), 1 / 3, np.float32), source="file")
+    other = HeadModel(**{**model.__dict__, "landmarks": {"ibug68": own}})
+    assert ensure_ibug68_embedding(other, cache_dir) == (own, {"cached": None})
+
+
+# --- pieces that need no model file -------------------------------------------------
+
+
+def test_closest_points_on_triangles():
+    triangles = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 5], [1, 0, 5], [0, 1, 5]]], float)
+    points = np.array([[0.2, 0.2, 1.0], [2.0, -1.0, 0.0], [0.1, 0.1, 4.0]])
+    index, bary, distance = closest_points_on_triangles(points, triangles)
+    assert index.tolist() == [0, 0, 1]
+    assert np.allclose(bary[0], [0.6, 0.2, 0.2]) and np.isclose(distance[0], 1.0)
+    assert np.allclose(bary[1], [0, 1, 0]) and np.isclose(distance[1], np.sqrt(2))  # the corner (1, 0, 0)
+    assert np.allclose(bary[2], [0.8, 0.1, 0.1]) and np.isclose(distance[2], 1.0)
+
+
+def test_robust_mean_ignores_a_wrong_surface_hit():
+    hits = np.array([[0, 0, 0], [0.001, 0, 0], [0, 0.001, 0], [0, 0, -0.1]])
+    mean, spread, outliers = robust_mean(hits)
+    assert outliers == 1 and np.allclose(mean, [0.001 / 3, 0.001 / 3, 0]) and spread < 0.001
+
+
+def test_mesh_components_largest_first():
+    faces = np.array([[0, 1, 2], [3, 4, 5], [5, 4, 6]])
+    assert mesh_components(7, faces).tolist() == [1, 1, 1, 0, 0, 0, 0]
