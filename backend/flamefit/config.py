@@ -21,6 +21,7 @@ from .errors import FlameFitError
 
 PATH_KEYS = ("flame_model", "uv_template", "texture_space", "landmark_embedding")
 ENV_PREFIX = "FLAMEFIT_"
+FLAGS = {"flame_model": "--model"}  # command-line flag of a key, where it is not --key-name
 
 FLAME_DOWNLOAD_HINT = (
     "FLAME files are free after registration at https://flame.is.tue.mpg.de "
@@ -85,7 +86,7 @@ def load_settings(overrides: dict | None = None, env=os.environ) -> Settings:
     for key, value in (overrides or {}).items():
         if value is not None:
             setattr(settings, key, Path(value).expanduser())
-            settings.sources[key] = "command-line flag --" + key.replace("_", "-")
+            settings.sources[key] = "command-line flag " + FLAGS.get(key, "--" + key.replace("_", "-"))
     for key in PATH_KEYS:
         value = getattr(settings, key)
         if value is not None and not value.exists():
