@@ -1,0 +1,225 @@
+"""Headless batch: fit photos with the backend and save one .blend + preview PNG each.
+
+From a checkout:
+    blender -b --factory-startup --python-exit-code 1 --python blender_flamefit/batch.py -- PHOTO_OR_DIR OUT_DIR
+
+With the installed add-on (enabled in your preferences, so its settings apply):
+    blender -b --python-exit-code 1 --python-expr "import blender_flamefit.batch as b; b.main()" -- PHOTO_OR_DIR OUT_DIR
+    (extension in Blender 4.2+: "import bl_ext.user_default.flamefit.batch as b; b.main()")
+
+Writes OUT_DIR/<stem>.blend (images packed), OUT_DIR/<stem>.png (Cycles CPU preview of the
+head over the photo) and keeps the bundle in OUT_DIR/<stem>.flamefit/. The backend
+interpreter comes from FLAMEFIT_PYTHON, else the add-on preferences. Exit code 1 when any
+photo failed (the others are still processed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from array import array
+
+import bpy
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _package():
+    """The add-on package, whether this file runs as part of it or as a --python script."""
+    if __package__:
+        return importlib.import_module(__package__)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for mod in list(sys.modules.values()):  # an enabled add-on / extension of this same folder
+        path = getattr(mod, "__file__", None) or ""
+        if os.path.basename(path) == "__init__.py" and os.path.dirname(os.path.abspath(path)) == here:
+            return mod
+    sys.path.insert(0, os.path.dirname(here))
+    return importlib.import_module(os.path.basename(here))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="blender -b --python batch.py --",
+                                     description="Fit photos with FlameFit and save .blend files and previews.")
+    parser.add_argument("input", help="a photo or a folder of photos")
+    parser.add_argument("out_dir", help="output folder")
+    parser.add_argument("--samples", type=int, default=32, help="Cycles samples of the preview (default 32)")
+    parser.add_argument("--preview-size", type=int, default=512, help="longest side of the preview in pixels")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="backend device (default: preferences)")
+    parser.add_argument("--no-preview", action="store_true", help="skip the preview render")
+    parser.add_argument("--no-fill", action="store_true", help="one sun only")
+    parser.add_argument("--realistic-shadows", action="store_true",
+                        help="let the head shadow itself (default: fit-faithful shading)")
+    return parser.parse_args(argv)
+
+
+def photos_in(path):
+    if os.path.isdir(path):
+        return sorted(os.path.join(path, f) for f in os.listdir(path)
+                      if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    return [path]
+
+
+def clear_data():
+    """Empty the current file (objects, meshes, materials, images, worlds, collections...)."""
+    ids = []
+    for coll in (bpy.data.objects, bpy.data.meshes, bpy.data.cameras, bpy.data.lights, bpy.data.materials,
+                 bpy.data.images, bpy.data.worlds, bpy.data.collections, bpy.data.textures):
+        ids.extend(coll)
+    if ids:
+        bpy.data.batch_remove(ids)
+
+
+def has_oidn() -> bool:
+    try:
+        import _cycles  # noqa: PLC0415
+    except ImportError:
+        return False
+    return bool(getattr(_cycles, "with_openimagedenoise", False))
+
+
+def configure_cycles(scene, samples: int) -> None:
+    scene.render.engine = "CYCLES"
+    cy = scene.cycles
+    cy.device = "CPU"
+    cy.samples = samples
+    if hasattr(cy, "use_adaptive_sampling"):
+        cy.use_adaptive_sampling = True
+    oidn = has_oidn()
+    cy.use_denoising = oidn  # denoising off where the build lacks it (Debian's 3.4)
+    if oidn and hasattr(cy, "denoiser"):
+        cy.denoiser = "OPENIMAGEDENOISE"
+    scene.render.use_persistent_data = False
+
+
+def render_preview(scene, photo_image, path: str, longest: int) -> None:
+    """Render the head over a transparent film, composite it over the photo, save PNG."""
+    r = scene.render
+    saved = (r.film_transparent, r.resolution_percentage, r.filepath, r.image_settings.file_format,
+             r.image_settings.color_mode)
+    W, H = r.resolution_x, r.resolution_y
+    pct = max(1, min(100, int(100 * longest / max(W, H))))
+    w, h = max(1, W * pct // 100), max(1, H * pct // 100)
+    tmp = path + ".render.png"
+    try:
+        r.film_transparent = True
+        r.resolution_percentage = pct
+        r.image_settings.file_format = "PNG"
+        r.image_settings.color_mode = "RGBA"
+        r.filepath = tmp
+        bpy.ops.render.render(write_still=True)
+    finally:
+        (r.film_transparent, r.resolution_percentage, r.filepath, r.image_settings.file_format,
+         r.image_settings.color_mode) = saved
+    fg_img = bpy.data.images.load(tmp, check_existing=False)
+    w, h = fg_img.size
+    fg = array("f", bytes(4 * w * h * 4))
+    fg_img.pixels.foreach_get(fg)
+    bg = array("f", [0.0]) * (w * h * 4)
+    if photo_image is not None:
+        bg_img = photo_image.copy()
+        bg_img.scale(w, h)
+        bg_img.pixels.foreach_get(bg)
+        bpy.data.images.remove(bg_img)
+    else:
+        for i in range(w * h):
+            bg[4 * i:4 * i + 4] = array("f", (0.25, 0.25, 0.25, 1.0))
+    alpha = fg[3::4]
+    out = array("f", bg)
+    for c in range(3):
+        out[c::4] = array("f", (f * a + b * (1.0 - a) for f, b, a in zip(fg[c::4], bg[c::4], alpha)))
+    out[3::4] = array("f", [1.0]) * (w * h)
+    result = bpy.data.images.new("flamefit_preview", w, h, alpha=False)
+    result.pixels.foreach_set(out)
+    result.filepath_raw = path
+    result.file_format = "PNG"
+    result.save()
+    for img in (result, fg_img):
+        bpy.data.images.remove(img)
+    os.remove(tmp)
+
+
+def fit_one(pkg, context, photo: str, out_dir: str, python: str, args) -> str:
+    """Fit, import, save .blend and preview. Returns '' or an error sentence."""
+    bp, prefs_mod = pkg.backend_process, pkg.preferences
+    prefs = prefs_mod.get_prefs(context)
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    bundle_dir = os.path.join(out_dir, f"{stem}.flamefit")
+    argv = bp.backend_command(python, os.path.abspath(photo), bundle_dir, device=args.device or prefs.device,
+                              detector=prefs.detector, texture_size=prefs.texture_size,
+                              model_files=prefs_mod.model_file_flags(prefs), extra=["--overwrite"])
+    job = bp.FitJob(argv, bundle_dir, env=bp.child_env())
+    last = 0.0
+    try:
+        while True:
+            res = job.step()
+            if res.state != bp.RUNNING:
+                break
+            if time.monotonic() - last > 2.0:
+                print(f"flamefit batch: {stem}: {res.message}", flush=True)
+                last = time.monotonic()
+            time.sleep(0.1)
+    finally:
+        job.stop()
+    if res.state != bp.DONE:
+        return res.message
+
+    clear_data()
+    scene = context.scene
+    try:
+        result = pkg.importer.import_bundle(context, res.result_path, pack_images=True,
+                                            faithful_lighting=not args.realistic_shadows, fill_light=not args.no_fill)
+    except pkg.bundle.BundleError as exc:
+        return str(exc)
+    pkg.operators.record_result(scene, result)
+    configure_cycles(scene, args.samples)
+    blend = os.path.join(out_dir, f"{stem}.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend, check_existing=False, copy=True)
+    print(f"flamefit batch: {stem}: wrote {blend} (light fit error {result.rig.error:.1%}, "
+          f"metrics {result.bundle.metrics})", flush=True)
+    if not args.no_preview:
+        photo_img = result.camera.data.background_images[0].image if result.camera.data.background_images else None
+        preview = os.path.join(out_dir, f"{stem}.png")
+        render_preview(scene, photo_img, preview, args.preview_size)
+        print(f"flamefit batch: {stem}: wrote {preview}", flush=True)
+    return ""
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    args = parse_args(argv)
+    pkg = _package()
+    if not hasattr(bpy.types.Scene, "flamefit"):
+        pkg.register()
+    context = bpy.context
+    python, source = pkg.preferences.resolve_backend(context)
+    if not python:
+        print(f"flamefit batch: error: {source}; set FLAMEFIT_PYTHON or the add-on preferences", file=sys.stderr)
+        sys.exit(1)
+    photos = photos_in(args.input)
+    if not photos:
+        print(f"flamefit batch: error: no photos in {args.input}", file=sys.stderr)
+        sys.exit(1)
+    os.makedirs(args.out_dir, exist_ok=True)
+    failed = 0
+    for photo in photos:
+        if not os.path.isfile(photo):
+            print(f"flamefit batch: error: {photo}: no such file", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"flamefit batch: fitting {photo} with {python}", flush=True)
+        error = fit_one(pkg, context, photo, args.out_dir, python, args)
+        if error:
+            failed += 1
+            print(f"flamefit batch: error: {os.path.basename(photo)}: {error}", file=sys.stderr, flush=True)
+    print(f"flamefit batch: {len(photos) - failed} of {len(photos)} photos done", flush=True)
+    if failed:
+        sys.exit(1)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

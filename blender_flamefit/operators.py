@@ -1,0 +1,431 @@
+"""Operators: Fit Photo (modal), Cancel, Import FlameFit result, Set up backend.
+
+The modal operators only forward timer ticks to step functions (`fit_step`,
+`setup_step`) that do the work without blocking, so tests can call those directly
+(in `blender -b` timers never fire).
+"""
+
+import json
+import os
+import time
+
+import bpy
+from bpy.props import BoolProperty, StringProperty
+from bpy.types import Operator
+from bpy_extras.io_utils import ImportHelper
+
+from . import backend_process, setup_backend
+from .backend_process import CANCELLED, DONE, FAILED, RUNNING, FitJob, StepResult
+from .bundle import BundleError
+from .importer import import_bundle
+from .preferences import (default_results_dir, get_prefs, managed_venv_dir, model_file_flags,
+                          resolve_backend)
+
+TIMER_STEP = 0.1
+_ACTIVE = {"fit": None, "setup": None}  # the running jobs (one of each at most)
+
+
+# --- helpers --------------------------------------------------------------------------
+def _status_bar(context, text):
+    ws = getattr(context, "workspace", None)
+    if ws is not None:
+        try:
+            ws.status_text_set(text)
+        except (RuntimeError, TypeError):
+            pass
+
+
+def _redraw(context):
+    wm = context.window_manager
+    for win in getattr(wm, "windows", []):
+        screen = win.screen
+        if screen is None:
+            continue
+        for area in screen.areas:
+            if area.type in {"VIEW_3D", "PREFERENCES", "STATUSBAR"}:
+                area.tag_redraw()
+
+
+def record_result(scene, result) -> None:
+    """Remember the last import on the scene (the panel shows it)."""
+    s = scene.flamefit
+    s.last_result = result.bundle.result_path
+    s.last_metrics = json.dumps(result.bundle.metrics)
+    s.last_light_error = float(result.rig.error)
+    s.last_model = result.bundle.model_name
+
+
+def import_result(context, path, options) -> tuple:
+    """Import a bundle; (ok, message). On failure nothing is left in the scene."""
+    try:
+        result = import_bundle(context, path, **options)
+    except BundleError as exc:
+        return False, str(exc)
+    record_result(context.scene, result)
+    note = f"Imported {result.collection.name} ({len(result.bundle.shape_keys)} shape keys, " \
+           f"light fit error {result.rig.error:.1%})"
+    if result.warnings:
+        note += "; " + "; ".join(result.warnings)
+    return True, note
+
+
+def import_options(scene) -> dict:
+    s = scene.flamefit
+    return dict(faithful_lighting=s.faithful_lighting, fill_light=s.fill_light, pack_images=s.pack_images)
+
+
+def fit_command(context, photo: str, out_dir: str, python: str) -> list:
+    prefs = get_prefs(context)
+    s = context.scene.flamefit
+    stages = ["landmarks"] + (["photometric"] if s.stage_photometric else []) + \
+        (["texture"] if s.stage_texture else [])
+    return backend_process.backend_command(
+        python, photo, out_dir, device=prefs.device, detector=prefs.detector,
+        texture_size=prefs.texture_size, stages=stages, expression=s.use_expression,
+        model_files=model_file_flags(prefs))
+
+
+def start_fit(context, photo: str = "", env=None):
+    """Validate the inputs and start the backend. Returns (job, '') or (None, error)."""
+    s = context.scene.flamefit
+    photo = bpy.path.abspath(photo or s.photo)
+    if not photo or not os.path.isfile(photo):
+        return None, f"choose a photo first (not found: {photo or 'none'})"
+    python, source = resolve_backend(context)
+    if not python:
+        return None, f"FlameFit backend not set up: {source}; use Set up backend in the FlameFit panel"
+    base = bpy.path.abspath(s.output_dir) if s.output_dir else default_results_dir()
+    stem = os.path.splitext(os.path.basename(photo))[0] or "photo"
+    out_dir = os.path.join(base, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while os.path.exists(out_dir):
+        n += 1
+        out_dir = os.path.join(base, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    os.makedirs(base, exist_ok=True)
+    job = FitJob(fit_command(context, photo, out_dir, python), out_dir,
+                 env=backend_process.child_env(env))
+    if job.finished is not None:
+        return None, job.finished.message
+    state = context.window_manager.flamefit
+    state.running, state.progress, state.error = True, 0.0, ""
+    state.status = "Starting the backend…"
+    return job, ""
+
+
+def fit_step(context, job: FitJob) -> StepResult:
+    """One tick of Fit Photo: read progress, update the panel/status bar; on success import
+    the bundle (one undo step), on failure or cancel import nothing."""
+    state = context.window_manager.flamefit
+    res = job.step()
+    if res.state == RUNNING:
+        state.progress = job.progress.fraction
+        state.status = res.message
+        _status_bar(context, f"FlameFit: {res.message} ({int(100 * state.progress)}%) — Esc to cancel")
+        _redraw(context)
+        return res
+    state.running = False
+    _status_bar(context, None)
+    if res.state == DONE:
+        state.progress = 1.0
+        ok, message = import_result(context, res.result_path, import_options(context.scene))
+        if ok:
+            try:
+                bpy.ops.ed.undo_push(message="Import FlameFit result")
+            except RuntimeError:  # no undo stack (background mode)
+                pass
+            state.status, state.error = f"{message} in {job.elapsed:.0f} s", ""
+        else:
+            res = StepResult(FAILED, message)
+            state.status, state.error = "Fit finished but the import failed", message
+    elif res.state == CANCELLED:
+        state.status, state.error = "Fit cancelled", ""
+    else:
+        state.status, state.error = "Fit failed", res.message
+    _redraw(context)
+    return res
+
+
+# --- Fit Photo ----------------------------------------------------------------------------
+class FLAMEFIT_OT_fit_photo(Operator):
+    """Fit the head model to the photo with the FlameFit backend, then import the result"""
+
+    bl_idname = "flamefit.fit_photo"
+    bl_label = "Fit Photo"
+    bl_options = {"REGISTER"}
+
+    _timer = None
+    _job = None
+
+    @classmethod
+    def poll(cls, context):
+        return _ACTIVE["fit"] is None
+
+    def invoke(self, context, event):
+        job, error = start_fit(context)
+        if job is None:
+            context.window_manager.flamefit.error = error
+            self.report({"ERROR"}, error)
+            return {"CANCELLED"}
+        self._job = job
+        _ACTIVE["fit"] = job
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(TIMER_STEP, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):  # from scripts: blocking (headless); the UI uses invoke
+        job, error = start_fit(context)
+        if job is None:
+            self.report({"ERROR"}, error)
+            return {"CANCELLED"}
+        _ACTIVE["fit"] = job
+        try:
+            while True:
+                res = fit_step(context, job)
+                if res.state != RUNNING:
+                    break
+                time.sleep(TIMER_STEP)
+        finally:
+            job.stop()
+            _ACTIVE["fit"] = None
+        return self._report(context, res)
+
+    def _report(self, context, res):
+        if res.state == DONE:
+            self.report({"INFO"}, context.window_manager.flamefit.status)
+            return {"FINISHED"}
+        if res.state == CANCELLED:
+            self.report({"WARNING"}, "FlameFit: fit cancelled")
+        else:
+            self.report({"ERROR"}, f"FlameFit: {res.message}")
+        return {"CANCELLED"}
+
+    def modal(self, context, event):
+        job = self._job
+        try:
+            if event.type == "ESC" and event.value == "PRESS":
+                job.cancel()
+                context.window_manager.flamefit.status = "Cancelling…"
+                return {"RUNNING_MODAL"}
+            if event.type != "TIMER":
+                return {"PASS_THROUGH"}
+            res = fit_step(context, job)
+        except Exception as exc:  # never leave a process behind
+            job.stop()
+            self._finish(context)
+            context.window_manager.flamefit.running = False
+            self.report({"ERROR"}, f"FlameFit: {exc}")
+            return {"CANCELLED"}
+        if res.state == RUNNING:
+            return {"PASS_THROUGH"}
+        self._finish(context)
+        return self._report(context, res)
+
+    def _finish(self, context):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        _ACTIVE["fit"] = None
+
+    def cancel(self, context):  # Blender closes the operator (e.g. file load, quit)
+        if self._job is not None:
+            self._job.stop()
+        self._finish(context)
+        context.window_manager.flamefit.running = False
+        _status_bar(context, None)
+
+
+class FLAMEFIT_OT_cancel_fit(Operator):
+    """Stop the running fit (nothing is imported)"""
+
+    bl_idname = "flamefit.cancel_fit"
+    bl_label = "Cancel Fit"
+
+    @classmethod
+    def poll(cls, context):
+        return _ACTIVE["fit"] is not None
+
+    def execute(self, context):
+        _ACTIVE["fit"].cancel()
+        context.window_manager.flamefit.status = "Cancelling…"
+        return {"FINISHED"}
+
+
+# --- Import ---------------------------------------------------------------------------------
+class IMPORT_SCENE_OT_flamefit(Operator, ImportHelper):
+    """Import a FlameFit result bundle (result.json): head with shape keys, material, lights, camera"""
+
+    bl_idname = "import_scene.flamefit"
+    bl_label = "Import FlameFit Result"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    filename_ext = ".json"
+    filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
+    faithful_lighting: BoolProperty(
+        name="Fit-faithful shading", default=True,
+        description="Like the fit's SH model, the head casts no shadow and no bounce light on itself "
+                    "(Cycles ray visibility) and has no specular; untick for self-shadowing")
+    fill_light: BoolProperty(name="Fill light", default=True,
+                             description="Add a second sun when it reduces the lighting error")
+    pack_images: BoolProperty(name="Pack images", default=False,
+                              description="Pack the albedo and the photo into the .blend file")
+
+    def execute(self, context):
+        ok, message = import_result(context, self.filepath, dict(
+            faithful_lighting=self.faithful_lighting, fill_light=self.fill_light, pack_images=self.pack_images))
+        if not ok:
+            self.report({"ERROR"}, f"FlameFit: {message}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
+
+
+def menu_import(self, context):
+    self.layout.operator(IMPORT_SCENE_OT_flamefit.bl_idname, text="FlameFit result (.json)")
+
+
+class FLAMEFIT_OT_import_last(Operator):
+    """Import the last fitted result again"""
+
+    bl_idname = "flamefit.import_last"
+    bl_label = "Import Again"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.flamefit.last_result)
+
+    def execute(self, context):
+        ok, message = import_result(context, context.scene.flamefit.last_result, import_options(context.scene))
+        self.report({"INFO"} if ok else {"ERROR"}, message)
+        return {"FINISHED"} if ok else {"CANCELLED"}
+
+
+# --- Set up backend ------------------------------------------------------------------------
+def start_setup(context, venv_dir: str = "", pip_args=(), base_python: str = "", env=None):
+    prefs = get_prefs(context)
+    base, why = setup_backend.find_base_python(base_python or bpy.path.abspath(prefs.base_python or ""))
+    if not base:
+        return None, why
+    source = setup_backend.backend_source_dir()
+    if not source:
+        return None, "the backend source is missing from the add-on; reinstall the add-on zip"
+    job = setup_backend.SetupJob(venv_dir or managed_venv_dir(), source, base, pip_args=pip_args,
+                                 cpu_only_torch=prefs.cpu_only_torch,
+                                 env=backend_process.child_env(env) if env else None)
+    if job.finished is not None:
+        return None, job.finished.message
+    state = context.window_manager.flamefit
+    state.setup_running, state.setup_failed, state.setup_progress = True, False, 0.0
+    state.setup_status = "Preparing…"
+    return job, ""
+
+
+def setup_step(context, job) -> StepResult:
+    state = context.window_manager.flamefit
+    res = job.step()
+    if res.state == RUNNING:
+        state.setup_progress = job.fraction
+        state.setup_status = res.message
+    else:
+        state.setup_running = False
+        state.setup_progress = 1.0 if res.state == DONE else state.setup_progress
+        state.setup_failed = res.state != DONE
+        state.setup_status = res.message
+    _redraw(context)
+    return res
+
+
+class FLAMEFIT_OT_setup_backend(Operator):
+    """Create a Python environment in Blender's user data folder and install the bundled
+    FlameFit backend with its dependencies (PyTorch etc.; needs the internet, takes minutes)"""
+
+    bl_idname = "flamefit.setup_backend"
+    bl_label = "Set up backend"
+
+    _timer = None
+    _job = None
+
+    @classmethod
+    def poll(cls, context):
+        return _ACTIVE["setup"] is None
+
+    def invoke(self, context, event):
+        job, error = start_setup(context)
+        if job is None:
+            state = context.window_manager.flamefit
+            state.setup_status, state.setup_failed = error, True
+            self.report({"ERROR"}, f"FlameFit set-up: {error}")
+            return {"CANCELLED"}
+        self._job = _ACTIVE["setup"] = job
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):  # blocking variant for scripts
+        job, error = start_setup(context)
+        if job is None:
+            self.report({"ERROR"}, f"FlameFit set-up: {error}")
+            return {"CANCELLED"}
+        _ACTIVE["setup"] = job
+        try:
+            while (res := setup_step(context, job)).state == RUNNING:
+                time.sleep(0.25)
+        finally:
+            job.stop()
+            _ACTIVE["setup"] = None
+        self.report({"INFO"} if res.state == DONE else {"ERROR"}, res.message)
+        return {"FINISHED"} if res.state == DONE else {"CANCELLED"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            res = setup_step(context, self._job)
+        except Exception as exc:
+            self._job.stop()
+            res = StepResult(FAILED, str(exc))
+            context.window_manager.flamefit.setup_running = False
+        if res.state == RUNNING:
+            return {"PASS_THROUGH"}
+        context.window_manager.event_timer_remove(self._timer)
+        _ACTIVE["setup"] = None
+        self.report({"INFO"} if res.state == DONE else {"ERROR"}, f"FlameFit set-up: {res.message}")
+        return {"FINISHED"} if res.state == DONE else {"CANCELLED"}
+
+    def cancel(self, context):
+        if self._job is not None:
+            self._job.stop()
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        _ACTIVE["setup"] = None
+        context.window_manager.flamefit.setup_running = False
+
+
+class FLAMEFIT_OT_cancel_setup(Operator):
+    """Stop setting up the backend"""
+
+    bl_idname = "flamefit.cancel_setup"
+    bl_label = "Cancel Set-up"
+
+    @classmethod
+    def poll(cls, context):
+        return _ACTIVE["setup"] is not None
+
+    def execute(self, context):
+        _ACTIVE["setup"].cancel()
+        return {"FINISHED"}
+
+
+def stop_all() -> None:
+    """Unregister / file load: end every child process now."""
+    for key in ("fit", "setup"):
+        job = _ACTIVE.get(key)
+        if job is not None:
+            job.stop()
+            _ACTIVE[key] = None
+
+
+classes = (FLAMEFIT_OT_fit_photo, FLAMEFIT_OT_cancel_fit, IMPORT_SCENE_OT_flamefit, FLAMEFIT_OT_import_last,
+           FLAMEFIT_OT_setup_backend, FLAMEFIT_OT_cancel_setup)

@@ -1,0 +1,108 @@
+"""Fake `flamefit` CLI. FAKE_FLAMEFIT_MODE selects the behaviour:
+ok | noface | crash | segv | hang | hang-ignore-term | schema2 | missing-albedo | garbage.
+FAKE_FLAMEFIT_PIDFILE: where `hang*` modes write the pids of themselves and their child."""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # tests/blender: synth_bundle
+
+STAGES = ["image", "landmarks", "rigid", "shape", "photometric", "texture", "bundle"]
+
+
+def emit(**event):
+    print(json.dumps(event), flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="flamefit")
+    parser.add_argument("--version", action="version", version="flamefit 0.0.0-fake")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fit")
+    p.add_argument("photo")
+    p.add_argument("-o", dest="out", required=True)
+    p.add_argument("--json-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-expression", action="store_true")
+    for flag in ("--model", "--texture-space", "--uv-template", "--landmark-embedding", "--detector",
+                 "--device", "--stages", "--texture-size", "--landmarks", "--face"):
+        p.add_argument(flag)
+    args = parser.parse_args(argv)
+    mode = os.environ.get("FAKE_FLAMEFIT_MODE", "ok")
+    record = os.environ.get("FAKE_FLAMEFIT_ARGV")
+    if record:
+        with open(record, "w") as fh:
+            json.dump(sys.argv, fh)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    if mode != "hang-ignore-term":
+        signal.signal(signal.SIGTERM, on_term)
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        print("this line is not JSON and must be ignored", flush=True)
+        emit(event="stage", stage="image", index=1, count=len(STAGES))
+        if not os.path.isfile(args.photo):
+            raise SystemExit(f"flamefit: error: photo not found: {args.photo}")
+        if mode == "noface":
+            msg = f"no face found in {os.path.basename(args.photo)}: the detector saw no face; try another photo"
+            emit(event="error", message=msg)
+            print(f"flamefit: error: {msg}", file=sys.stderr)
+            return 2
+        emit(event="stage", stage="landmarks", index=2, count=len(STAGES), future_key=1)
+        emit(event="unknown-event", foo="bar")
+        if mode == "crash":
+            print("Traceback (most recent call last):\n  File \"x.py\", line 1", file=sys.stderr)
+            print("RuntimeError: fake backend crashed", file=sys.stderr, flush=True)
+            os._exit(1)
+        if mode == "segv":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if mode.startswith("hang"):
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            pidfile = os.environ.get("FAKE_FLAMEFIT_PIDFILE")
+            if pidfile:
+                with open(pidfile, "w") as fh:
+                    json.dump({"backend": os.getpid(), "child": child.pid}, fh)
+            emit(event="stage", stage="photometric", index=5, count=len(STAGES))
+            for step in range(1000000):
+                emit(event="progress", stage="photometric", step=step, total=1000000, loss=1.0 / (step + 1))
+                time.sleep(0.05)
+        for i, stage in enumerate(STAGES[2:], start=3):
+            emit(event="stage", stage=stage, index=i, count=len(STAGES))
+            for step in (10, 20):
+                emit(event="progress", stage=stage, step=step, total=20, loss=0.1 / step)
+        import synth_bundle  # noqa: PLC0415
+
+        out = os.path.abspath(args.out)
+        if os.path.exists(out):
+            if not args.overwrite:
+                print(f"flamefit: error: {out} exists (use --overwrite)", file=sys.stderr)
+                return 2
+            shutil.rmtree(out)
+        tmp = out + ".partial"
+        synth_bundle.write_bundle(tmp, photo_path=os.path.abspath(args.photo),
+                                  schema_version=2 if mode == "schema2" else 1)
+        if mode == "missing-albedo":
+            os.remove(os.path.join(tmp, "albedo.png"))
+        if mode == "garbage":
+            with open(os.path.join(tmp, "mesh.npz"), "wb") as fh:
+                fh.write(b"not a zip")
+        os.rename(tmp, out)
+        emit(event="done", bundle=out, result=os.path.join(out, "result.json"))
+        return 0
+    except KeyboardInterrupt:
+        print("flamefit: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

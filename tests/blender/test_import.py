@@ -1,0 +1,183 @@
+"""Importing result bundles with the PyPI bpy module: objects, UVs, shape keys, material,
+lights, world, camera (reprojection < 1 px), and bad bundles leave the scene unchanged."""
+
+import json
+import os
+
+import bpy
+import numpy as np
+import pytest
+from mathutils import Vector
+
+from helpers import project_px, scene_snapshot
+
+
+def _import(path, **options):
+    return bpy.ops.import_scene.flamefit(filepath=str(path), **options)
+
+
+def _collection(name):
+    return bpy.data.collections[name]
+
+
+def test_import_creates_editable_objects(empty_scene, synth_bundle_dir):
+    assert _import(synth_bundle_dir / "result.json") == {"FINISHED"}
+    scene = empty_scene
+    mesh_npz = np.load(synth_bundle_dir / "mesh.npz")
+    coll = _collection("synthetic_photo")
+    kinds = sorted(o.type for o in coll.objects)
+    assert kinds == ["CAMERA", "LIGHT", "LIGHT", "MESH"]
+    head = next(o for o in coll.objects if o.type == "MESH")
+    me = head.data
+    V, F = len(mesh_npz["vertices"]), len(mesh_npz["faces"])
+    assert (len(me.vertices), len(me.polygons)) == (V, F)
+    # axes: (x, y, z) -> (x, -z, y)
+    co = np.empty(3 * V, np.float32)
+    me.vertices.foreach_get("co", co)
+    v = mesh_npz["vertices"]
+    assert np.abs(co.reshape(-1, 3) - np.stack([v[:, 0], -v[:, 2], v[:, 1]], -1)).max() < 1e-6
+    # per-corner UVs and faces in order
+    uv = np.empty(2 * 3 * F, np.float32)
+    me.uv_layers.active.data.foreach_get("uv", uv)
+    assert np.abs(uv.reshape(F, 3, 2) - mesh_npz["uv_coords"][mesh_npz["uv_faces"]]).max() < 1e-6
+    loops = np.empty(3 * F, np.int32)
+    me.loops.foreach_get("vertex_index", loops)
+    assert np.array_equal(loops.reshape(F, 3), mesh_npz["faces"])
+    assert all(p.use_smooth for p in me.polygons)
+    # shape keys: basis + one per component, deltas in Blender axes, slider ranges
+    keys = me.shape_keys.key_blocks
+    assert [k.name for k in keys] == ["Basis", "exp_000", "exp_001", "id_000"]
+    kco = np.empty(3 * V, np.float32)
+    keys["exp_000"].data.foreach_get("co", kco)
+    d = mesh_npz["shape_key_deltas"][0]
+    assert np.abs((kco - co).reshape(-1, 3) - np.stack([d[:, 0], -d[:, 2], d[:, 1]], -1)).max() < 1e-6
+    assert (keys["id_000"].slider_min, keys["id_000"].slider_max) == pytest.approx((-2.5, 2.5))
+    assert all(k.value == 0 for k in keys[1:])  # the fit itself
+    # material: Principled BSDF <- albedo image (sRGB)
+    mat = me.materials[0]
+    bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    link = bsdf.inputs["Base Color"].links[0]
+    img = link.from_node.image
+    assert link.from_node.type == "TEX_IMAGE" and img.colorspace_settings.name == "sRGB"
+    assert os.path.samefile(bpy.path.abspath(img.filepath), synth_bundle_dir / "albedo.png")
+    assert tuple(img.size) == (256, 256)
+    # lights + world
+    suns = [o for o in coll.objects if o.type == "LIGHT"]
+    assert all(o.data.type == "SUN" and o.data.energy > 0 for o in suns)
+    assert {o["flamefit_role"] for o in suns} == {"key", "fill"}
+    assert scene.world.name == "synthetic_photo_world"
+    bg = next(n for n in scene.world.node_tree.nodes if n.type == "BACKGROUND")
+    ambient = [c * bg.inputs["Strength"].default_value for c in bg.inputs["Color"].default_value[:3]]
+    assert ambient == pytest.approx(list(scene.world["flamefit_ambient"]), abs=1e-6)
+    assert min(ambient) >= 0  # may be ~0 when a wide sun carries the ambient light
+    # camera with the photo behind, scene set up like the photo
+    cam = next(o for o in coll.objects if o.type == "CAMERA")
+    assert scene.camera == cam
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (320, 256)
+    assert scene.render.pixel_aspect_x == scene.render.pixel_aspect_y == 1
+    assert cam.data.show_background_images
+    assert os.path.samefile(bpy.path.abspath(cam.data.background_images[0].image.filepath),
+                            synth_bundle_dir.parent / "synthetic_photo.png")
+    assert json.loads(coll["flamefit_metrics"])["landmark_error_px"] == 0.7
+    assert scene.flamefit.last_result.endswith("result.json")
+
+
+def test_head_faces_the_camera_upright(empty_scene, synth_bundle_dir):
+    _import(synth_bundle_dir)
+    coll = _collection("synthetic_photo")
+    head = next(o for o in coll.objects if o.type == "MESH")
+    cam = empty_scene.camera
+    co = np.array([v.co[:] for v in head.data.vertices])
+    top = co[np.argmax(co[:, 2])]
+    nose = co[np.argmin(co[:, 1])]  # Blender: the face looks toward -Y
+    px = project_px(empty_scene, cam, [Vector(top), Vector(nose)])
+    assert px[0, 1] < px[1, 1]  # the top of the head is above the nose in the image
+    assert cam.location.y < 0  # the camera is in front of the face
+
+
+def test_camera_reprojects_landmarks_within_1px(empty_scene, synth_bundle_dir):
+    from blender_flamefit import importer
+
+    result = importer.import_bundle(bpy.context, synth_bundle_dir)
+    pts = importer.landmark_points_blender(result)
+    err = np.linalg.norm(project_px(empty_scene, result.camera, pts) - np.array(result.bundle.landmarks_2d), axis=1)
+    print(f"\nsynthetic bundle: landmark reprojection error max {err.max():.2e} px, mean {err.mean():.2e} px")
+    assert err.max() < 1.0
+
+
+@pytest.mark.parametrize("size, principal, focal", [
+    ((200, 300), (90.0, 160.0), (500.0, 500.0)),  # portrait: vertical sensor fit
+    ((320, 256), (171.3, 121.7), (560.0, 540.0)),  # non-square pixels
+])
+def test_camera_other_shapes(empty_scene, tmp_path, size, principal, focal):
+    import synth_bundle
+    from blender_flamefit import importer
+
+    synth_bundle.write_bundle(str(tmp_path / "b"), size=size, principal=principal, focal=focal)
+    result = importer.import_bundle(bpy.context, tmp_path / "b")
+    err = np.abs(project_px(empty_scene, result.camera, importer.landmark_points_blender(result))
+                 - np.array(result.bundle.landmarks_2d)).max()
+    assert err < 1.0
+
+
+def test_flat_landmarks_3d_fallback(empty_scene, tmp_path):
+    """Bundles without the embedding arrays use landmarks_3d."""
+    import synth_bundle
+    from blender_flamefit import importer
+
+    synth_bundle.write_bundle(str(tmp_path / "b"))
+    mesh = dict(np.load(tmp_path / "b" / "mesh.npz"))
+    del mesh["landmark_face_idx"], mesh["landmark_bary"]
+    np.savez(tmp_path / "b" / "mesh.npz", **mesh)
+    result = importer.import_bundle(bpy.context, tmp_path / "b")
+    err = np.abs(project_px(empty_scene, result.camera, importer.landmark_points_blender(result))
+                 - np.array(result.bundle.landmarks_2d)).max()
+    assert err < 1.0
+
+
+def test_import_is_one_undo_step_and_in_the_import_menu(addon):
+    assert "UNDO" in bpy.types.IMPORT_SCENE_OT_flamefit.bl_options
+    assert addon.operators.menu_import in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
+
+
+def _break_schema(f):
+    data = json.loads((f / "result.json").read_text())
+    data["schema_version"] = 7
+    (f / "result.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (_break_schema, "schema version 7 is not supported"),
+    (lambda f: os.remove(f / "albedo.png"), "missing albedo.png"),
+    (lambda f: os.remove(f / "mesh.npz"), "missing mesh.npz"),
+    (lambda f: (f / "mesh.npz").write_bytes(b"junk"), "cannot read the mesh"),
+])
+def test_bad_bundle_leaves_scene_unchanged(empty_scene, synth_bundle_dir, breakage, message):
+    bpy.ops.mesh.primitive_cube_add()
+    before = scene_snapshot()
+    breakage(synth_bundle_dir)
+    with pytest.raises(RuntimeError, match=message):
+        _import(synth_bundle_dir / "result.json")
+    assert scene_snapshot() == before
+
+
+def test_failure_during_creation_rolls_back(empty_scene, synth_bundle_dir, monkeypatch):
+    from blender_flamefit import importer, sh_lights
+
+    bpy.ops.mesh.primitive_cube_add()
+    before = scene_snapshot()
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(sh_lights, "make_world", boom)
+    with pytest.raises(importer.BundleError, match="simulated failure"):
+        importer.import_bundle(bpy.context, synth_bundle_dir)
+    assert scene_snapshot() == before
+
+
+def test_import_twice_gets_unique_names(empty_scene, synth_bundle_dir):
+    _import(synth_bundle_dir)
+    _import(synth_bundle_dir)
+    names = sorted(c.name for c in empty_scene.collection.children)
+    assert names == ["synthetic_photo", "synthetic_photo.001"]
