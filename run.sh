@@ -56,6 +56,7 @@ case "$cmd" in
         ;;
     demo)
         setup_backend
+        apt_install blender
         photo=${1:-}
         out=${2:-out}
         mkdir -p "$out"
@@ -63,12 +64,10 @@ case "$cmd" in
             photo=$out/astronaut.png
             .venv/bin/python -c "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.astronaut())" "$photo"
         fi
-        if .venv/bin/flamefit fit --help >/dev/null 2>&1; then
-            .venv/bin/flamefit fit "$photo" -o "$out/$(basename "${photo%.*}")" --overwrite
-        else
-            log "fitting is not built yet: showing the head model instead"
-            .venv/bin/flamefit models
-        fi
+        # The headless batch fits the photo with the backend and writes <stem>.blend + a preview.
+        FLAMEFIT_PYTHON=$REPO/.venv/bin/python blender -b --factory-startup --python-exit-code 1 \
+            --python blender_flamefit/batch.py -- "$photo" "$out"
+        log "done: $out/$(basename "${photo%.*}").blend, preview $out/$(basename "${photo%.*}").png, bundle in $out/$(basename "${photo%.*}").flamefit/"
         ;;
     *)
         sed -n '2,4p' "$0"; exit 2;;
