@@ -1,0 +1,91 @@
+"""Albedo models for the photometric stage (linear RGB, UV space).
+
+- `TextureSpace(mean (3,H,W), basis (K,3,H,W), std (K,))`: a PCA albedo space
+  (e.g. FLAME's or BFM's converted to FLAME's UVs); `flamefit.textures` produces one
+  from `--texture-space`. Albedo = mean + sum_k c_k std_k basis_k, c ~ N(0, 1).
+- `SmoothAlbedo`: when no space is given, a low-resolution map (32^2, bilinear:
+  smooth) initialised to one skin colour, with a smoothness prior.
+
+Both expose `texture()` -> (1, 3, h, w), `parameters()` and `prior()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TextureSpace:
+    mean: torch.Tensor  # (3, H, W) linear RGB in [0, 1]
+    basis: torch.Tensor  # (K, 3, H, W)
+    std: torch.Tensor  # (K,)
+    name: str = "texture space"
+
+    def __post_init__(self):
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float32)
+        self.basis = torch.as_tensor(self.basis, dtype=torch.float32)
+        self.std = torch.as_tensor(self.std, dtype=torch.float32)
+        K = self.basis.shape[0]
+        if self.mean.dim() != 3 or self.mean.shape[0] != 3 or tuple(self.basis.shape[1:]) != tuple(self.mean.shape) \
+                or tuple(self.std.shape) != (K,):
+            raise ValueError(f"texture space shapes do not match: mean {tuple(self.mean.shape)}, "
+                             f"basis {tuple(self.basis.shape)}, std {tuple(self.std.shape)}")
+
+
+class SmoothAlbedo:
+    def __init__(self, colour, resolution: int = 32, smoothness: float = 3e-3, device="cpu", dtype=torch.float32):
+        colour = torch.as_tensor(colour, dtype=dtype, device=device).reshape(1, 3, 1, 1)
+        self.map = colour.expand(1, 3, resolution, resolution).clone().requires_grad_(True)
+        self.reference = colour
+        self.smoothness = smoothness
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.map]
+
+    def texture(self) -> torch.Tensor:
+        return self.map
+
+    def prior(self) -> torch.Tensor:
+        m = self.map
+        dx = m[..., :, 1:] - m[..., :, :-1]
+        dy = m[..., 1:, :] - m[..., :-1, :]
+        smooth = (dx ** 2).mean() + (dy ** 2).mean()
+        return self.smoothness * 1e3 * smooth + 1e-2 * ((m.mean((2, 3), keepdim=True) - self.reference) ** 2).sum()
+
+
+class TextureSpaceAlbedo:
+    """Coefficients of a TextureSpace; evaluated at <= `resolution` for the fit."""
+
+    def __init__(self, space: TextureSpace, num_components: int = 50, resolution: int = 256, device="cpu",
+                 dtype=torch.float32):
+        K = min(num_components, space.basis.shape[0])
+        mean, basis = space.mean[None], space.basis[:K]
+        if mean.shape[-1] > resolution:
+            mean = F.interpolate(mean, size=(resolution, resolution), mode="area")
+            basis = F.interpolate(basis, size=(resolution, resolution), mode="area")
+        self.space = space
+        self.mean = mean.to(device, dtype)
+        self.basis = (basis * space.std[:K, None, None, None]).to(device, dtype)
+        self.coeffs = torch.zeros(1, K, dtype=dtype, device=device, requires_grad=True)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.coeffs]
+
+    def texture(self) -> torch.Tensor:
+        return (self.mean + torch.einsum("bk,kchw->bchw", self.coeffs, self.basis)).clamp(0.0, 1.0)
+
+    def prior(self) -> torch.Tensor:
+        return 0.5 * 1e-3 * (self.coeffs ** 2).sum()
+
+    def full_texture(self, size: int) -> torch.Tensor:
+        """The fitted albedo at the space's full resolution, resized to `size`."""
+        space = self.space
+        K = self.coeffs.shape[1]
+        coeffs = self.coeffs.detach().cpu()[0] * space.std[:K]
+        tex = (space.mean + torch.einsum("k,kchw->chw", coeffs, space.basis[:K])).clamp(0, 1)[None]
+        if tex.shape[-1] != size:
+            tex = F.interpolate(tex, size=(size, size), mode="bilinear", align_corners=False)
+        return tex.to(self.coeffs.device)

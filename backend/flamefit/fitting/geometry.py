@@ -1,0 +1,141 @@
+"""The fitted head and its camera: parameters, the posed mesh, landmarks, projection.
+
+Camera (INTERFACE.md section 4): a pinhole at the world origin with R = I, looking down
+-Z; the head moves instead (global joint rotation + translation). The focal length is
+fixed relative to the photo: f = FOCAL_FACTOR x max(width, height) pixels (a ~70 mm
+portrait lens on a full-frame camera), principal point at the image centre. The fit
+runs in a square crop; `CameraFrame.camera(resolution)` is that same camera expressed
+in a crop resampled to `resolution` pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..image import Crop
+from ..models.head_model import JOINT_NAMES, HeadLayer, HeadModel
+from ..models.lbs import rodrigues
+from ..render.cameras import PinholeCamera
+
+FOCAL_FACTOR = 2.0
+GLOBAL, NECK, JAW, EYE_LEFT, EYE_RIGHT = range(len(JOINT_NAMES))
+
+
+@dataclass
+class CameraFrame:
+    """Original-image intrinsics and the crop the fit works in."""
+
+    width: int
+    height: int
+    crop: Crop
+
+    @property
+    def focal_px(self) -> np.ndarray:
+        f = FOCAL_FACTOR * max(self.width, self.height)
+        return np.array([f, f], dtype=np.float64)
+
+    @property
+    def principal_px(self) -> np.ndarray:
+        return np.array([self.width / 2.0, self.height / 2.0])
+
+    def intrinsics(self, resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(focal, principal) in the crop resampled to `resolution` (None: the original image)."""
+        if resolution is None:
+            return self.focal_px, self.principal_px
+        s = resolution / self.crop.side
+        return self.focal_px * s, (self.principal_px - (self.crop.x0, self.crop.y0)) * s
+
+    def camera(self, resolution: int | None, device, dtype=torch.float32) -> PinholeCamera:
+        focal, principal = self.intrinsics(resolution)
+        return PinholeCamera(torch.tensor(focal[None], dtype=dtype, device=device),
+                             torch.tensor(principal[None], dtype=dtype, device=device),
+                             torch.eye(3, dtype=dtype, device=device)[None],
+                             torch.zeros(1, 3, dtype=dtype, device=device), znear=0.01)
+
+    def to_crop(self, points: np.ndarray, resolution: int) -> np.ndarray:
+        return self.crop.resized(resolution).to_crop(points)
+
+
+@dataclass
+class FitState:
+    """All fitted parameters (batch of one). Tensors; stages set requires_grad as needed."""
+
+    identity: torch.Tensor  # (1, S)
+    expression: torch.Tensor  # (1, E)
+    pose: torch.Tensor  # (1, J, 3) axis-angle: global, neck, jaw, eye_left, eye_right
+    translation: torch.Tensor  # (1, 3) metres
+    sh: torch.Tensor  # (1, 9, 3)
+    albedo: object = None  # an albedo model (fitting.albedo), set by the photometric stage
+    texture: torch.Tensor | None = None  # (1, 3, T, T) linear UV albedo from the texture stage
+    history: dict = field(default_factory=dict)  # stage -> list of loss values
+
+    def detached(self) -> "FitState":
+        copy = FitState(**{k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in self.__dict__.items()})
+        copy.history = {k: list(v) for k, v in self.history.items()}
+        return copy
+
+
+def initial_state(rig: "HeadRig") -> FitState:
+    dev, dt = rig.device, rig.dtype
+    sh = torch.zeros(1, 9, 3, dtype=dt, device=dev)
+    sh[:, 0] = math.sqrt(4 * math.pi)  # white ambient light: shading 1
+    return FitState(
+        identity=torch.zeros(1, rig.num_identity, dtype=dt, device=dev),
+        expression=torch.zeros(1, rig.num_expression, dtype=dt, device=dev),
+        pose=torch.zeros(1, len(JOINT_NAMES), 3, dtype=dt, device=dev),
+        translation=torch.zeros(1, 3, dtype=dt, device=dev),
+        sh=sh,
+    )
+
+
+class HeadRig:
+    """A head model on a device, restricted to the components being fitted."""
+
+    def __init__(self, model: HeadModel, device, num_identity: int, num_expression: int, dtype=torch.float32):
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.layer = HeadLayer(model, dtype=dtype).to(self.device)
+        self.num_identity = min(num_identity, model.num_identity)
+        self.num_expression = min(num_expression, model.num_expression)
+        self.faces = self.layer.faces
+        self.has_articulation = not np.allclose(model.skin_weights[:, 0], 1.0)
+        self.face_uvs = None
+        if model.uv_coords is not None:
+            self.face_uvs = torch.as_tensor(model.uv_coords[model.uv_faces], dtype=dtype, device=self.device)
+
+    def vertices(self, state: FitState, pose=None, identity=None, expression=None, translation=None):
+        identity = state.identity if identity is None else identity
+        expression = state.expression if expression is None else expression
+        verts, _ = self.layer(identity, expression, state.pose if pose is None else pose,
+                              state.translation if translation is None else translation)
+        return verts
+
+    def landmarks(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """(1, 68, 3) iBUG points; the jaw line follows the head's yaw when the embedding can."""
+        return self.layer.landmarks(verts, "ibug68", yaw_degrees(pose))
+
+    def landmark_embedding_at(self, pose: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(face_idx (68,), bary (68,3)) of the iBUG points at this pose's yaw."""
+        emb = self.model.landmarks["ibug68"]
+        face_idx, bary = emb.face_idx.copy(), emb.bary.copy()
+        if emb.dynamic_face_idx is not None:
+            yaw = float(yaw_degrees(pose)[0])
+            row = int(np.argmin(np.abs(emb.dynamic_yaw_degrees - yaw)))
+            face_idx[:17], bary[:17] = emb.dynamic_face_idx[row], emb.dynamic_bary[row]
+        return face_idx, bary
+
+
+def yaw_degrees(pose: torch.Tensor) -> torch.Tensor:
+    """(B,) right-handed rotation about +Y of global∘neck, degrees (DECA's convention)."""
+    rot = rodrigues(pose[:, GLOBAL]) @ rodrigues(pose[:, NECK])
+    return torch.rad2deg(torch.atan2(-rot[:, 2, 0], torch.sqrt(rot[:, 0, 0] ** 2 + rot[:, 1, 0] ** 2)))
+
+
+def project(camera: PinholeCamera, points: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) world -> (B, N, 2) pixels of `camera`."""
+    return camera.transform_points(points)[..., :2]

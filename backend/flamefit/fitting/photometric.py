@@ -1,0 +1,218 @@
+"""Photometric stage: albedo, SH light and geometry so the render matches the photo.
+
+Per step: pose the mesh, rasterise (face ids recomputed every `visibility_every` steps,
+only the differentiable barycentrics in between), shade with the albedo and the 9x3 SH
+light, and compare with the photo on face-skin pixels (masks.py) with a robust
+(Cauchy) loss. The light is linear in the SH coefficients: it is solved in closed form
+(weighted least squares, IRLS weights of the robust loss) at every step instead of
+being descended. Geometry (identity, expression, pose, translation) and the albedo
+parameters take Adam steps, coarse-to-fine over `options.photometric_schedule`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..render.lighting import sh_basis
+from ..render.shading import interpolate_packed, render_rgb
+from ..image import srgb_to_linear
+from .albedo import SmoothAlbedo, TextureSpaceAlbedo
+from .optim import Adam
+from .geometry import CameraFrame, FitState, HeadRig, project
+from .masks import photometric_mask
+from .priors import coefficient_prior, landmark_loss, pose_prior
+from .shape import PoseParams, expression_is_nonnegative, landmark_setup
+
+PHOTOMETRIC_WEIGHT = 2.0e4  # x mean robust squared residual (linear RGB) over the mask
+
+
+def linear_crop(rgb: np.ndarray, frame: CameraFrame, resolution: int) -> np.ndarray:
+    """The crop of an 8-bit sRGB photo at `resolution`, linear RGB float32."""
+    return srgb_to_linear(frame.crop.resized(resolution).extract(rgb).astype(np.float32) / 255.0).astype(np.float32)
+
+
+class Target:
+    """The photo crop at one resolution, with its landmarks and skin mask."""
+
+    def __init__(self, rig: HeadRig, frame: CameraFrame, rgb: np.ndarray, points: np.ndarray, resolution: int):
+        self.resolution = resolution
+        self.points = frame.to_crop(points, resolution)
+        self.image_np = linear_crop(rgb, frame, resolution)
+        self.mask_np = photometric_mask(self.points, self.image_np)
+        dev, dt = rig.device, rig.dtype
+        self.image = torch.as_tensor(self.image_np, dtype=dt, device=dev).reshape(-1, 3)
+        self.mask = torch.as_tensor(self.mask_np, dtype=dt, device=dev).reshape(-1)
+        self.camera = frame.camera(resolution, dev, dt)
+
+
+def region_weights(rig: HeadRig) -> torch.Tensor | None:
+    """(1, V, 1) 1 on the model's "face" region, 0 elsewhere; None when it has none."""
+    face = rig.model.regions.get("face")
+    if face is None or len(face) == 0:
+        return None
+    w = torch.zeros(1, rig.model.num_vertices, 1, dtype=rig.dtype, device=rig.device)
+    w[0, torch.as_tensor(face, device=rig.device).long()] = 1.0
+    return w
+
+
+def make_albedo(rig: HeadRig, target: Target, options, texture_space=None):
+    if texture_space is not None:
+        return TextureSpaceAlbedo(texture_space, device=rig.device, dtype=rig.dtype)
+    weights = target.mask_np.reshape(-1)
+    pixels = target.image_np.reshape(-1, 3)
+    if weights.sum() > 10:
+        colour = np.median(pixels[weights > 0.5], axis=0)
+    else:
+        colour = np.array([0.45, 0.3, 0.25])
+    colour = np.clip(colour / 0.9, 0.02, 1.0)  # the ambient light starts at ~0.9
+    return SmoothAlbedo(colour, options.albedo_resolution, options.albedo_smoothness, rig.device, rig.dtype)
+
+
+def solve_sh(albedo: torch.Tensor, basis: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+             previous: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
+    """argmin_sh sum_p w_p |albedo_p * (basis_p @ sh) - target_p|^2 + ridge |sh - previous|^2, per channel."""
+    A = albedo.t()[:, :, None] * basis[None]  # (3, N, 9)
+    Aw = A * weight[None, :, None]
+    M = Aw.transpose(1, 2) @ A  # (3, 9, 9)
+    b = (Aw * target.t()[:, :, None]).sum(1)  # (3, 9)
+    scale = M.diagonal(dim1=1, dim2=2).mean(-1).clamp(min=1e-8)[:, None, None]
+    eye = torch.eye(9, dtype=M.dtype, device=M.device)
+    lam = ridge * scale
+    sh = torch.linalg.solve(M + lam * eye, b[..., None] + lam * previous[0].t()[..., None])[..., 0]
+    return sh.t()[None]  # (1, 9, 3)
+
+
+def robust(e: torch.Tensor, scale: float) -> torch.Tensor:
+    """Cauchy: s^2 log(1 + e / s^2) for squared residuals e."""
+    s2 = scale * scale
+    return s2 * torch.log1p(e / s2)
+
+
+def render(rig: HeadRig, verts, texture, sh, camera, resolution, visibility=None):
+    return render_rgb(camera, verts, rig.faces, rig.face_uvs, texture, sh, (resolution, resolution),
+                      visibility=visibility, cull_backfaces=True)
+
+
+class Objective:
+    """The photometric loss at one resolution, for the free parameters of the stage.
+
+    evaluate(visibility) poses and renders the mesh (reusing `visibility`'s face ids
+    when given), solves the SH light in closed form (weights: mask x IRLS weights held
+    in `self.irls`), and returns (loss, rendering, robust squared residuals).
+    """
+
+    def __init__(self, rig, state, params, identity, expression, albedo, target, region, options, valid, nonneg):
+        self.rig, self.state, self.params = rig, state, params
+        self.identity, self.expression, self.albedo = identity, expression, albedo
+        self.target, self.region, self.options, self.nonneg = target, region, options, nonneg
+        self.lmk_target, self.lmk_weights, self.sigma = landmark_setup(rig, target.points, valid, options)
+        self.sh = state.sh.detach().clone()
+        self.irls = None
+        self.parts = {}
+
+    def evaluate(self, visibility=None):
+        o, t = self.options, self.target
+        pose = self.params.pose()
+        verts = self.rig.vertices(self.state, pose=pose, identity=self.identity, expression=self.expression,
+                                  translation=self.params.translation())
+        rendering = render(self.rig, verts, self.albedo.texture(), self.sh, t.camera, t.resolution, visibility=visibility)
+        frags = rendering.fragments
+        pix = frags.pixel_index
+        weight = t.mask[pix]
+        if self.region is not None:
+            weight = weight * interpolate_packed(frags, self.region)[:, 0].clamp(0, 1)
+        observed = t.image[pix]
+        with torch.no_grad():
+            basis = sh_basis(rendering.pixel_normals)
+            irls = self.irls if self.irls is not None and self.irls.shape == weight.shape else torch.ones_like(weight)
+            self.sh = solve_sh(rendering.pixel_albedo.detach(), basis, observed, weight * irls, self.sh)
+        predicted = rendering.pixel_albedo * (basis @ self.sh[0])
+        e = ((predicted - observed) ** 2).sum(-1)
+        norm = weight.sum().clamp(min=1.0)
+        photo = PHOTOMETRIC_WEIGHT * (weight * robust(e, o.robust_scale)).sum() / norm
+        lmk = landmark_loss(project(t.camera, self.rig.landmarks(verts, pose)), self.lmk_target, self.lmk_weights,
+                            self.sigma)
+        loss = photo + o.photometric_landmark_weight * lmk
+        loss = loss + coefficient_prior(self.identity, o.photometric_identity_prior)
+        loss = loss + coefficient_prior(self.expression, o.expression_prior, nonnegative=self.nonneg)
+        loss = loss + pose_prior(pose, o.jaw_prior, o.neck_prior) + self.albedo.prior()
+        self.parts = {"photometric": float(photo.detach()), "landmarks": float(lmk.detach())}
+        return loss, rendering, e.detach()
+
+    def refresh(self):
+        """New visibility and IRLS weights (no gradients); returns the fragments."""
+        with torch.no_grad():
+            _, rendering, e = self.evaluate(None)
+            self.irls = 1.0 / (1.0 + e / self.options.robust_scale ** 2)
+        return rendering.fragments
+
+
+def fit_photometric(rig: HeadRig, state: FitState, frame: CameraFrame, rgb: np.ndarray, points: np.ndarray,
+                    valid: np.ndarray, options, texture_space=None, reporter=None) -> dict:
+    """Run the coarse-to-fine photometric schedule; updates `state` in place.
+
+    Adam, one step per evaluation; face ids and the IRLS weights of the light solve
+    are refreshed every `visibility_every` steps, barycentrics every step.
+    """
+    # Never upsample the photo: a level finer than the crop's own pixels only adds blur.
+    schedule = [(min(int(r), frame.crop.side), n) for r, n in options.photometric_schedule]
+    total = sum(n for _, n in schedule)
+    region = region_weights(rig)
+    fit_expression = options.expression and rig.num_expression > 0
+    params = PoseParams(state, fit_jaw=options.expression and rig.has_articulation, fit_neck=rig.has_articulation)
+    identity = state.identity.detach().clone().requires_grad_(rig.num_identity > 0)
+    expression = state.expression.detach().clone().requires_grad_(fit_expression)
+    nonneg = expression_is_nonnegative(rig)
+
+    first = Target(rig, frame, rgb, points, schedule[0][0])
+    albedo = state.albedo if state.albedo is not None else make_albedo(rig, first, options, texture_space)
+    state.albedo = albedo
+    free = [t for t in (identity, expression, params.global_rot, params.neck, params.jaw, params.delta)
+            if t.requires_grad] + albedo.parameters()
+    history = state.history.setdefault("photometric", [])
+    optimiser = Adam(_adam_groups(identity, expression, params, albedo, options, nonneg), betas=(0.8, 0.95))
+    base_lrs = [g["lr"] for g in optimiser.param_groups]
+    step = 0
+    sh = state.sh.detach().clone()
+    objective = None
+    for level, (resolution, iterations) in enumerate(schedule):
+        target = first if level == 0 else Target(rig, frame, rgb, points, resolution)
+        objective = Objective(rig, state, params, identity, expression, albedo, target, region, options, valid, nonneg)
+        objective.sh = sh
+        visibility = None
+        for i in range(iterations):
+            if i % options.visibility_every == 0:
+                visibility = objective.refresh()
+            progress = step / max(total - 1, 1)
+            for g, lr in zip(optimiser.param_groups, base_lrs):
+                g["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+            optimiser.zero_grad()
+            loss, _, _ = objective.evaluate(visibility)
+            loss.backward()
+            optimiser.step()
+            step += 1
+            history.append(float(loss.detach()))
+            if reporter is not None:
+                reporter.step(step, total, history[-1])
+        sh = objective.sh
+    with torch.no_grad():
+        state.identity[:] = identity
+        state.expression[:] = expression.clamp(min=0) if nonneg else expression
+        params.commit()
+        objective.refresh()  # the light for the final geometry
+        state.sh = objective.sh.detach()
+    return dict(objective.parts)
+
+
+def _adam_groups(identity, expression, params, albedo, options, nonneg):
+    groups = [
+        {"params": [identity], "lr": 0.1},
+        {"params": [expression], "lr": 0.03 if not nonneg else 0.01},
+        {"params": [params.global_rot, params.neck, params.jaw], "lr": 0.003},
+        {"params": [params.delta], "lr": 0.002},
+        {"params": albedo.parameters(), "lr": 0.01 if isinstance(albedo, SmoothAlbedo) else 0.05},
+    ]
+    return [g for g in groups if all(p.requires_grad for p in g["params"])]

@@ -1,0 +1,51 @@
+"""Priors and the landmark term shared by the stages.
+
+- identity / expression coefficients ~ N(0, 1): 0.5 * w * |c|^2 (FLAME's shapedirs and
+  the open head's identity basis are scaled that way; the open head's ARKit units are
+  weights in [0, 1]: the same L2 keeps them small, plus a penalty below 0);
+- jaw: opening (rotation about +X) allowed in [JAW_OPEN_MIN, JAW_OPEN_MAX] rad, sideways
+  and twist kept within +-JAW_SIDE; quadratic penalty outside, weight `jaw_prior`;
+- neck: 0.5 * w * |neck|^2 (head rotation is carried by the global joint);
+- landmarks: 0.5 * sum_l w_l |r_l|^2 / sigma^2 with r in pixels and sigma =
+  landmark_sigma x the eye-corner distance, so the weights do not depend on resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..landmarks import ibug68
+from .geometry import JAW, NECK
+
+JAW_OPEN_MIN, JAW_OPEN_MAX = -0.05, 0.6
+JAW_SIDE = 0.08
+
+
+def coefficient_prior(coeffs: torch.Tensor, weight: float, nonnegative: bool = False) -> torch.Tensor:
+    loss = 0.5 * weight * (coeffs ** 2).sum()
+    if nonnegative:
+        loss = loss + 50.0 * weight * (torch.relu(-coeffs) ** 2).sum()
+    return loss
+
+
+def _outside(x, lo, hi):
+    return torch.relu(lo - x) + torch.relu(x - hi)
+
+
+def pose_prior(pose: torch.Tensor, jaw_weight: float, neck_weight: float) -> torch.Tensor:
+    jaw = pose[:, JAW]
+    jaw_term = _outside(jaw[:, 0], JAW_OPEN_MIN, JAW_OPEN_MAX) ** 2 + _outside(jaw[:, 1:], -JAW_SIDE, JAW_SIDE).pow(2).sum(-1)
+    return 0.5 * jaw_weight * 100.0 * jaw_term.sum() + 0.5 * neck_weight * (pose[:, NECK] ** 2).sum()
+
+
+def landmark_weights(valid, contour_weight: float, device, dtype=torch.float32) -> torch.Tensor:
+    """(68,) per-point weights: jaw line `contour_weight`, others 1, missing points 0."""
+    w = torch.ones(ibug68.NUM_POINTS, dtype=dtype, device=device)
+    w[list(ibug68.JAW)] = contour_weight
+    return w * torch.as_tensor(valid, dtype=dtype, device=device)
+
+
+def landmark_loss(projected: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """0.5 * sum_l w_l * |p_l - t_l|^2 / sigma^2; projected (1,68,2), target (68,2)."""
+    residual = (projected[0] - target) / sigma_px
+    return 0.5 * (weights * (residual ** 2).sum(-1)).sum()

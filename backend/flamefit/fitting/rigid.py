@@ -1,0 +1,80 @@
+"""Rigid stage: head rotation and position from the 2D landmarks.
+
+1. Closed form: OpenCV's PnP (Levenberg-Marquardt from a frontal guess at the distance
+   the eye-corner spacing implies) of the neutral template's inner-face landmarks
+   (iBUG 17..67; the jaw line slides with yaw) to the detected points.
+2. Levenberg-Marquardt on the 6 rigid parameters with all 68 points (jaw line
+   following yaw).
+
+OpenCV's camera looks down +Z with y down; ours looks down -Z with y up: X_gl = D X_cv
+with D = diag(1, -1, -1), so the head's global rotation is R = D R_cv.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from ..landmarks import ibug68
+from .geometry import GLOBAL, CameraFrame, FitState, HeadRig
+from .optim import levenberg_marquardt
+
+D = np.diag([1.0, -1.0, -1.0])
+
+
+def _axis_angle(matrix: np.ndarray) -> np.ndarray:
+    return cv2.Rodrigues(np.ascontiguousarray(matrix, dtype=np.float64))[0].reshape(3)
+
+
+def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.ndarray, valid: np.ndarray,
+                     resolution: int) -> None:
+    """Set state.pose[global] and state.translation from PnP (in place)."""
+    with torch.no_grad():
+        rest_pose = torch.zeros_like(state.pose).double()
+        zero = torch.zeros(1, 3, dtype=torch.float64, device=lmodel.device)
+        identity, expression = state.identity.double(), state.expression.double()
+        model_points = lmodel(identity, expression, rest_pose, zero)[0].cpu().numpy()
+        root = lmodel.joints(identity, expression)[0, GLOBAL].cpu().numpy()
+    focal, principal = frame.intrinsics(resolution)
+    K = np.array([[focal[0], 0, principal[0]], [0, focal[1], principal[1]], [0, 0, 1.0]])
+    image_points = points - 0.5  # OpenCV puts pixel centres at integers
+    use = np.array([i in ibug68.INNER_FACE for i in range(68)]) & valid
+    a, b = ibug68.OUTER_EYE_CORNERS
+    model_iod = np.linalg.norm(model_points[a] - model_points[b])
+    image_iod = np.linalg.norm(points[a] - points[b])
+    distance = focal[0] * model_iod / max(image_iod, 1e-6)
+    centre_px = points[use].mean(0)
+    centre_model = model_points[use].mean(0)
+    target = np.array([(centre_px[0] - principal[0]) * distance / focal[0],
+                       (centre_px[1] - principal[1]) * distance / focal[1], distance])
+    t_guess = target - D @ centre_model  # frontal (R_cv = D): the model centre lands on the points' centre
+    rvec = _axis_angle(D).reshape(3, 1)
+    ok, rvec_new, tvec_new = cv2.solvePnP(model_points[use], image_points[use], K, None, rvec.copy(),
+                                          t_guess.reshape(3, 1).copy(), useExtrinsicGuess=True,
+                                          flags=cv2.SOLVEPNP_ITERATIVE)
+    R_cv = cv2.Rodrigues(rvec_new)[0] if ok else D
+    t_cv = tvec_new.reshape(3) if ok else t_guess
+    R = D @ R_cv
+    facing = R[2, 2] > 0.2 and t_cv[2] > 0  # face toward the camera, in front of it
+    if not facing:
+        R, t_cv = np.eye(3), t_guess
+    translation = D @ t_cv + R @ root - root
+    state.pose[:, GLOBAL] = torch.as_tensor(_axis_angle(R), dtype=state.pose.dtype, device=state.pose.device)
+    state.translation[:] = torch.as_tensor(translation, dtype=state.translation.dtype, device=state.translation.device)
+
+
+def fit_rigid(rig: HeadRig, lmodel, state: FitState, frame: CameraFrame, points_crop: np.ndarray, valid: np.ndarray,
+              resolution: int, options, reporter=None) -> float:
+    """Closed-form pose, then Levenberg-Marquardt on rotation + translation with all 68
+    points. points_crop: (68,2) in the crop at `resolution`. Returns the final cost."""
+    from .shape import landmark_problem
+
+    closed_form_pose(lmodel, state, frame, points_crop, valid, resolution)
+    problem = landmark_problem(rig, lmodel, state, frame, points_crop, valid, resolution, options,
+                               ["global", "translation"], priors=False)
+    theta = levenberg_marquardt(problem.residuals, problem.pack(), options.rigid_iterations, reporter,
+                                state.history.setdefault("rigid", []), before_iteration=problem.fix_row)
+    problem.commit(theta)
+    r = problem.residuals(theta[None])[0]
+    return 0.5 * float(r @ r)

@@ -1,0 +1,169 @@
+"""Shape stage: identity, expression, jaw, neck and the rigid pose from the landmarks.
+
+Levenberg-Marquardt on all of them at once (a few hundred parameters; the landmarks
+come from `LandmarkModel`, so an exact finite-difference Jacobian is one batched call),
+with the priors of `priors.py`; the jaw-line points follow the head's yaw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..landmarks import ibug68
+from .geometry import GLOBAL, JAW, NECK, CameraFrame, FitState, HeadRig, project
+from .optim import levenberg_marquardt
+from .priors import JAW_OPEN_MAX, JAW_OPEN_MIN, JAW_SIDE, landmark_weights
+
+
+class PoseParams:
+    """Free pose parameters (global, neck, jaw) and a scaled translation offset."""
+
+    def __init__(self, state: FitState, fit_jaw: bool, fit_neck: bool):
+        self.state = state
+        self.base_pose = state.pose.detach().clone()
+        self.global_rot = state.pose[:, GLOBAL].detach().clone().requires_grad_(True)
+        self.neck = state.pose[:, NECK].detach().clone().requires_grad_(fit_neck)
+        self.jaw = state.pose[:, JAW].detach().clone().requires_grad_(fit_jaw)
+        self.t0 = state.translation.detach().clone()
+        self.scale = 0.1 * max(float(-self.t0[0, 2]), 0.1)
+        self.delta = torch.zeros_like(self.t0, requires_grad=True)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.global_rot, self.neck, self.jaw, self.delta) if t.requires_grad]
+
+    def pose(self) -> torch.Tensor:
+        rows = list(self.base_pose.unbind(1))
+        rows[GLOBAL], rows[NECK], rows[JAW] = self.global_rot, self.neck, self.jaw
+        return torch.stack(rows, dim=1)
+
+    def translation(self) -> torch.Tensor:
+        return self.t0 + self.delta * self.scale
+
+    def commit(self) -> None:
+        with torch.no_grad():
+            self.state.pose[:] = self.pose()
+            self.state.translation[:] = self.translation()
+
+
+def expression_is_nonnegative(rig: HeadRig) -> bool:
+    """ARKit-style units (named expression components) are weights in [0, 1]."""
+    return bool(rig.model.expression_names)
+
+
+def landmark_setup(rig: HeadRig, points_crop: np.ndarray, valid: np.ndarray, options):
+    target = torch.nan_to_num(torch.as_tensor(points_crop, dtype=rig.dtype, device=rig.device))
+    weights = landmark_weights(valid, options.contour_weight, rig.device, rig.dtype)
+    a, b = ibug68.OUTER_EYE_CORNERS
+    sigma = options.landmark_sigma * float(np.linalg.norm(points_crop[a] - points_crop[b]))
+    return target, weights, sigma
+
+
+class LandmarkProblem:
+    """Landmark residuals (+ prior residuals) over a packed float64 parameter vector.
+
+    `free` names the parameter blocks being fitted, in order: any of "identity",
+    "expression", "global", "neck", "jaw", "translation"; the others keep the state's
+    values. Cost 0.5 |r|^2 = the landmark loss + priors of priors.py.
+    """
+
+    BLOCKS = ("identity", "expression", "global", "neck", "jaw", "translation")
+
+    def __init__(self, lmodel, state: FitState, camera, target, weights, sigma, options, free, priors: bool,
+                 nonneg: bool):
+        self.lmodel, self.state, self.camera, self.options = lmodel, state, camera, options
+        self.target = target.double()
+        self.scale = (weights.double().sqrt() / sigma)[:, None]
+        self.free, self.priors, self.nonneg = list(free), priors, nonneg
+        sizes = {"identity": state.identity.shape[1], "expression": state.expression.shape[1]}
+        self.slices, start = {}, 0
+        for name in self.free:
+            size = sizes.get(name, 3)
+            self.slices[name] = slice(start, start + size)
+            start += size
+        self.size = start
+        self.row = None
+
+    def pack(self) -> torch.Tensor:
+        st = self.state
+        values = {"identity": st.identity[0], "expression": st.expression[0], "global": st.pose[0, GLOBAL],
+                  "neck": st.pose[0, NECK], "jaw": st.pose[0, JAW], "translation": st.translation[0]}
+        return torch.cat([values[n].detach().double().to(self.lmodel.device) for n in self.free])
+
+    def unpack(self, theta: torch.Tensor):
+        B, st = theta.shape[0], self.state
+        get = lambda name, default: theta[:, self.slices[name]] if name in self.slices else default.double().expand(B, -1)
+        identity = get("identity", st.identity)
+        expression = get("expression", st.expression)
+        pose = st.pose.double().expand(B, -1, -1).clone()
+        for name, joint in (("global", GLOBAL), ("neck", NECK), ("jaw", JAW)):
+            if name in self.slices:
+                pose[:, joint] = theta[:, self.slices[name]]
+        translation = get("translation", st.translation)
+        return identity, expression, pose, translation
+
+    def fix_row(self, theta: torch.Tensor) -> None:
+        self.row = self.lmodel.contour_row(self.unpack(theta[None])[2])
+
+    def residuals(self, theta: torch.Tensor) -> torch.Tensor:
+        identity, expression, pose, translation = self.unpack(theta)
+        points = self.lmodel(identity, expression, pose, translation, row=self.row)
+        r = ((project(self.camera, points) - self.target) * self.scale).reshape(theta.shape[0], -1)
+        if not self.priors:
+            return r
+        o = self.options
+        parts = [r]
+        if "identity" in self.slices:
+            parts.append(math.sqrt(o.identity_prior) * identity)
+        if "expression" in self.slices:
+            parts.append(math.sqrt(o.expression_prior) * expression)
+            if self.nonneg:
+                parts.append(math.sqrt(100.0 * o.expression_prior) * torch.relu(-expression))
+        jaw = pose[:, JAW]
+        if "jaw" in self.slices:
+            w = math.sqrt(100.0 * o.jaw_prior)
+            parts.append(w * (torch.relu(JAW_OPEN_MIN - jaw[:, :1]) + torch.relu(jaw[:, :1] - JAW_OPEN_MAX)))
+            parts.append(w * (torch.relu(-JAW_SIDE - jaw[:, 1:]) + torch.relu(jaw[:, 1:] - JAW_SIDE)))
+        if "neck" in self.slices:
+            parts.append(math.sqrt(o.neck_prior) * pose[:, NECK])
+        return torch.cat(parts, dim=1)
+
+    def commit(self, theta: torch.Tensor) -> None:
+        identity, expression, pose, translation = self.unpack(theta[None])
+        st = self.state
+        with torch.no_grad():
+            st.identity[:] = identity.to(st.identity)
+            st.expression[:] = (expression.clamp(min=0) if self.nonneg else expression).to(st.expression)
+            st.pose[:] = pose.to(st.pose)
+            st.translation[:] = translation.to(st.translation)
+
+
+def landmark_problem(rig: HeadRig, lmodel, state: FitState, frame: CameraFrame, points_crop, valid, resolution,
+                     options, free, priors=True) -> LandmarkProblem:
+    camera = frame.camera(resolution, lmodel.device, torch.float64)
+    target, weights, sigma = landmark_setup(rig, points_crop, valid, options)
+    return LandmarkProblem(lmodel, state, camera, target.to(lmodel.device), weights.to(lmodel.device), sigma, options,
+                           free, priors, expression_is_nonnegative(rig))
+
+
+def fit_shape(rig: HeadRig, lmodel, state: FitState, frame: CameraFrame, points_crop: np.ndarray, valid: np.ndarray,
+              resolution: int, options, reporter=None) -> float:
+    """Levenberg-Marquardt on identity, expression, jaw, neck, global rotation and
+    translation from the landmarks, with the priors."""
+    free = ["identity"] if rig.num_identity > 0 else []
+    if options.expression and rig.num_expression > 0:
+        free.append("expression")
+    free.append("global")
+    if rig.has_articulation:
+        free.append("neck")
+        if options.expression:
+            free.append("jaw")
+    free.append("translation")
+    problem = landmark_problem(rig, lmodel, state, frame, points_crop, valid, resolution, options, free)
+    theta = levenberg_marquardt(problem.residuals, problem.pack(), options.shape_iterations, reporter,
+                                state.history.setdefault("shape", []), before_iteration=problem.fix_row)
+    problem.commit(theta)
+    r = problem.residuals(theta[None])[0]
+    return 0.5 * float(r @ r)

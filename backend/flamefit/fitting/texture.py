@@ -1,0 +1,159 @@
+"""Texture stage: the UV albedo itself, de-lit by the fitted SH light.
+
+For a fixed mesh, camera and light the rendered colour of a pixel is
+albedo(uv) * shading, so the albedo minimising the photometric error is, texel by
+texel, photo(projection) / shading: the unwrap below is that least-squares solution
+(each texel is one unknown), followed by `texture_refine_steps` passes that render the
+result, back-project the remaining residual to the texels and add it (Jacobi steps on
+the same objective, absorbing resampling differences).
+
+Each texel has a confidence: visible in the photo (z-buffer at the photo's resolution)
+x a ramp of the viewing-angle cosine. Texels seen poorly take the colour of their
+mirror texel (left/right symmetry of the template), and texels still unknown (back of
+the head, under the chin) are filled by pull-push diffusion from their neighbours.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from ..render.lighting import sh_basis
+from ..render.rasterizer import rasterize
+from ..render.shading import vertex_normals
+from .geometry import CameraFrame, FitState, HeadRig
+from .photometric import linear_crop
+from .uvs import mirror_texels, texel_map
+
+MAX_UNWRAP_RESOLUTION = 1024  # the photo crop is sampled at most at this size
+MIN_SHADING = 0.05
+
+
+def pull_push(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Fill an (H, W, C) image where weight (H, W) in [0, 1] is low, from coarser levels."""
+    levels = []
+    c, w = colour * weight[..., None], weight.astype(np.float32)
+    while True:
+        levels.append((c, w))
+        h, wd = w.shape
+        if h <= 1 and wd <= 1:
+            break
+        size = (max(1, wd // 2), max(1, h // 2))
+        c = cv2.resize(c, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
+    out = None
+    for depth, (c, w) in enumerate(reversed(levels)):
+        level = len(levels) - 1 - depth
+        mean = c / np.maximum(w, 1e-8)[..., None]
+        conf = w if level == 0 else np.clip(w * 4.0, 0.0, 1.0)
+        if out is None:
+            out = mean
+        else:
+            up = cv2.resize(out, (w.shape[1], w.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(mean.shape)
+            out = mean * conf[..., None] + up * (1 - conf[..., None])
+    return out.astype(np.float32)
+
+
+def _depth_buffer(rig: HeadRig, verts, camera, resolution):
+    screen = camera.transform_points(verts)
+    frags = rasterize(screen, rig.faces, (resolution, resolution), perspective_correct=True, znear=camera.znear,
+                      cull_backfaces=True)
+    depth = torch.full((resolution * resolution,), float("inf"), dtype=verts.dtype, device=verts.device)
+    depth[frags.pixel_index] = frags.pixel_depth.detach()
+    return depth.view(resolution, resolution)
+
+
+def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Bilinear (H, W, C) image at (N, 2) pixel positions (pixel centres at +0.5)."""
+    H, W = image.shape[:2]
+    grid = torch.stack((xy[:, 0] * (2 / W) - 1, xy[:, 1] * (2 / H) - 1), -1)[None, None]
+    out = torch.nn.functional.grid_sample(image.permute(2, 0, 1)[None], grid.to(image.dtype), mode="bilinear",
+                                          padding_mode="border", align_corners=False)
+    return out[0, :, 0].t()
+
+
+def unwrap(rig: HeadRig, state: FitState, frame: CameraFrame, rgb: np.ndarray, options, reporter=None):
+    """(texture (T, T, 3) linear float32 with every texel filled, confidence (T, T))."""
+    T = int(options.texture_size)
+    device, dtype = rig.device, rig.dtype
+    steps = 5 + options.texture_refine_steps
+    report = (lambda i: reporter.step(i, steps)) if reporter is not None else (lambda i: None)
+    with torch.no_grad():
+        texels = texel_map(rig.model, T, device)
+        report(1)
+        verts = rig.vertices(state)
+        normals = vertex_normals(verts, rig.faces)
+        points = texels.points(verts, rig.faces)
+        texel_normals = torch.nn.functional.normalize(texels.points(normals, rig.faces), dim=-1)
+
+        R = int(min(MAX_UNWRAP_RESOLUTION, max(frame.crop.side, 256)))
+        camera = frame.camera(R, device, dtype)
+        photo = torch.as_tensor(linear_crop(rgb, frame, R), dtype=dtype, device=device)
+        screen = camera.transform_points(points[None])[0]
+        zbuf = _depth_buffer(rig, verts, camera, R)
+        report(2)
+        col = screen[:, 0].floor().long().clamp(0, R - 1)
+        row = screen[:, 1].floor().long().clamp(0, R - 1)
+        inside = (screen[:, 0] >= 0) & (screen[:, 0] < R) & (screen[:, 1] >= 0) & (screen[:, 1] < R)
+        tolerance = 0.004 + 0.002 * screen[:, 2]  # metres: a few mm at portrait distance
+        visible = inside & (screen[:, 2] <= zbuf[row, col] + tolerance)
+        to_camera = torch.nn.functional.normalize(-points, dim=-1)  # camera at the origin
+        cosine = (texel_normals * to_camera).sum(-1)
+        lo = options.texture_min_cosine
+        confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
+
+        raw_shading = sh_basis(texel_normals) @ state.sh[0]
+        shading = raw_shading.clamp(min=MIN_SHADING)
+        # In deep shadow the division amplifies noise: trust such texels less.
+        level = raw_shading.mean(-1) / raw_shading.mean(-1)[confidence > 0.5].median().clamp(min=1e-3) \
+            if bool((confidence > 0.5).any()) else torch.ones_like(confidence)
+        confidence = confidence * (level / 0.35).clamp(0, 1)
+        colour = _sample(photo, screen[:, :2])
+        albedo = (colour / shading).clamp(0, 1)
+        report(3)
+
+        # Refinement: render, back-project the residual, add (masked to confident texels).
+        for k in range(options.texture_refine_steps):
+            albedo = albedo + confidence[:, None] * _residual_at_texels(
+                rig, verts, albedo, texels, state.sh, camera, photo, screen, shading, T)
+            albedo = albedo.clamp(0, 1)
+            report(4 + k)
+
+        # Symmetry: blend in the mirror texel where this one is poorly seen.
+        mirror = mirror_texels(rig.model, texels)
+        has = mirror >= 0
+        m_idx = mirror.clamp(min=0)
+        w_m = torch.where(has, confidence[m_idx], torch.zeros_like(confidence))
+        a_m = albedo[m_idx]
+        fill_w = (1 - confidence) * w_m
+        total = confidence + fill_w
+        blended = (confidence[:, None] * albedo + fill_w[:, None] * a_m) / total.clamp(min=1e-8)[:, None]
+        albedo = torch.where(total[:, None] > 1e-6, blended, albedo)
+
+        texture = np.zeros((T * T, 3), np.float32)
+        weight = np.zeros(T * T, np.float32)
+        index = texels.texel_index.cpu().numpy()
+        texture[index] = albedo.cpu().numpy()
+        weight[index] = total.clamp(0, 1).cpu().numpy()
+        report(4 + options.texture_refine_steps)
+    texture = pull_push(texture.reshape(T, T, 3), weight.reshape(T, T))
+    report(steps)
+    return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence
+
+
+def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, shading, T):
+    """Photo minus render (with this texel albedo), de-lit, sampled at each texel."""
+    from ..render.shading import render_rgb
+
+    tex = torch.zeros(T * T, 3, dtype=albedo.dtype, device=albedo.device)
+    tex[texels.texel_index] = albedo
+    tex = tex.view(1, T, T, 3).permute(0, 3, 1, 2)
+    R = photo.shape[0]
+    rendering = render_rgb(camera, verts, rig.faces, rig.face_uvs, tex, sh, (R, R), cull_backfaces=True)
+    residual = (photo.reshape(-1, 3) - torch.zeros_like(photo.reshape(-1, 3)).index_copy(
+        0, rendering.fragments.pixel_index, rendering.pixel_rgb))
+    covered = torch.zeros(R * R, dtype=albedo.dtype, device=albedo.device)
+    covered[rendering.fragments.pixel_index] = 1.0
+    residual = (residual * covered[:, None]).view(R, R, 3)
+    return _sample(residual, screen[:, :2]) / shading

@@ -1,0 +1,153 @@
+"""Synthetic ground truth: render a head with known shape, expression, pose, albedo and
+SH light at 256x256, fit it, and compare.
+
+The fits are fed the ground-truth 2D landmarks (the model's iBUG-68 embedding projected
+with the true parameters) instead of running dlib on the render: these tests check the
+fitter, not the detector (test_fit_photos.py runs the detector on real photos).
+
+Checks, per model (the open head, and the FLAME 2023 Open extract from ../shared):
+- mean vertex error on the face region after similarity alignment < 1 mm;
+- landmark error < 1 px;
+- the texture stage reproduces the photo at >= 30 dB PSNR on the face mask.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flamefit.config import load_settings
+from flamefit.fitting import FitOptions, fit_photo
+from flamefit.fitting.geometry import CameraFrame, HeadRig, initial_state, project
+from flamefit.fitting.metrics import similarity_align
+from flamefit.fitting.contour import ensure_dynamic_contour
+from flamefit.fitting.uvs import ensure_uvs
+from flamefit.image import Crop, Photo, linear_to_srgb
+from flamefit.models import load_head_model
+from flamefit.render.lighting import ambient_light_sh, directional_light_sh
+from flamefit.render.shading import render_rgb, vertex_normals
+
+SIZE = 256
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """As the CLI does (FLAMEFIT_THREADS): small tensors, shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def face_vertices(model) -> np.ndarray:
+    """The face region, the same rule for every model: the front of the template between
+    the chin and 2 cm above the brows, as wide as the jaw-line landmarks (about FLAME's
+    "face" mask without the sides of the head)."""
+    verts = model.v_template.astype(np.float64)
+    lm = model.landmarks["ibug68"].points(verts, model.faces)
+    normals = vertex_normals(torch.as_tensor(verts[None], dtype=torch.float32), torch.as_tensor(model.faces))[0].numpy()
+    lo, hi = lm.min(0), lm.max(0)
+    inside = (verts[:, 0] > lo[0]) & (verts[:, 0] < hi[0]) & (verts[:, 1] > lo[1]) & (verts[:, 1] < hi[1] + 0.02)
+    return np.nonzero(inside & (verts[:, 2] > lo[2] - 0.01) & (normals[:, 2] > 0.2))[0]
+
+
+def synthetic_scene(model, seed=0):
+    """(photo rgb uint8, true 2D landmarks (68,2), true vertices (V,3))."""
+    rng = np.random.default_rng(seed)
+    ensure_uvs(model)
+    ensure_dynamic_contour(model)
+    rig = HeadRig(model, "cpu", 100, 100)
+    state = initial_state(rig)
+    n = min(20, rig.num_identity)
+    state.identity[0, :n] = torch.as_tensor(rng.normal(size=n) * 0.8, dtype=torch.float32)
+    if rig.num_expression:
+        units = rng.choice(rig.num_expression, size=4, replace=False)
+        state.expression[0, units] = torch.as_tensor(rng.uniform(0.1, 0.4, size=4), dtype=torch.float32)
+    state.pose[0, 0] = torch.tensor([math.radians(6), math.radians(12), math.radians(-3)])
+    state.translation[0] = torch.tensor([0.0, 0.0, -0.6])
+    frame = CameraFrame(SIZE, SIZE, Crop(0, 0, SIZE, SIZE))
+    camera = frame.camera(SIZE, "cpu")
+    g = torch.Generator().manual_seed(seed)
+    low = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(256, 256), mode="bicubic",
+                                          align_corners=False)
+    fine = torch.nn.functional.interpolate(torch.rand(1, 1, 64, 64, generator=g), size=(256, 256), mode="bilinear",
+                                           align_corners=False)
+    albedo = (torch.tensor([0.55, 0.38, 0.3]).view(1, 3, 1, 1) * (0.85 + 0.3 * low) * (0.9 + 0.2 * fine)).clamp(0, 1)
+    sh = ambient_light_sh(torch.tensor([[0.55, 0.55, 0.55]])) + directional_light_sh(
+        torch.tensor([[0.4, 0.5, 0.8]]), torch.tensor([[0.6, 0.58, 0.55]]))
+    with torch.no_grad():
+        verts = rig.vertices(state)
+        r = render_rgb(camera, verts, rig.faces, rig.face_uvs, albedo, sh, (SIZE, SIZE), cull_backfaces=True)
+        image = r.image[0] * r.mask[0] + 0.3 * (1 - r.mask[0])
+        landmarks = project(camera, rig.landmarks(verts, state.pose))[0].double().numpy()
+    rgb = (linear_to_srgb(image.numpy()) * 255 + 0.5).astype(np.uint8)
+    return rgb, landmarks, verts[0].numpy().astype(np.float64)
+
+
+def fit_and_measure(model, tmp_path, seed=0):
+    rgb, landmarks, true_verts = synthetic_scene(model, seed)
+    photo = Photo(Path(tmp_path) / "synthetic.png", rgb)
+    result = fit_photo(photo, model, FitOptions(texture_size=256), landmarks=landmarks, device="cpu")
+    face = face_vertices(model)
+    aligned = similarity_align(result.vertices[face].astype(np.float64), true_verts[face])
+    mesh_mm = float(np.linalg.norm(aligned - true_verts[face], axis=1).mean() * 1000)
+    print(f"{model.name}: mesh {mesh_mm:.3f} mm over {len(face)} vertices, {result.metrics}, {result.timings}")
+    return result, mesh_mm
+
+
+def _check(result, mesh_mm):
+    assert mesh_mm < 1.0
+    assert result.metrics["landmark_error_px"] < 1.0
+    assert result.metrics["psnr_db"] >= 30.0
+    # The head faces the camera, upright: the nose is nearer than the ears, the eyes above the mouth.
+    lm = result.fitted_2d
+    assert lm[list(range(36, 48)), 1].mean() < lm[list(range(48, 68)), 1].mean()
+    assert lm[36, 0] < lm[45, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_open_head_synthetic(tmp_path, seed):
+    model = load_head_model(load_settings())
+    result, mesh_mm = fit_and_measure(model, tmp_path, seed)
+    _check(result, mesh_mm)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_flame_extract_synthetic(flame_extract_path, tmp_path, seed):
+    model = load_head_model(load_settings({"flame_model": flame_extract_path}))
+    result, mesh_mm = fit_and_measure(model, tmp_path, seed)
+    _check(result, mesh_mm)
+
+
+def test_landmark_model_matches_the_full_forward():
+    """The landmark stages' fast forward (landmark vertices only, float64) equals
+    HeadLayer + landmarks, with pose correctives and a yawed jaw line."""
+    import dataclasses
+
+    from flamefit.fitting.landmark_model import LandmarkModel
+    from flamefit.models.head_model import HeadLayer
+
+    base = load_head_model(load_settings())
+    ensure_dynamic_contour(base)
+    rng = np.random.default_rng(1)
+    V = base.num_vertices
+    model = dataclasses.replace(base, posedirs=(rng.normal(size=(36, V * 3)) * 1e-3).astype(np.float32))
+    layer = HeadLayer(model, dtype=torch.float64)
+    fast = LandmarkModel(model, 30, 20)
+    identity = torch.as_tensor(rng.normal(size=(1, 30)), dtype=torch.float64)
+    expression = torch.as_tensor(rng.uniform(0, 0.5, size=(1, 20)), dtype=torch.float64)
+    pose = torch.as_tensor(rng.normal(size=(1, 5, 3)) * 0.15, dtype=torch.float64)
+    pose[0, 0, 1] = 0.5  # ~29 degrees of yaw: a non-trivial jaw-line row
+    translation = torch.tensor([[0.01, -0.02, -0.8]], dtype=torch.float64)
+    verts, _ = layer(identity, expression, pose, translation)
+    from flamefit.fitting.geometry import yaw_degrees
+
+    expected = layer.landmarks(verts, "ibug68", yaw_degrees(pose))
+    got = fast(identity, expression, pose, translation)
+    assert torch.allclose(got, expected, atol=1e-9)
