@@ -1,0 +1,160 @@
+"""De-lit albedo of one fitted photo in UV space, with a per-texel confidence.
+
+For every texel of the head model's UV layout: its point and normal on the fitted
+mesh, projected into the photo; colour = photo (linear) / SH shading at that normal,
+the renderer's model (rendered = albedo x shading, normals in camera space). The
+confidence in [0, 1] multiplies
+
+- visibility: the texel is the surface the camera sees there (the triangle rendered at
+  its pixel is its own or a neighbour, or lies within a few mm in depth) and it lies
+  inside the photo;
+- viewing angle: smoothstep of cos(normal, direction to the camera): grazing texels
+  are blurred and badly lit;
+- shading: texels in deep shadow (shading < 15 % of the face's median) are unreliable;
+- clipping: no channel of the photo saturated;
+- skin: a skin-like colour (red >= green, red > blue) close to this photo's own skin
+  colour (median/MAD of chromaticity and brightness over the face core): hair, beard,
+  glasses, occluders and background get low weight; and a UV prior mask (eyeballs,
+  teeth, mouth interior, overlapping UV charts: build.uv_skin_prior).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..fitting.uvs import TexelMap, mirror_texels
+from ..render import PinholeCamera, rasterize_mesh, sample_image, sh_shading, vertex_normals
+
+MAX_RASTER = 384  # the visibility raster works on the head's box at most this size
+
+
+def to_map(texels: TexelMap, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """(M, C) values at the texels of a TexelMap -> (C, size, size) image."""
+    out = values.new_full((texels.size * texels.size, values.shape[-1]), fill)
+    out[texels.texel_index] = values
+    return out.T.reshape(values.shape[-1], texels.size, texels.size)
+
+
+def mirror_index(model, texels: TexelMap) -> np.ndarray:
+    """(size*size,) flat index of each texel's mirror texel (x -> -x), -1 where none."""
+    mirror = mirror_texels(model, texels).cpu().numpy()
+    flat = texels.texel_index.cpu().numpy()
+    out = np.full(texels.size * texels.size, -1, np.int64)
+    ok = mirror >= 0
+    out[flat[ok]] = flat[mirror[ok]]
+    return out
+
+
+@dataclass
+class Unwrapped:
+    albedo: np.ndarray  # (3, size, size) float32 linear RGB de-lit albedo (0 where unseen)
+    confidence: np.ndarray  # (size, size) float32 in [0, 1]
+
+
+def smoothstep(x, lo, hi):
+    t = ((x - lo) / (hi - lo)).clamp(0, 1)
+    return t * t * (3 - 2 * t)
+
+
+@torch.no_grad()
+def unwrap_albedo(image_linear, verts, faces, texels: TexelMap, camera: PinholeCamera, sh,
+                  *, skin_prior: np.ndarray | None = None, face_core: np.ndarray | None = None,
+                  image_srgb_max=None, skin_model: bool = True, depth_tolerance: float = 0.002) -> Unwrapped:
+    """De-lit UV albedo and confidence of one photo.
+
+    image_linear: (H, W, 3) linear RGB; verts (V, 3) fitted world vertices; faces (F, 3);
+    camera: a one-camera PinholeCamera; sh (9, 3). skin_prior: (size, size) UV weights.
+    face_core: (size, size) bool, the texels whose colours define the photo's skin colour.
+    image_srgb_max: (H, W) max sRGB channel, to down-weight clipped pixels (optional).
+    """
+    image = torch.as_tensor(np.asarray(image_linear), dtype=torch.float32)
+    verts = torch.as_tensor(np.asarray(verts), dtype=torch.float32)[None]
+    faces = torch.as_tensor(np.asarray(faces), dtype=torch.int64)
+    sh = torch.as_tensor(np.asarray(sh), dtype=torch.float32).reshape(1, 9, 3)
+    H, W = image.shape[:2]
+
+    # The texels' points and normals on the fitted mesh, in camera space.
+    points = texels.points(verts, faces)[None]
+    normals = torch.nn.functional.normalize(texels.points(vertex_normals(verts, faces), faces), dim=-1)[None]
+    cam_points = camera.world_to_camera(points)
+    cam_normals = torch.nn.functional.normalize(camera.rotate_to_camera(normals), dim=-1)
+    screen = camera.transform_points(points)[0]  # (M, 3) x px, y px, depth
+    facing = (cam_normals[0] * camera.directions_to_camera(cam_points)[0]).sum(-1)
+
+    # Visibility: against a raster of the head's bounding box.
+    visible = _visibility(camera, verts, faces, texels.face, screen, (H, W), depth_tolerance)
+    # At least one pixel from the border: bilinear lookups there would blend in black.
+    inside = (screen[:, 0] >= 1) & (screen[:, 0] <= W - 1) & (screen[:, 1] >= 1) & (screen[:, 1] <= H - 1)
+
+    colour = sample_image(image[None], screen[None, :, :2])[0]
+    shading = sh_shading(cam_normals, sh)[0]
+    weight = (visible & inside).float() * smoothstep(facing, 0.15, 0.5)
+    luminance = shading.mean(-1)
+    reference = luminance[weight > 0.5].median() if bool((weight > 0.5).any()) else luminance.new_tensor(1.0)
+    weight = weight * smoothstep(luminance / reference.clamp(min=1e-6), 0.1, 0.25)
+    albedo = colour / shading.clamp(min=1e-3)
+    if image_srgb_max is not None:
+        peak = sample_image(torch.as_tensor(np.asarray(image_srgb_max), dtype=torch.float32)[None, ..., None],
+                            screen[None, :, :2])[0, :, 0]
+        weight = weight * (1 - smoothstep(peak, 0.94, 0.99))
+    weight = weight * (albedo.min(-1).values > 0).float()
+    if skin_prior is not None:
+        weight = weight * torch.as_tensor(np.asarray(skin_prior), dtype=torch.float32).reshape(-1)[texels.texel_index]
+    if skin_model:
+        core = None if face_core is None else torch.as_tensor(np.asarray(face_core)).reshape(-1)[texels.texel_index]
+        weight = weight * skin_likelihood(albedo, weight, core)
+    albedo = torch.where(weight[:, None] > 0, albedo.clamp(0, 2), torch.zeros_like(albedo))
+    return Unwrapped(albedo=to_map(texels, albedo).numpy(), confidence=to_map(texels, weight[:, None])[0].numpy())
+
+
+def skin_likelihood(albedo: torch.Tensor, weight: torch.Tensor, core: torch.Tensor | None = None,
+                    scale: float = 3.5) -> torch.Tensor:
+    """Soft inlier weight of each texel's colour: skin-like (red >= green, red > blue:
+    no grass, sky, shirts; a grey photo has no usable colour) and close to the photo's
+    own skin colour: median and MAD of chromaticity (r, g) and log brightness over the
+    trusted texels of the face core (`core`, or all trusted texels)."""
+    total = albedo.sum(-1).clamp(min=1e-4)
+    r, g, b = (albedo / total[:, None]).unbind(-1)
+    plausible = smoothstep(r - g, -0.02, 0.02) * smoothstep(r - b, 0.0, 0.04)
+    features = torch.stack((r, g, torch.log(total) * 0.25), -1)
+    trusted = (weight * plausible) > 0.5
+    if core is not None and int((trusted & core).sum()) >= 20:
+        trusted = trusted & core
+    if int(trusted.sum()) < 20:
+        return plausible
+    centre = features[trusted].median(0).values
+    spread = (features[trusted] - centre).abs().median(0).values * 1.4826
+    spread = spread.clamp(min=torch.tensor([0.01, 0.01, 0.03]))
+    distance = (((features - centre) / spread) ** 2).sum(-1).sqrt()
+    return plausible * (1 - smoothstep(distance, scale, 2 * scale))
+
+
+def _visibility(camera, verts, faces, texel_faces, screen, image_size, tolerance):
+    """True for texels the camera sees: at the texel's pixel the rendered triangle is the
+    texel's own or shares a vertex with it, or the texel is at most `tolerance` metres +
+    one pixel's footprint behind the rendered surface."""
+    H, W = image_size
+    all_screen = camera.transform_points(verts)[0]
+    lo = all_screen[:, :2].min(0).values.floor().clamp(min=0)
+    hi = all_screen[:, :2].max(0).values.ceil()
+    hi = torch.minimum(hi, torch.tensor([W, H], dtype=hi.dtype))
+    box = (hi - lo).clamp(min=1)
+    scale = min(1.0, MAX_RASTER / float(box.max()))
+    size = (max(1, int(np.ceil(float(box[1]) * scale))), max(1, int(np.ceil(float(box[0]) * scale))))
+    # A camera for the box, scaled: x' = (x - lo) * scale.
+    crop = PinholeCamera(camera.focal * scale, (camera.principal - lo) * scale, camera.R, camera.t, znear=camera.znear)
+    frags = rasterize_mesh(crop, verts, faces, size)
+    col = ((screen[:, 0] - lo[0]) * scale).floor().long()
+    row = ((screen[:, 1] - lo[1]) * scale).floor().long()
+    ok = (col >= 0) & (col < size[1]) & (row >= 0) & (row < size[0])
+    row, col = row.clamp(0, size[0] - 1), col.clamp(0, size[1] - 1)
+    seen_face = frags.face_ids[0, row, col]
+    depth = torch.where(frags.mask[0], frags.depth[0], torch.full_like(frags.depth[0], float("inf")))[row, col]
+    neighbour = (faces[texel_faces][:, :, None] == faces[seen_face.clamp(min=0)][:, None, :]).flatten(1).any(1)
+    neighbour &= seen_face >= 0
+    pixel_metres = screen[:, 2] / (crop.focal[0].mean() if crop.focal.numel() else 1.0)
+    close = screen[:, 2] <= depth + tolerance + pixel_metres
+    return ok & (neighbour | close)

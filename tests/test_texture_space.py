@@ -1,0 +1,516 @@
+"""Texture spaces: PCA with missing texels, file formats and UV-layout checks, the
+synthetic recovery test (renders of heads with albedos from a known low-rank space),
+resumable builds, and a real-photo smoke run through the fitter."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flamefit.errors import FlameFitError, ModelFileError
+from flamefit.textures import pca
+from flamefit.textures.build import BuildOptions, build_texture_space, space_from_samples, work_dir_for
+from flamefit.textures.spaces import (TextureSpaceData, linear_to_srgb, load_texture_space, read_texture_space,
+                                      save_texture_space, srgb_to_linear)
+
+R = 32  # UV resolution of the synthetic tests
+K_TRUE = 4
+STD_TRUE = np.array([0.08, 0.06, 0.045, 0.035])  # RMS albedo change of one sigma
+N_TRAIN, N_HELD_OUT = 72, 12
+
+
+# ----------------------------------------------------------------------------- PCA (numpy only)
+
+
+def test_weighted_pca_recovers_subspace_with_missing_texels():
+    rng = np.random.default_rng(1)
+    P, N = 24 * 24, 150
+    mean = rng.uniform(0.3, 0.7, (P, 3)).astype(np.float32)
+    basis = np.linalg.qr(rng.standard_normal((P * 3, K_TRUE)))[0].T.reshape(K_TRUE, P, 3)
+    z = rng.standard_normal((N, K_TRUE)) * np.array([3.0, 2.0, 1.5, 1.0])
+    X = mean + np.tensordot(z, basis, 1) + 0.003 * rng.standard_normal((N, P, 3))
+    # Each sample sees a random half-plane of the map (a head seen from one side), with holes.
+    xs = np.tile(np.linspace(-1, 1, 24), 24)
+    W = np.clip(xs[None] * rng.uniform(-3, 3, (N, 1)) + 1.0, 0, 1) * (rng.uniform(size=(N, P)) > 0.2)
+    X = np.where(W[..., None] > 0, X, 0.0)  # unseen texels hold nothing useful
+    result = pca.weighted_pca(X, W, K_TRUE, iterations=200, tol=1e-7)
+    angles = np.degrees(pca.principal_angles(basis, result.components))
+    assert angles.max() < 3.0, angles
+    assert np.abs(result.mean - mean).mean() < 0.01
+    assert np.all(np.diff(result.objective) <= 1e-6 * result.objective[0])  # EM never increases it
+    np.testing.assert_allclose(result.std, [3.0, 2.0, 1.5, 1.0], rtol=0.25)
+
+
+def test_symmetric_fill_copies_mirror_texels_at_reduced_weight():
+    X = np.array([[[1.0, 1, 1], [5.0, 5, 5], [9.0, 9, 9]]], np.float32)
+    W = np.array([[0.0, 1.0, 0.5]], np.float32)
+    mirror = np.array([1, 0, -1])
+    Xf, Wf = pca.symmetric_fill(X, W, mirror, strength=0.5)
+    np.testing.assert_allclose(Xf[0, 0], 5.0)  # unseen texel takes its mirror's value
+    np.testing.assert_allclose(Wf[0], [0.5, 1.0, 0.5])  # at half weight; no mirror: unchanged
+
+
+def test_skin_model_rejects_grass_shirts_and_grey():
+    from flamefit.textures.unwrap import skin_likelihood
+
+    rng = np.random.default_rng(0)
+    skin = torch.tensor([0.55, 0.35, 0.27]) * torch.tensor(rng.uniform(0.8, 1.2, (200, 1)), dtype=torch.float32)
+    others = torch.tensor([[0.1, 0.3, 0.05], [0.1, 0.15, 0.5], [0.4, 0.4, 0.4], [0.95, 0.9, 0.85]])
+    w = skin_likelihood(torch.cat([skin, others]), torch.ones(204))
+    assert w[:200].mean() > 0.9 and (w[200:203] < 0.05).all()  # grass, blue shirt, grey
+    assert w[203] < 0.5  # far brighter than this face's skin (a highlight)
+
+
+# ----------------------------------------------------------------------------- synthetic heads
+
+
+@pytest.fixture(scope="module")
+def head(flame_extract_path):
+    """FLAME 2023 Open geometry with the fitter's cylindrical UV layout (the extract has none)."""
+    from flamefit.fitting.uvs import ensure_uvs
+    from flamefit.models.flame import load_flame
+
+    model = load_flame(flame_extract_path)
+    ensure_uvs(model)
+    return model
+
+
+def smooth_patterns(rng, count, size):
+    """Random low-frequency colour patterns (count, size*size, 3), left/right symmetric in
+    the cylindrical layout (u -> 1 - u), like faces, so mirror-filling unseen texels is right."""
+    v, u = (np.mgrid[0:size, 0:size] + 0.5) / size
+    out = []
+    for _ in range(count):
+        pattern = np.zeros((size, size, 3))
+        for _ in range(3):
+            fu, fv, phase = rng.uniform(0, 6), rng.uniform(-6, 6), rng.uniform(0, 2 * np.pi)
+            wave = np.cos(2 * np.pi * fu * (u - 0.5)) * np.cos(2 * np.pi * fv * v + phase)
+            pattern += wave[..., None] * rng.normal(0, 1, 3)
+        out.append(pattern.reshape(-1, 3))
+    return np.stack(out)
+
+
+def known_space(model, rng):
+    """Mean (R*R, 3) and basis (K, R*R, 3): smooth maps over the whole UV square (so the
+    renderer's bilinear lookups near chart borders see the same albedo), the basis
+    orthonormal over the model's covered texels, then unit-RMS. It is orthogonal to
+    mean-proportional changes per channel: those look exactly like a photo's exposure /
+    white balance, which the build divides out (normalise.py)."""
+    from flamefit.fitting.uvs import texel_map
+
+    covered = texel_map(model, R, "cpu").mask.reshape(-1)
+    v, u = (np.mgrid[0:R, 0:R] + 0.5) / R
+    mean = np.stack([0.45 + 0.08 * np.cos(6 * (u.ravel() - 0.5)), 0.30 + 0.04 * np.sin(4 * v.ravel()),
+                     0.24 + 0.05 * (u.ravel() - 0.5) ** 2], -1)
+    full = [np.where(np.arange(3)[None] == c, mean, 0.0).ravel() for c in range(3)]
+    full += [p.ravel() for p in smooth_patterns(rng, K_TRUE, R)]
+    full = np.stack(full, 1)  # (D, 3 + K)
+    mask = np.repeat(covered, 3)
+    # Gram-Schmidt in the inner product over covered texels, applied to the full maps.
+    _, r = np.linalg.qr(full[mask])
+    basis = np.linalg.solve(r.T, full.T)[3:].reshape(K_TRUE, R * R, 3)
+    basis /= np.sqrt((basis[:, covered] ** 2).mean((1, 2)))[:, None, None]
+    return mean.astype(np.float32), basis.astype(np.float32), covered
+
+
+def random_view(rng, image_size=128):
+    """Camera looking at the head from a random direction, and a random light."""
+    from scipy.spatial.transform import Rotation
+
+    from flamefit.render import PinholeCamera, ambient_light_sh, directional_light_sh
+
+    yaw, pitch, roll = rng.uniform(-40, 40), rng.uniform(-15, 15), rng.uniform(-8, 8)
+    rot = torch.tensor(Rotation.from_euler("yxz", [yaw, pitch, roll], degrees=True).as_matrix(), dtype=torch.float32)
+    t = torch.tensor([0.0, 0.02, -0.9]) - rot @ torch.tensor([0.0, -0.02, 0.0])
+    camera = PinholeCamera(torch.tensor([[4.0 * image_size] * 2]), torch.tensor([[image_size / 2] * 2]), rot[None], t[None])
+    direction = torch.tensor([[rng.uniform(-1, 1), rng.uniform(-0.3, 1), rng.uniform(0.5, 1.5)]])
+    tint = torch.tensor(rng.uniform(0.9, 1.1, 3), dtype=torch.float32)
+    sh = directional_light_sh(direction, tint[None] * rng.uniform(0.5, 0.9)) \
+        + ambient_light_sh(torch.full((1, 3), rng.uniform(0.4, 0.7)))
+    return camera, sh
+
+
+def render_head(model, albedo_map, camera, sh, image_size=128):
+    from flamefit.render import render_rgb
+
+    texture = torch.as_tensor(albedo_map.reshape(R, R, 3).transpose(2, 0, 1).copy())[None]
+    verts = torch.as_tensor(model.v_template)[None]
+    face_uvs = torch.as_tensor(model.uv_coords[model.uv_faces])
+    rendering = render_rgb(camera, verts, torch.as_tensor(model.faces), face_uvs, texture, sh, (image_size, image_size))
+    return rendering.image[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def synthetic(head):
+    """Renders of the head with albedos drawn from a known space, unwrapped with the true
+    pose and light, under random exposure/white-balance gains: N_TRAIN to build, N_HELD_OUT held out."""
+    from flamefit.fitting.uvs import texel_map
+    from flamefit.textures.uv_masks import uv_skin_prior
+    from flamefit.textures.unwrap import unwrap_albedo
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    mean, basis, covered = known_space(head, rng)
+    texels = texel_map(head, R, "cpu")
+    skin = uv_skin_prior(head, R)  # no eyeballs (FLAME's are separate pieces of the mesh)
+    n = N_TRAIN + N_HELD_OUT
+    gains = np.exp(rng.normal(0, 0.15, (n, 1)) + rng.normal(0, 0.05, (n, 3)))
+    gains /= np.exp(np.log(gains[:N_TRAIN]).mean(0))  # only relative exposure is identifiable
+    samples, weights, truths = [], [], []
+    for i in range(n):
+        z = rng.standard_normal(K_TRUE) * STD_TRUE
+        albedo = np.clip(mean + np.tensordot(z, basis, 1), 0, 1)
+        camera, sh = random_view(rng)
+        image = render_head(head, albedo, camera, sh) * gains[i]
+        result = unwrap_albedo(image, head.v_template, head.faces, texels, camera, sh[0].numpy(), skin_prior=skin,
+                               skin_model=False)
+        samples.append(result.albedo.reshape(3, -1).T)
+        weights.append(result.confidence.reshape(-1))
+        truths.append(albedo)
+    return dict(mean=mean, basis=basis, covered=covered, X=np.stack(samples), W=np.stack(weights),
+                truth=np.stack(truths), gains=gains)
+
+
+def test_unwrap_matches_rendered_albedo(synthetic):
+    X, W, truth, gains = synthetic["X"], synthetic["W"], synthetic["truth"], synthetic["gains"]
+    sure = W > 0.5
+    assert sure.mean() > 0.15  # a good part of the UV map is seen confidently in each render
+    error = np.abs(X / gains[:, None, :] - truth)[sure]
+    assert np.median(error) < 2e-3 and np.percentile(error, 95) < 0.03
+
+
+def test_synthetic_space_is_recovered(synthetic, head):
+    X, W = synthetic["X"][:N_TRAIN], synthetic["W"][:N_TRAIN]
+    options = BuildOptions(components=6, uv_resolution=R, size=R, normalise="white-balance")
+    space, result = space_from_samples(X, W, head, options)
+    well_seen = result.coverage > 8  # texels seen with confidence in >~ 8 renders
+    true_basis = synthetic["basis"][:, well_seen]
+    found = space.basis.reshape(len(space.basis), 3, -1).transpose(0, 2, 1)[:, well_seen]
+    angles = np.degrees(pca.principal_angles(true_basis, found[:K_TRUE]))
+    found_mean = space.mean.reshape(3, -1).T[well_seen]
+    mean_error = np.abs(found_mean - synthetic["mean"][well_seen]).mean()
+    # The mean of the drawn albedos differs from the space's mean by ~ std / sqrt(N_TRAIN);
+    # against it the error is the method's own.
+    sample_mean = synthetic["truth"][:N_TRAIN, well_seen].mean(0)
+    sample_mean_error = np.abs(found_mean - sample_mean).mean()
+    held_out = heldout_errors(space, synthetic, range(N_TRAIN, N_TRAIN + N_HELD_OUT), well_seen)
+    print(f"\nprincipal angles (deg) {np.round(angles, 2)}; mean albedo error {mean_error:.4f} "
+          f"(vs the drawn albedos' mean {sample_mean_error:.4f}); "
+          f"held-out RMS error vs K=0..6 {np.round(held_out, 4)}")
+    assert angles.max() < 10.0, angles
+    assert mean_error < 0.02 and sample_mean_error < 0.005
+    assert all(held_out[k + 1] < held_out[k] for k in range(K_TRUE)), held_out
+    assert held_out[K_TRUE] < 0.5 * held_out[0]
+    assert held_out[-1] < 1.15 * held_out[K_TRUE]
+    # One-sigma steps have the true size where the renders saw the head.
+    true_rms = np.sqrt(((true_basis * STD_TRUE[:, None, None]) ** 2).mean((1, 2)))
+    found_rms = np.sqrt(((found[:K_TRUE] * space.std[:K_TRUE, None, None]) ** 2).mean((1, 2)))
+    np.testing.assert_allclose(found_rms, true_rms, rtol=0.25)
+
+
+def heldout_errors(space, synthetic, indices, region):
+    """RMS error (vs the true albedo, on `region`) of reconstructions of held-out renders
+    from their own visible texels, for K = 0 .. space.num_components."""
+    mean = space.mean.reshape(3, -1).T
+    comps = space.basis.reshape(len(space.basis), 3, -1).transpose(0, 2, 1) * space.std[:, None, None]
+    errors = np.zeros(space.num_components + 1)
+    for i in indices:
+        x, w = synthetic["X"][i], synthetic["W"][i]
+        gain = np.einsum("p,pc,pc->c", w, x, mean) / np.einsum("p,pc->c", w, mean ** 2)
+        x = x / gain
+        for k in range(space.num_components + 1):
+            z = pca.project(mean, comps[:k], x, w, np.ones(k), prior=1.0) if k else np.zeros(0)
+            recon = pca.reconstruct(mean, comps, z)
+            errors[k] += np.mean((recon[region] - synthetic["truth"][i][region]) ** 2)
+    return np.sqrt(errors / len(indices))
+
+
+# ----------------------------------------------------------------------------- file formats
+
+
+def tiny_space(model, size=16, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(0.2, 0.6, (3, size, size)).astype(np.float32)
+    basis = rng.standard_normal((k, 3, size, size)).astype(np.float32)
+    basis /= np.sqrt((basis ** 2).mean((1, 2, 3)))[:, None, None, None]
+    return TextureSpaceData(mean, basis, np.array([0.05, 0.03, 0.01][:k], np.float32), model.uv_coords, model.uv_faces)
+
+
+def test_our_format_round_trips_in_flame_layout(head, tmp_path):
+    space = tiny_space(head)
+    path = save_texture_space(tmp_path / "space.npz", space, {"num_photos": 7, "input_licence": "CC0"})
+    with np.load(path) as data:
+        assert data["mean"].shape == (16, 16, 3) and data["tex_dir"].shape == (16, 16, 3, 3)
+        assert {"vt", "ft", "meta"} <= set(data.files)
+        meta = json.loads(str(data["meta"]))
+    assert meta["num_photos"] == 7 and meta["colour"]["transfer"] == "linear" and meta["colour"]["order"] == "BGR"
+    back = read_texture_space(path, head)
+    np.testing.assert_allclose(back.mean, space.mean, atol=1e-6)
+    np.testing.assert_allclose(back.basis, space.basis, atol=1e-5)
+    np.testing.assert_allclose(back.std, space.std, rtol=1e-5)
+    fitting_space = load_texture_space(path, head, components=2)
+    from flamefit.fitting.albedo import TextureSpace
+
+    assert isinstance(fitting_space, TextureSpace) and tuple(fitting_space.basis.shape) == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("batch_axis", [False, True])  # (512,512,3) as published, or with a leading 1
+def test_flame_texture_npz_is_converted_from_bgr_255_srgb(head, tmp_path, batch_axis):
+    space = tiny_space(head)
+    srgb_mean = linear_to_srgb(space.mean)
+    dirs = space.basis * space.std[:, None, None, None] * 0.1  # small: first-order colour conversion
+    mean_file = srgb_mean.transpose(1, 2, 0)[..., ::-1] * 255
+    dirs_file = dirs.transpose(2, 3, 1, 0)[:, :, ::-1] * 255
+    if batch_axis:
+        mean_file, dirs_file = mean_file[None], dirs_file[None]
+    path = tmp_path / "FLAME_texture.npz"
+    np.savez(path, mean=mean_file, tex_dir=dirs_file, vt=head.uv_coords, ft=head.uv_faces.astype(np.int32))
+    loaded = read_texture_space(path, head)
+    assert loaded.meta["kind"] == "FLAME"
+    np.testing.assert_allclose(loaded.mean, space.mean, atol=2e-5)
+    # +1 sigma in the file (sRGB) and in the loaded space (linear) agree to first order
+    step_file = srgb_to_linear(srgb_mean + dirs[0]) - space.mean
+    step_loaded = loaded.basis[0] * loaded.std[0]
+    assert np.abs(step_file - step_loaded).max() < 0.02 * np.abs(step_file).max() + 1e-4
+
+
+def test_bfm_albedo_npz_is_converted_and_assumes_flame_layout(head, tmp_path):
+    space = tiny_space(head)
+    srgb = linear_to_srgb(space.mean)
+    path = tmp_path / "FLAME_albedo_from_BFM.npz"
+    pc = (space.basis * 0.01).transpose(2, 3, 1, 0)[:, :, ::-1].reshape(-1, 3)
+    np.savez(path, MU=srgb.transpose(1, 2, 0)[..., ::-1].reshape(-1), PC=pc)
+    loaded = read_texture_space(path, head)  # FLAME topology: accepted without vt/ft
+    assert loaded.meta["kind"] == "BFM" and loaded.num_components == 3
+    np.testing.assert_allclose(loaded.mean, space.mean, atol=2e-5)
+    other = _other_topology(head)
+    with pytest.raises(ModelFileError, match="FLAME's UV layout"):
+        read_texture_space(path, other)
+
+
+def _other_topology(model):
+    import copy
+
+    other = copy.copy(model)
+    other.name = "open head (test stand-in)"
+    other.uv_faces = model.uv_faces[:-10]
+    return other
+
+
+def test_space_for_another_uv_layout_is_refused(head, tmp_path):
+    space = tiny_space(head)
+    path = save_texture_space(tmp_path / "space.npz", space)
+    with pytest.raises(ModelFileError, match="another UV layout .*9976 faces"):
+        read_texture_space(path, _other_topology(head))
+    moved = TextureSpaceData(space.mean, space.basis, space.std, head.uv_coords * 0.9 + 0.05, head.uv_faces)
+    path2 = save_texture_space(tmp_path / "moved.npz", moved)
+    with pytest.raises(ModelFileError, match="built for another UV layout .*differ by up to") as info:
+        load_texture_space(path2, head)
+    assert "texture-space build" in str(info.value)
+    with pytest.raises(ModelFileError, match="not a texture space"):
+        np.savez(tmp_path / "junk.npz", a=np.zeros(3))
+        read_texture_space(tmp_path / "junk.npz", head)
+
+
+def test_resize_keeps_one_sigma_steps(head):
+    space = tiny_space(head)
+    big = space.resized(32)
+    assert big.size == (32, 32)
+    assert abs(float(np.sqrt((big.basis ** 2).mean())) - 1) < 1e-4  # unit RMS again
+    step_small = (space.basis[0] * space.std[0]).mean()
+    step_big = (big.basis[0] * big.std[0]).mean()
+    assert abs(step_small - step_big) < 1e-3
+
+
+# ----------------------------------------------------------------------------- build + resume
+
+
+_INTERRUPT_AFTER = {"count": None}
+
+
+def truth_view(path, model, context):
+    """A stand-in for the fitter: the true pose and light stored beside each render."""
+    from flamefit.render import PinholeCamera
+    from flamefit.textures.fit_adapter import PhotoView, photo_arrays
+
+    if _INTERRUPT_AFTER["count"] is not None:
+        if _INTERRUPT_AFTER["count"] == 0:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a fit
+        _INTERRUPT_AFTER["count"] -= 1
+    time.sleep(float(os.environ.get("TEXTURE_TEST_FIT_SECONDS", "0")))  # a slower "fit"
+    truth = np.load(Path(path).with_suffix(".truth.npz"))
+    if truth["no_face"]:
+        raise FlameFitError(f"{path}: no face found")
+    camera = PinholeCamera(torch.tensor(truth["focal"]), torch.tensor(truth["principal"]), torch.tensor(truth["R"]),
+                           torch.tensor(truth["t"]))
+    linear, srgb_max = photo_arrays(path)
+    return PhotoView(linear, model.v_template, camera, truth["sh"], srgb_max, {"fitter": "truth"})
+
+
+@pytest.fixture(scope="module")
+def photo_folder(head, tmp_path_factory):
+    """12 synthetic photos as 8-bit sRGB PNGs with their true parameters; one has 'no face'."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(5)
+    mean, basis, _ = known_space(head, rng)
+    for i in range(12):
+        albedo = np.clip(mean + np.tensordot(rng.standard_normal(K_TRUE) * STD_TRUE, basis, 1), 0, 1)
+        camera, sh = random_view(rng)
+        image = render_head(head, albedo, camera, sh)
+        Image.fromarray((linear_to_srgb(np.clip(image, 0, 1)) * 255 + 0.5).astype(np.uint8)).save(folder / f"p{i:02d}.png")
+        np.savez(folder / f"p{i:02d}.truth.npz", focal=camera.focal.numpy(), principal=camera.principal.numpy(),
+                 R=camera.R.numpy(), t=camera.t.numpy(), sh=sh[0].numpy(), no_face=(i == 7))
+    return folder
+
+
+def _build(folder, out, model, **kw):
+    settings = dict(components=4, uv_resolution=R, size=64, fitter="test_texture_space:truth_view")
+    options = BuildOptions(**{**settings, **kw})
+    return build_texture_space(folder, out, options, model, log=lambda *a: None)
+
+
+def test_interrupted_build_resumes_without_losing_photos(head, photo_folder, tmp_path):
+    reference = _build(photo_folder, tmp_path / "ref" / "space.npz", head)
+    assert reference.used == 11 and len(reference.failed) == 1 and "no face" in next(iter(reference.failed.values()))
+
+    out = tmp_path / "run" / "space.npz"
+    _INTERRUPT_AFTER["count"] = 5
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _build(photo_folder, out, head)
+    finally:
+        _INTERRUPT_AFTER["count"] = None
+    work = work_dir_for(out)
+    stored = sorted(p.name for p in (work / "unwrapped").iterdir())
+    assert len(stored) == 5 and all(name.endswith(".npz") and not name.startswith(".") for name in stored)
+    assert not out.exists()
+    with pytest.raises(FlameFitError, match="--resume"):
+        _build(photo_folder, out, head)
+    resumed = _build(photo_folder, out, head, resume=True, workers=2)
+    assert resumed.fitted_now == 12 - 5 and resumed.used == 11
+    a, b = read_texture_space(reference.output, head), read_texture_space(out, head)
+    np.testing.assert_allclose(a.mean, b.mean, atol=1e-5)
+    np.testing.assert_allclose(np.abs(a.basis), np.abs(b.basis), atol=1e-3)
+    again = _build(photo_folder, out, head, resume=True)  # everything stored: only the PCA runs
+    assert again.fitted_now == 0
+    with pytest.raises(FlameFitError, match="settings changed"):
+        _build(photo_folder, out, head, resume=True, uv_resolution=16)
+
+
+def test_build_killed_by_a_signal_resumes(head, photo_folder, flame_extract_path, tmp_path):
+    """A real SIGINT to a build process (2 workers) in the middle of the photos."""
+    out = tmp_path / "space.npz"
+    tests = Path(__file__).parent
+    script = (f"import sys; sys.path[:0] = [{str(tests.parent / 'backend')!r}, {str(tests)!r}]\n"
+              "from test_texture_space import _build, _load_head\n"
+              f"_build({str(photo_folder)!r}, {str(out)!r}, _load_head({str(flame_extract_path)!r}), workers=2)\n")
+    env = {**os.environ, "TEXTURE_TEST_FIT_SECONDS": "1.0"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    work = work_dir_for(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(work.glob("unwrapped/*.npz"))) < 3 and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, err.decode()[-2000:]
+    done = len(list(work.glob("unwrapped/[!.]*.npz"))) + len(list(work.glob("failed/[!.]*.json")))
+    assert 3 <= done < 12 and not out.exists()
+    resumed = _build(photo_folder, out, head, resume=True)
+    assert resumed.fitted_now == 12 - done and resumed.used == 11
+    assert not list(work.glob("unwrapped/.*"))  # no partial file left behind
+
+
+def _load_head(path):
+    from flamefit.fitting.uvs import ensure_uvs
+    from flamefit.models.flame import load_flame
+
+    model = load_flame(path)
+    ensure_uvs(model)
+    return model
+
+
+def test_cli_refuses_bad_arguments(tmp_path, capsys):
+    from flamefit.cli import main
+
+    (tmp_path / "photos").mkdir()
+    assert main(["texture-space", "build", str(tmp_path / "photos"), "-o", str(tmp_path / "s.npz"), "--workers", "0"]) == 2
+    assert "--workers 0" in capsys.readouterr().err
+    assert main(["texture-space", "build", str(tmp_path / "photos"), "-o", str(tmp_path / "s.npz")]) == 2
+    assert "no photos" in capsys.readouterr().err
+
+
+def test_build_writes_metadata_and_contact_sheet(head, photo_folder, tmp_path):
+    from PIL import Image
+
+    report = _build(photo_folder, tmp_path / "space.npz", head, licence="CC0-1.0 (synthetic renders)")
+    with np.load(report.output) as data:
+        meta = json.loads(str(data["meta"]))
+        assert data["mean"].shape == (64, 64, 3) and data["tex_dir"].shape == (64, 64, 3, 4)
+        assert data["ft"].shape == (9976, 3)
+    assert meta["num_photos"] == 11 and meta["photos_failed"] == 1
+    assert meta["input_licence"].startswith("CC0") and meta["head_model"]["name"] == head.name
+    assert meta["colour"] == {**meta["colour"], "order": "BGR", "scale": 255.0, "transfer": "linear"}
+    sheet = Image.open(report.contact_sheet)
+    assert sheet.width > 600 and sheet.height > 500
+
+
+# ----------------------------------------------------------------------------- real photos
+
+
+MESSI = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
+
+
+@pytest.fixture(scope="module")
+def real_photos(tmp_path_factory, astronaut):
+    """The few face photos that packages ship: skimage's astronaut (and its mirror image, a
+    second view for the fitter) and opencv-doc's messi5.jpg (its small face cropped, 3x)."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("real_photos")
+    cv2.imwrite(str(folder / "astronaut.png"), astronaut[:, :, ::-1])
+    cv2.imwrite(str(folder / "astronaut_mirrored.png"), np.ascontiguousarray(astronaut[:, ::-1, ::-1]))
+    if MESSI.exists():
+        messi = cv2.imread(str(MESSI))
+        cv2.imwrite(str(folder / "messi5_face.png"), cv2.resize(np.ascontiguousarray(messi[40:200, 170:330]), None,
+                                                                 fx=3, fy=3, interpolation=cv2.INTER_CUBIC))
+    return folder
+
+
+def test_real_photo_build_gives_a_space_the_fitter_uses(real_photos, tmp_path, monkeypatch):
+    from flamefit.cli import main
+    from flamefit.config import load_settings
+    from flamefit.fitting import FitOptions, fit_photo
+    from flamefit.fitting.albedo import TextureSpaceAlbedo
+    from flamefit.models import load_head_model
+
+    monkeypatch.setenv("FLAMEFIT_CONFIG", str(tmp_path / "none.toml"))  # the default model: the open head
+    (tmp_path / "none.toml").write_text("")
+    out = tmp_path / "space.npz"
+    code = main(["texture-space", "build", str(real_photos), "-o", str(out), "--components", "4",
+                 "--uv-resolution", "128", "--size", "256", "--workers", "2", "--licence", "test photos (public domain)"])
+    assert code == 0 and out.exists() and out.with_suffix(".png").exists()
+    model = load_head_model(load_settings())
+    space = read_texture_space(out, model)
+    photos = len(list(real_photos.iterdir()))
+    assert space.meta["num_photos"] == photos and space.num_components == photos - 1
+    assert space.size == (256, 256) and np.isfinite(space.basis).all() and (space.std > 0).all()
+    skin = space.mean.reshape(3, -1)[:, space.mean.reshape(3, -1).sum(0) > 0.05]
+    assert 0.02 < float(np.median(skin)) < 0.9  # a plausible linear albedo, not noise or black
+
+    options = FitOptions(stages=("landmarks", "photometric"), photometric_schedule=((96, 15),), shape_iterations=20,
+                         rigid_iterations=15)
+    result = fit_photo(real_photos / "astronaut.png", model, options, texture_space=load_texture_space(out, model))
+    assert isinstance(result.state.albedo, TextureSpaceAlbedo)
+    assert result.state.albedo.coeffs.shape[1] == space.num_components
+    assert np.isfinite(result.texture).all() and result.metrics["psnr_db"] > 15
