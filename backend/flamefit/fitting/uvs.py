@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..models.head_model import HeadModel
-from ..render.rasterizer import rasterize
+from ..render.uv_raster import rasterize_uv
 
 _CACHE: dict = {}
 
@@ -76,12 +76,11 @@ def texel_map(model: HeadModel, size: int, device) -> TexelMap:
         return _CACHE[key]
     uv = torch.as_tensor(model.uv_coords, dtype=torch.float32, device=device)
     radius = np.linalg.norm(model.v_template[:, [0, 2]], axis=1)
-    # One screen vertex per (uv vertex); depth: minus the radius of a model vertex using it.
-    depth = np.zeros(len(model.uv_coords), dtype=np.float32)
-    depth[model.uv_faces.reshape(-1)] = -radius[model.faces.reshape(-1)]
-    screen = torch.stack([uv[:, 0] * size, (1 - uv[:, 1]) * size, torch.as_tensor(depth, device=device) + 10.0], -1)
+    # Priority per uv vertex: minus the radius of a model vertex using it (outer wins).
+    priority = np.zeros(len(model.uv_coords), dtype=np.float32)
+    priority[model.uv_faces.reshape(-1)] = -radius[model.faces.reshape(-1)]
     uv_faces = torch.as_tensor(model.uv_faces, device=device)
-    frags = rasterize(screen[None], uv_faces, (size, size))
+    frags = rasterize_uv(uv, uv_faces, (size, size), priority=torch.as_tensor(priority, device=device) + 10.0)
     bary = frags.pixel_bary.clamp(0, 1)
     bary = bary / bary.sum(-1, keepdim=True).clamp(min=1e-8)
     mask = np.zeros(size * size, dtype=bool)

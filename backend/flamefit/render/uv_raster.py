@@ -18,20 +18,24 @@ from .rasterizer import Fragments, rasterize, require_finite, topology
 from .shading import sample_image, vertex_normals
 
 
-def rasterize_uv(uv_coords: torch.Tensor, uv_faces: torch.Tensor, tex_size: tuple[int, int]) -> Fragments:
+def rasterize_uv(uv_coords: torch.Tensor, uv_faces: torch.Tensor, tex_size: tuple[int, int],
+                 priority: torch.Tensor | None = None) -> Fragments:
     """UV fragments: per texel centre the covering face id (-1: none) and barycentrics.
 
-    Each texel is covered at most once: where UV triangles overlap or share an edge
-    through a texel centre, the lowest face id wins. Fragments of batch size 1, with
-    `image_size` = tex_size and barycentrics that are affine in UV.
+    Each texel is covered at most once: where UV triangles overlap, the one with the
+    lowest `priority` (optional, per UV vertex, e.g. minus the distance from the head's
+    axis so that outer surfaces own shared texels) wins, then the lowest face id.
+    Fragments of batch size 1, with `image_size` = tex_size and barycentrics that are
+    affine in UV.
     """
     if not torch.is_tensor(uv_coords) or uv_coords.dim() != 2 or uv_coords.shape[1] != 2:
         raise ValueError(f"uv_coords must have shape (T, 2), got {tuple(getattr(uv_coords, 'shape', ()))}")
     require_finite(uv_coords=uv_coords)
     Ht, Wt = tex_size
     coords = uv_coords.to(torch.float64 if uv_coords.dtype == torch.float64 else torch.float32)
-    texel_xy = torch.stack((coords[:, 0] * Wt, (1 - coords[:, 1]) * Ht, torch.zeros_like(coords[:, 0])), dim=-1)
-    # All at depth 0: the z-buffer's tie-break (lowest face id) makes the coverage unique.
+    # Priority is the z-buffer's depth; its tie-break (lowest face id) makes coverage unique.
+    depth = torch.zeros_like(coords[:, 0]) if priority is None else priority.to(coords)
+    texel_xy = torch.stack((coords[:, 0] * Wt, (1 - coords[:, 1]) * Ht, depth), dim=-1)
     return rasterize(texel_xy[None], uv_faces, (Ht, Wt))
 
 
