@@ -3,6 +3,7 @@ Plain Python with the fake backend CLI (no bpy)."""
 
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -117,7 +118,8 @@ def test_interpreter_without_flamefit(tmp_path):
     photo = tmp_path / "p.png"
     photo.write_bytes(b"x")
     env = bp.child_env({"PYTHONPATH": ""})
-    job = bp.FitJob(bp.backend_command(str(BACKEND_PYTHON), str(photo), str(tmp_path / "o")), str(tmp_path), env=env)
+    # This test's own interpreter (bpy's venv) has no flamefit; the backend venv does.
+    job = bp.FitJob(bp.backend_command(sys.executable, str(photo), str(tmp_path / "o")), str(tmp_path), env=env)
     res, _ = _run(job)
     assert res.state == bp.FAILED and "Set up backend" in res.message
 

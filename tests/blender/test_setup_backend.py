@@ -5,6 +5,7 @@ backend's business); the real set-up downloads PyTorch and friends."""
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import bpy
 
@@ -38,6 +39,8 @@ def test_setup_creates_a_working_backend_env(addon, empty_scene, tmp_path, monke
     monkeypatch.setattr(prefs, "managed_venv_dir", lambda: str(venv))
     monkeypatch.delenv("FLAMEFIT_PYTHON", raising=False)
     assert prefs.resolve_backend(bpy.context)[0] == ""
+    backend_src = Path(addon.setup_backend.backend_source_dir())
+    source_before = sorted(backend_src.rglob("*"))
     job, error = ops.start_setup(bpy.context, venv_dir=str(venv), pip_args=OFFLINE, base_python=str(BACKEND_PYTHON),
                                  env=offline_build_env(tmp_path))
     assert job is not None, error
@@ -63,8 +66,7 @@ def test_setup_creates_a_working_backend_env(addon, empty_scene, tmp_path, monke
                            text=True, env=dict(os.environ, **offline_build_env(tmp_path)))
     assert where.stdout.strip().startswith(str(venv)), where.stderr
     # installed from a copy: nothing was written into the backend source
-    assert not list((addon.setup_backend.backend_source_dir() and
-                     __import__("pathlib").Path(addon.setup_backend.backend_source_dir())).glob("*.egg-info"))
+    assert sorted(backend_src.rglob("*")) == source_before
 
 
 def test_setup_failure_and_cancel(addon, empty_scene, tmp_path):
