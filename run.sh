@@ -61,7 +61,8 @@ case "$cmd" in
         out=${2:-out}
         mkdir -p "$out"
         if [ -z "$photo" ]; then
-            photo=$out/astronaut.png
+            mkdir -p "$out/photos"
+            photo=$out/photos/astronaut.png  # not beside the outputs: the preview is <stem>.png
             .venv/bin/python -c "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.astronaut())" "$photo"
         fi
         # The headless batch fits the photo with the backend and writes <stem>.blend + a preview.

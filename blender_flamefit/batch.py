@@ -199,6 +199,7 @@ def main(argv=None) -> int:
     if not python:
         print(f"flamefit batch: error: {source}; set FLAMEFIT_PYTHON or the add-on preferences", file=sys.stderr)
         sys.exit(1)
+    args.out_dir = os.path.abspath(args.out_dir)  # Blender saves .blend files to absolute paths only
     photos = photos_in(args.input)
     if not photos:
         print(f"flamefit batch: error: no photos in {args.input}", file=sys.stderr)

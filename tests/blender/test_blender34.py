@@ -152,11 +152,11 @@ def _check_blend(blend, tmp_path):
     return _json_line(proc.stdout)
 
 
-def _run_batch(photo_or_dir, out_dir, env, tmp_path, extra=()):
+def _run_batch(photo_or_dir, out_dir, env, tmp_path, extra=(), cwd=REPO):
     cmd = [BLENDER, "-b", "--factory-startup", "--python-exit-code", "1",
            "--python", str(REPO / "blender_flamefit" / "batch.py"), "--", str(photo_or_dir), str(out_dir), *extra]
     return subprocess.run(cmd, env=_clean_profile_env(tmp_path, **env), capture_output=True, text=True,
-                          timeout=1200, cwd=str(REPO))
+                          timeout=1200, cwd=str(cwd))
 
 
 @requires_blender34
@@ -170,7 +170,9 @@ def test_headless_batch_blender34(tmp_path):
         synth_bundle.write_png(str(photos / f"{stem}.png"), synth_bundle.albedo_texture(96))
     (photos / "notes.txt").write_text("not a photo")
     out = tmp_path / "out"
-    proc = _run_batch(photos, out, backend_env(fake=True), tmp_path, extra=["--samples", "8", "--preview-size", "128"])
+    # relative paths, as a user types them
+    proc = _run_batch("photos", "out", backend_env(fake=True), tmp_path, extra=["--samples", "8", "--preview-size", "128"],
+                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 of 2 photos done" in proc.stdout
     for stem in ("anna", "ben"):
