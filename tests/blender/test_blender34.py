@@ -188,6 +188,24 @@ def test_headless_batch_blender34(tmp_path):
 
 
 @requires_blender34
+def test_headless_batch_blender34_real_backend(tmp_path, real_backend, astronaut_png):
+    """The documented batch command with the real backend on a real photo."""
+    out = tmp_path / "out"
+    proc = _run_batch(astronaut_png, out, backend_env(fake=False), tmp_path,
+                      extra=["--samples", "8", "--preview-size", "128"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = _check_blend(out / "astronaut.blend", tmp_path)
+    result = json.loads((out / "astronaut.flamefit" / "result.json").read_text())
+    assert info["collections"] == ["astronaut"]
+    assert info["types"] == ["CAMERA", "LIGHT", "LIGHT", "MESH"]
+    assert info["keys"][0] == "Basis" and len(info["keys"]) > 50  # expression and identity keys
+    assert info["uv"] == 1 and info["image_packed"] and info["image_size"][0] >= 256
+    assert info["res"] == [result["photo"]["width"], result["photo"]["height"]]
+    assert info["camera"] == "astronaut_camera" and info["bg"]
+    assert (out / "astronaut.png").stat().st_size > 1000
+
+
+@requires_blender34
 def test_headless_batch_reports_failures(tmp_path):
     import synth_bundle
 
