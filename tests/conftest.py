@@ -25,3 +25,15 @@ def astronaut():
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread, as `flamefit fit` uses by default: its tensors are small and extra
+    threads spin on shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,15 +34,7 @@ from flamefit.render.shading import render_rgb, vertex_normals
 SIZE = 256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """As the CLI does (FLAMEFIT_THREADS): small tensors, shared cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as the CLI runs (FLAMEFIT_THREADS)
 
 
 def face_vertices(model) -> np.ndarray:

@@ -49,19 +49,10 @@ def _emission_material(name, build):
 
 
 def convex_hull(points):
-    """Monotone chain; (N, 2) -> hull vertices counter-clockwise (y down: clockwise on screen)."""
-    pts = sorted(map(tuple, np.asarray(points, dtype=float)))
+    """The add-on's hull (one implementation), as an (N, 2) array for the pixel test below."""
+    from blender_flamefit.sh_math import convex_hull as addon_convex_hull
 
-    def half(seq):
-        out = []
-        for p in seq:
-            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (p[1] - out[-2][1])
-                                     - (out[-1][1] - out[-2][1]) * (p[0] - out[-2][0])) <= 0:
-                out.pop()
-            out.append(p)
-        return out
-    lower, upper = half(pts), half(reversed(pts))
-    return np.array(lower[:-1] + upper[:-1])
+    return np.array(addon_convex_hull(np.asarray(points, dtype=float)))
 
 
 def inside_hull(hull, shape):
