@@ -5,6 +5,7 @@ resumable builds, and a real-photo smoke run through the fitter."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -329,6 +330,141 @@ def test_resize_keeps_one_sigma_steps(head):
     step_small = (space.basis[0] * space.std[0]).mean()
     step_big = (big.basis[0] * big.std[0]).mean()
     assert abs(step_small - step_big) < 1e-3
+
+
+def _flame_layout_file(path, size, k, dtype=np.float64, faces=None, seed=0):
+    """A FLAME_texture.npz-style file (BGR x 255 sRGB, tex_dir (H,W,3,K)) with `faces` UV faces."""
+    rng = np.random.default_rng(seed)
+    arrays = {"mean": rng.uniform(60, 200, (size, size, 3)).astype(dtype),
+              "tex_dir": rng.normal(0, 5, (size, size, 3, k)).astype(dtype)}
+    if faces is not None:
+        arrays["vt"] = rng.random((faces + 5, 2)).astype(np.float32)
+        arrays["ft"] = rng.integers(0, faces + 5, (faces, 3)).astype(np.int32)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_model_info_reports_a_space_without_a_model(tmp_path):
+    """model-info has no model to check a UV layout against: a space for another layout
+    (the open head's) or without one (BFM) is described, not called invalid."""
+    from flamefit.cli import main
+    from flamefit.models.flame import inspect_model_file
+
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    ours = TextureSpaceData(np.full((3, 8, 8), 0.4, np.float32), basis, np.array([0.1, 0.05, 0.02], np.float32),
+                            rng.random((40, 2)).astype(np.float32), rng.integers(0, 40, (30, 3)))
+    path = save_texture_space(tmp_path / "open_head_space.npz", ours, {"num_photos": 4, "input_licence": "CC0"})
+    info = inspect_model_file(path)
+    assert info["kind"] == "texture space" and info["problems"] == []
+    described = info["texture_space"]
+    assert described["kind"] == "flamefit" and described["size"] == [8, 8] and described["components"] == 3
+    assert described["uv_layout"].startswith("30 faces") and described["colour"]["transfer"] == "linear"
+    assert described["num_photos"] == 4 and described["input_licence"] == "CC0"
+    assert main(["model-info", str(path)]) == 0
+
+    bfm = tmp_path / "FLAME_albedo_from_BFM.npz"
+    np.savez(bfm, MU=rng.random(8 * 8 * 3), PC=rng.normal(0, 0.01, (8 * 8 * 3, 5)))
+    info = inspect_model_file(bfm)
+    assert info["kind"] == "texture space" and info["problems"] == []
+    assert info["texture_space"]["kind"] == "BFM" and info["texture_space"]["components"] == 5
+    assert info["texture_space"]["colour"] == {"order": "BGR", "scale": 1.0, "transfer": "srgb"}
+    assert "none in the file" in info["texture_space"]["uv_layout"]
+    flame = _flame_layout_file(tmp_path / "FLAME_texture.npz", 8, 4, faces=9976)
+    assert inspect_model_file(flame)["texture_space"]["colour"]["scale"] == 255.0
+    np.savez(tmp_path / "broken.npz", mean=np.zeros((8, 8, 3)), tex_dir=np.zeros((7, 8, 3, 2)))
+    assert "do not describe one 8x8" in inspect_model_file(tmp_path / "broken.npz")["problems"][0]
+
+
+def test_only_the_requested_components_are_read(tmp_path, monkeypatch):
+    """FLAME_texture.npz holds 200 components, the fitter uses fewer: the others are never
+    read into memory (tex_dir is streamed; only its first K columns are kept)."""
+    import tracemalloc
+
+    from flamefit.models import safe_pickle
+
+    path = _flame_layout_file(tmp_path / "FLAME_texture.npz", 32, 160)  # tex_dir: 3.9 MB of float64
+    full_bytes = 32 * 32 * 3 * 160 * 8
+    everything = read_texture_space(path)
+    monkeypatch.setattr(safe_pickle, "NPZ_CHUNK_BYTES", 64 << 10)
+    tracemalloc.start()
+    try:
+        two = read_texture_space(path, components=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert two.basis.shape == (2, 3, 32, 32) and two.meta["components_in_file"] == 160
+    np.testing.assert_allclose(two.basis, everything.basis[:2], atol=1e-6)
+    np.testing.assert_allclose(two.std, everything.std[:2], rtol=1e-6)
+    assert peak < full_bytes / 6, f"peak {peak} bytes: the whole tex_dir ({full_bytes} bytes) was read"
+    bfm = tmp_path / "FLAME_albedo_from_BFM.npz"  # PC (N, K): the same streaming
+    np.savez(bfm, MU=np.full(16 * 16 * 3, 0.5), PC=np.random.default_rng(1).normal(0, 0.01, (16 * 16 * 3, 6)))
+    assert read_texture_space(bfm, components=4).basis.shape == (4, 3, 16, 16)
+
+
+def test_fit_and_batch_load_only_the_components_the_fitter_uses(tmp_path, monkeypatch):
+    import types
+
+    import flamefit.models
+    from flamefit.bundle import batch
+    from flamefit.cli import load_fit_inputs
+    from flamefit.fitting.albedo import TEXTURE_SPACE_COMPONENTS, TextureSpaceAlbedo
+
+    stored = TEXTURE_SPACE_COMPONENTS + 6
+    path = _flame_layout_file(tmp_path / "FLAME_texture.npz", 8, stored, np.float32, faces=20)
+    with np.load(path) as data:
+        stand_in = types.SimpleNamespace(name="stand-in head", uv_coords=data["vt"], uv_faces=data["ft"].astype(np.int64))
+    monkeypatch.setattr(flamefit.models, "load_head_model", lambda settings: stand_in)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    for key in [k for k in os.environ if k.startswith("FLAMEFIT_")]:
+        monkeypatch.delenv(key)
+    args = types.SimpleNamespace(flame_model=None, uv_template=None, texture_space=str(path), landmark_embedding=None,
+                                 cache_dir=str(tmp_path / "cache"))
+    _, space, _ = load_fit_inputs(args)  # `flamefit fit` and `batch --workers 1`
+    assert tuple(space.basis.shape) == (TEXTURE_SPACE_COMPONENTS, 3, 8, 8)
+    assert TextureSpaceAlbedo(space).coeffs.shape[1] == TEXTURE_SPACE_COMPONENTS  # all it fits
+    monkeypatch.setattr(batch.signal, "signal", lambda *a: None)  # keep this process's handlers
+    threads = torch.get_num_threads()
+    try:
+        batch._worker_init({"settings": {"texture_space": str(path)}}, None)  # `batch --workers N`
+    finally:
+        torch.set_num_threads(threads)
+        worker_space = batch._WORKER.pop("space", None)
+        batch._WORKER.clear()
+    assert tuple(worker_space.basis.shape) == (TEXTURE_SPACE_COMPONENTS, 3, 8, 8)
+
+
+def test_bundle_writes_sh_only_for_a_camera_without_rotation(tmp_path):
+    """INTERFACE.md gives the SH light for world-space normals; the renderer (and the
+    texture build's de-lighting) shades camera-space normals. The bundle writes the
+    camera it was fitted with, and refuses one whose rotation would make the two differ."""
+    import types
+
+    from flamefit.bundle.writer import world_to_camera, write_params
+    from flamefit.fitting.geometry import CameraFrame
+    from flamefit.image import Crop
+    from flamefit.render.lighting import ambient_light_sh
+
+    class RotatedFrame(CameraFrame):
+        def camera(self, resolution, device, dtype=torch.float32):
+            camera = super().camera(resolution, device, dtype)
+            a = math.radians(10)
+            camera.R = torch.tensor([[[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]]],
+                                    dtype=dtype)
+            return camera
+
+    crop = Crop(100, 50, 300, 256)
+    state = types.SimpleNamespace(identity=torch.zeros(1, 3), expression=torch.zeros(1, 2),
+                                  pose=torch.zeros(1, 5, 3), translation=torch.tensor([[0.0, 0.0, -1.0]]),
+                                  sh=ambient_light_sh(torch.ones(1, 3)))
+    write_params(types.SimpleNamespace(state=state, frame=CameraFrame(640, 480, crop)), tmp_path / "params.npz")
+    with np.load(tmp_path / "params.npz") as params:
+        np.testing.assert_array_equal(params["world_to_camera"], np.eye(4))
+    rotated = RotatedFrame(640, 480, crop)
+    with pytest.raises(RuntimeError, match="SH light is in world space only for a camera without rotation"):
+        world_to_camera(rotated)
+    with pytest.raises(RuntimeError, match="rotated"):
+        write_params(types.SimpleNamespace(state=state, frame=rotated), tmp_path / "rotated.npz")
 
 
 # ----------------------------------------------------------------------------- build + resume

@@ -58,7 +58,13 @@ def cmd_model_info(args) -> None:
         for key, item in info.get("keys", {}).items():
             print(f"  {key:28s} {str(tuple(item.get('shape', ()))):18s} {item.get('dtype', '')}")
         for key, value in info.items():
-            if key not in ("path", "kind", "keys", "problems"):
+            if key in ("path", "kind", "keys", "problems"):
+                continue
+            if isinstance(value, dict):  # "model", "texture_space": one line per entry
+                print(f"  {key}:")
+                for name, item in value.items():
+                    print(f"    {name}: {item}")
+            else:
                 print(f"  {key}: {value}")
     if info.get("problems"):
         raise FlameFitError(f"{args.path}: " + "; ".join(info["problems"]))
@@ -109,20 +115,24 @@ def configure_threads() -> None:
         raise FlameFitError(f"FLAMEFIT_THREADS={value!r} is not a number") from None
 
 
-def load_fit_inputs(args):
-    """(model, texture space or None, seconds) from the settings."""
-    import time
-
-    start = time.perf_counter()
+def load_model_and_space(settings):
+    """(model, texture space or None) for fitting (`fit`, `batch` and its workers). The
+    space holds only the components the photometric stage fits (load_texture_space)."""
     from .models import load_head_model
 
-    settings = settings_from(args)
     model = load_head_model(settings)
     space = None
     if settings.texture_space is not None:
         from .textures.spaces import load_texture_space
 
         space = load_texture_space(settings.texture_space, model)
+    return model, space
+
+
+def load_fit_inputs(args):
+    """(model, texture space or None, seconds) from the settings."""
+    start = time.perf_counter()
+    model, space = load_model_and_space(settings_from(args))
     return model, space, round(time.perf_counter() - start, 3)
 
 

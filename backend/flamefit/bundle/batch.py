@@ -92,16 +92,10 @@ def _worker_init(args_dict: dict, options) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from ..models import load_head_model
+    from ..cli import load_model_and_space
     from ..config import load_settings
 
-    settings = load_settings(args_dict["settings"])
-    model = load_head_model(settings)
-    space = None
-    if settings.texture_space is not None:
-        from ..textures.spaces import load_texture_space
-
-        space = load_texture_space(settings.texture_space, model)
+    model, space = load_model_and_space(load_settings(args_dict["settings"]))
     _WORKER.update(model=model, space=space, options=options, args=args_dict)
 
 

@@ -190,6 +190,21 @@ def write_mesh(result, path: Path) -> None:
     )
 
 
+def world_to_camera(frame) -> np.ndarray:
+    """(4, 4) world -> camera transform of the fit's camera (fitting.geometry.CameraFrame).
+    INTERFACE.md section 4 gives the SH light for WORLD-space normals; the renderer shades
+    with CAMERA-space normals. They agree because the fitter's camera has no rotation, so
+    a rotated camera is refused here rather than written with its light in the wrong frame
+    (rotating 9 SH coefficients with it would need the band-2 rotation matrices)."""
+    camera = frame.camera(None, "cpu", torch.float64)
+    matrix = np.eye(4)
+    matrix[:3, :3], matrix[:3, 3] = camera.R[0].numpy(), camera.t[0].numpy()
+    if not np.allclose(matrix[:3, :3], np.eye(3), atol=1e-9):
+        raise RuntimeError("the camera is rotated, but the bundle's SH light is in world space only for a camera "
+                           "without rotation (INTERFACE.md section 4)")
+    return matrix
+
+
 def write_params(result, path: Path) -> None:
     state = result.state
     focal, principal = result.frame.intrinsics(None)
@@ -202,7 +217,7 @@ def write_params(result, path: Path) -> None:
         sh=state.sh[0].cpu().numpy().astype(np.float32),
         focal_px=focal.astype(np.float32),
         principal_px=principal.astype(np.float32),
-        world_to_camera=np.eye(4, dtype=np.float32),
+        world_to_camera=world_to_camera(result.frame).astype(np.float32),
     )
 
 
@@ -248,7 +263,7 @@ def result_json(result, out: Path) -> dict:
             "focal_px": [float(v) for v in focal],
             "principal_px": [float(v) for v in principal],
             "image_size": [result.photo.width, result.photo.height],
-            "world_to_camera": np.eye(4).tolist(),
+            "world_to_camera": world_to_camera(result.frame).tolist(),
             "convention": CAMERA_CONVENTION,
         },
         "parameters": {

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# Texture-space coefficients the photometric stage fits (the first K). The loaders read
+# no more than this from a file (textures.spaces.load_texture_space): FLAME's has 200.
+TEXTURE_SPACE_COMPONENTS = 50
+
 
 @dataclass
 class TextureSpace:
@@ -59,8 +63,8 @@ class SmoothAlbedo:
 class TextureSpaceAlbedo:
     """Coefficients of a TextureSpace; evaluated at <= `resolution` for the fit."""
 
-    def __init__(self, space: TextureSpace, num_components: int = 50, resolution: int = 256, device="cpu",
-                 dtype=torch.float32):
+    def __init__(self, space: TextureSpace, num_components: int = TEXTURE_SPACE_COMPONENTS, resolution: int = 256,
+                 device="cpu", dtype=torch.float32):
         K = min(num_components, space.basis.shape[0])
         mean, basis = space.mean[None], space.basis[:K]
         if mean.shape[-1] > resolution:

@@ -4,6 +4,7 @@
 """
 
 from ..config import Settings
+from ..errors import ModelFileError
 from .head_model import JOINT_NAMES, HeadLayer, HeadModel, LandmarkEmbedding
 
 __all__ = ["HeadModel", "HeadLayer", "LandmarkEmbedding", "JOINT_NAMES", "load_head_model"]
@@ -15,9 +16,14 @@ def load_head_model(settings: Settings, with_ibug68: bool = True) -> HeadModel:
     if settings.flame_model is not None:
         from .flame import load_flame
 
-        uv_path = settings.uv_template or settings.texture_space
         embeddings = [settings.landmark_embedding] if settings.landmark_embedding else []
-        model = load_flame(settings.flame_model, uv_path=uv_path, embedding_paths=embeddings)
+        model = load_flame(settings.flame_model, uv_path=_uv_source(settings), embedding_paths=embeddings)
+        if settings.texture_space is not None and model.uv_coords is None:
+            # A space without vt/ft (FLAME_albedo_from_BFM.npz) is on FLAME's UV layout; the
+            # layout the fitter generates for a model without UVs would misplace it.
+            raise ModelFileError(settings.texture_space, "this texture space has no UV layout (vt/ft) and the FLAME "
+                                 "model has none: FLAME's UV layout is needed",
+                                 "pass FLAME's UV template: --uv-template head_template_mesh.obj")
     else:
         from .open_head import load_open_head
 
@@ -27,3 +33,14 @@ def load_head_model(settings: Settings, with_ibug68: bool = True) -> HeadModel:
 
         ensure_ibug68_embedding(model, settings.cache_dir)
     return model
+
+
+def _uv_source(settings: Settings):
+    """Where a FLAME model's UVs come from: the UV template, else the texture space when
+    that file carries vt/ft (FLAME_texture.npz, ours), else nowhere."""
+    if settings.uv_template is not None or settings.texture_space is None:
+        return settings.uv_template
+    from ..textures.spaces import texture_space_layout
+
+    _, headers = texture_space_layout(settings.texture_space)  # not a texture space: refused here
+    return settings.texture_space if {"vt", "ft"} <= headers.keys() else None

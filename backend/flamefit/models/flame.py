@@ -467,8 +467,11 @@ def _guess_kind(keys) -> str:
     keys = set(map(str, keys))
     if "v_template" in keys and keys & {"f", "faces"}:
         return "FLAME model"
+    texture_keys = keys & {"mean", "tex_dir", "MU", "PC"}
+    if {"mean", "tex_dir"} <= keys or {"MU", "PC"} <= keys or ({"vt", "ft"} <= keys and texture_keys):
+        return "texture space"  # with or without vt/ft (FLAME_albedo_from_BFM.npz has none)
     if {"vt", "ft"} <= keys:
-        return "texture space" if keys & {"mean", "tex_dir", "MU", "PC"} else "UV layout"
+        return "UV layout"
     if keys & {"static_lmk_faces_idx", "lmk_face_idx"}:
         return "landmark embedding"
     return "unknown"
@@ -514,7 +517,11 @@ def _validate_kind(path, kind, keys) -> dict:
         _check_topology(path, parts, FLAME_FACES)
         out["landmarks"] = {k: (len(v.face_idx) if isinstance(v, LandmarkEmbedding) else list(v[0].shape))
                             for k, v in parts.items() if k != "source"}
-    elif kind in ("UV layout", "texture space"):
+    elif kind == "texture space":  # its UV layout can only be checked against a model (when loaded)
+        from ..textures.spaces import describe_texture_space
+
+        out["texture_space"] = describe_texture_space(path)
+    elif kind == "UV layout":
         ft_shape = keys["ft"].get("shape")
         if ft_shape != [FLAME_FACES, 3]:
             out["problems"].append(f"ft has shape {ft_shape}, FLAME's topology needs [{FLAME_FACES}, 3]")

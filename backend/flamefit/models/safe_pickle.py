@@ -292,6 +292,44 @@ def load_npz(path, only=None) -> dict:
         return out
 
 
+NPZ_CHUNK_BYTES = 16 << 20  # load_npz_leading reads this much of the file at a time
+
+
+def load_npz_leading(path, key: str, count: int | None) -> np.ndarray:
+    """Member `key` of an .npz with only the first `count` entries of its LAST axis (all
+    when None), e.g. K of FLAME_texture.npz's 200 texture directions. The member is read
+    in chunks of NPZ_CHUNK_BYTES, so the whole array is never in memory."""
+    with _open_npz(path) as archive:
+        member = _npz_members(archive).get(key)
+        if member is None:
+            raise ModelFileError(path, f"has no '{key}' array")
+        try:
+            with archive.open(member) as stream:
+                start_of_member = stream.tell()
+                shape, fortran, dtype = _read_npy_header(stream)
+                if dtype.hasobject or fortran or len(shape) == 0:  # rare layouts: read it all
+                    stream.seek(start_of_member)
+                    whole = np.asarray(read_npy_stream(stream, f"{path}[{key}]"))
+                    return np.ascontiguousarray(whole if count is None or whole.ndim == 0 else whole[..., :count])
+                total = shape[-1]
+                keep = total if count is None else max(0, min(int(count), total))
+                rows = int(np.prod(shape[:-1], dtype=np.int64))
+                out = np.empty((rows, keep), dtype)
+                row_bytes = total * dtype.itemsize
+                step = max(1, NPZ_CHUNK_BYTES // max(row_bytes, 1))
+                for start in range(0, rows, step):
+                    n = min(step, rows - start)
+                    data = stream.read(n * row_bytes)
+                    if len(data) != n * row_bytes:
+                        raise EOFError(f"'{key}' is truncated")
+                    out[start:start + n] = np.frombuffer(data, dtype).reshape(n, total)[:, :keep]
+                return out.reshape(*shape[:-1], keep)
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            raise _corrupt(path, f"an .npz archive (member {key})", exc) from None
+
+
 def npz_headers(path) -> dict[str, tuple[tuple, np.dtype]]:
     """Shape and dtype of each member without loading the data."""
     with _open_npz(path) as archive:

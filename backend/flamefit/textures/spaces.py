@@ -25,6 +25,8 @@ TF_FLAME's `sample_texture.py` draws them with randn, and BFM_to_FLAME bakes
 sqrt(variance) into PC. Rows are image rows (top = v 1). The BFM file has no vt/ft: it
 is on FLAME's UV layout (FLAME's head_template_mesh.obj), so only the face count can be
 checked. A space is refused when its UV layout (vt[ft]) differs from the model's.
+Only the components asked for are read from the file (`load_texture_space`: those the
+photometric stage fits), streaming the directions' array without holding all of it.
 sRGB-encoded spaces are linearised exactly at the mean and to first order along the
 directions (the directions are scaled by d linear / d sRGB at the mean).
 """
@@ -43,6 +45,9 @@ FORMAT_NAME = "flamefit texture space"
 FORMAT_VERSION = 1
 UV_TOLERANCE = 2e-3  # max difference of per-corner UVs between two "same" layouts
 FLAME_FACE_COUNT = 9976
+FLAME_COLOUR = {"order": "BGR", "scale": 255.0, "transfer": "srgb"}  # FLAME_texture.npz (and ours without meta)
+BFM_COLOUR = {"order": "BGR", "scale": 1.0, "transfer": "srgb"}  # FLAME_albedo_from_BFM.npz
+LAYOUT_KEYS = {"FLAME": ("mean", "tex_dir"), "BFM": ("MU", "PC")}  # layout -> (mean, directions) keys
 BUILD_HINT = "build a space for this head model with `flamefit texture-space build PHOTOS_DIR -o SPACE.npz`"
 
 
@@ -121,7 +126,13 @@ def srgb_to_linear_slope(x: np.ndarray) -> np.ndarray:
 
 def load_texture_space(path, model=None, components: int | None = None, size: int | None = None):
     """Any supported texture-space file as the fitter's `fitting.albedo.TextureSpace`
-    (see read_texture_space for the arguments)."""
+    (see read_texture_space for the arguments). components: None reads as many as the
+    photometric stage fits (fitting.albedo.TEXTURE_SPACE_COMPONENTS), not all of them:
+    FLAME_texture.npz's 200 would take ~2 GB."""
+    if components is None:
+        from ..fitting.albedo import TEXTURE_SPACE_COMPONENTS
+
+        components = TEXTURE_SPACE_COMPONENTS
     return read_texture_space(path, model, components, size).for_fitting()
 
 
@@ -129,24 +140,18 @@ def read_texture_space(path, model=None, components: int | None = None, size: in
     """Any supported texture-space file as TextureSpaceData in the fitter's conventions.
 
     model: a HeadModel; when given, a space for another UV layout is refused with a
-    ModelFileError. components: keep the first K. size: resample to size x size.
+    ModelFileError. components: keep the first K (only those are read from the file;
+    None: all). size: resample to size x size.
     """
-    from ..models.safe_pickle import load_npz, npz_headers
+    from ..models.safe_pickle import load_npz, load_npz_leading
 
     path = Path(path)
-    if path.suffix.lower() != ".npz":
-        raise ModelFileError(path, f"unsupported texture-space file type '{path.suffix}'",
-                             "expected FLAME_texture.npz, FLAME_albedo_from_BFM.npz or a space built by flamefit")
-    keys = set(npz_headers(path))
-    if {"mean", "tex_dir"} <= keys:
-        data = load_npz(path, only={"mean", "tex_dir", "vt", "ft", "meta"})
-        space = _from_flame_layout(path, data, components)
-    elif {"MU", "PC"} <= keys:
-        data = load_npz(path, only={"MU", "PC", "vt", "ft"})
-        space = _from_bfm_layout(path, data, components)
-    else:
-        raise ModelFileError(path, f"is not a texture space (keys {sorted(keys)})",
-                             "expected mean/tex_dir (FLAME_texture.npz) or MU/PC (FLAME_albedo_from_BFM.npz)")
+    layout, headers = texture_space_layout(path)
+    directions = LAYOUT_KEYS[layout][1]
+    stored = int(headers[directions][0][-1])  # components in the file (last axis)
+    data = load_npz(path, only={"mean", "MU", "vt", "ft", "meta"})
+    data[directions] = load_npz_leading(path, directions, components)
+    space = _from_flame_layout(path, data, stored) if layout == "FLAME" else _from_bfm_layout(path, data, stored)
     space.meta["source"] = str(path)
     if model is not None:
         check_uv_layout(space, model, path)
@@ -155,34 +160,85 @@ def read_texture_space(path, model=None, components: int | None = None, size: in
     return space
 
 
-def _from_flame_layout(path, data, components) -> TextureSpaceData:
+def texture_space_layout(path) -> tuple[str, dict]:
+    """("FLAME" (mean/tex_dir, also ours) or "BFM" (MU/PC), the npz headers) of a
+    texture-space file, reading no data; ModelFileError when it is none."""
+    from ..models.safe_pickle import npz_headers
+
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise ModelFileError(path, f"unsupported texture-space file type '{path.suffix}'",
+                             "expected FLAME_texture.npz, FLAME_albedo_from_BFM.npz or a space built by flamefit")
+    headers = npz_headers(path)
+    layout = next((name for name, keys in LAYOUT_KEYS.items() if set(keys) <= headers.keys()), None)
+    if layout is None:
+        raise ModelFileError(path, f"is not a texture space (keys {sorted(headers)})",
+                             "expected mean/tex_dir (FLAME_texture.npz) or MU/PC (FLAME_albedo_from_BFM.npz)")
+    directions = LAYOUT_KEYS[layout][1]
+    if len(headers[directions][0]) < 2:
+        raise ModelFileError(path, f"{directions} has shape {headers[directions][0]}, expected (..., K) directions")
+    return layout, headers
+
+
+def describe_texture_space(path) -> dict:
+    """What `flamefit model-info` shows of a texture space, from the headers and the
+    metadata only (no model: its UV layout can only be checked against one, at load)."""
+    from ..models.safe_pickle import load_npz
+
+    path = Path(path)
+    layout, headers = texture_space_layout(path)
+    mean_shape, dirs_shape = (headers[key][0] for key in LAYOUT_KEYS[layout])
+    texels = int(np.prod(mean_shape)) // 3
+    if len(mean_shape) >= 3 and mean_shape[-1] == 3:
+        size = [int(mean_shape[-3]), int(mean_shape[-2])]
+    else:
+        size = [int(round(np.sqrt(texels)))] * 2
+    components = int(dirs_shape[-1])
+    if size[0] * size[1] * 3 != int(np.prod(mean_shape)) or int(np.prod(dirs_shape)) != texels * 3 * components:
+        raise ModelFileError(path, f"mean {list(mean_shape)} and directions {list(dirs_shape)} do not describe one "
+                                   f"{size[0]}x{size[1]} RGB texture space")
+    meta = _meta(path, load_npz(path, only={"meta"}))
+    kind = "flamefit" if meta.get("format") == FORMAT_NAME else layout
+    colour = meta.get("colour", dict(FLAME_COLOUR if layout == "FLAME" else BFM_COLOUR))
+    if {"vt", "ft"} <= headers.keys():
+        uv = f"{headers['ft'][0][0]} faces ({headers['vt'][0][0]} UV coordinates) in the file"
+    else:
+        uv = f"none in the file: FLAME's ({FLAME_FACE_COUNT} faces, head_template_mesh.obj)"
+    info = {"kind": kind, "size": size, "components": components, "uv_layout": uv, "colour": colour}
+    info.update({k: meta[k] for k in ("head_model", "num_photos", "input_licence") if k in meta})
+    return info
+
+
+def _meta(path, data) -> dict:
+    """The JSON metadata of our spaces (data["meta"]); {} when there is none."""
+    if "meta" not in data:
+        return {}
+    try:
+        return json.loads(str(data["meta"]))
+    except ValueError:
+        raise ModelFileError(path, "its 'meta' entry is not JSON") from None
+
+
+def _from_flame_layout(path, data, stored: int) -> TextureSpaceData:
     tex_dir = np.asarray(data["tex_dir"])
     mean = np.asarray(data["mean"])
-    if tex_dir.ndim < 2:
-        raise ModelFileError(path, f"tex_dir has shape {tex_dir.shape}, expected (H,W,3,K)")
-    K = tex_dir.shape[-1]
+    K = tex_dir.shape[-1]  # the components read (read_texture_space's `components`)
     if tex_dir.ndim >= 4:
         H, W = tex_dir.shape[-4], tex_dir.shape[-3]
     else:
-        H = W = int(round(np.sqrt(tex_dir.size / K / 3)))
+        H = W = int(round(np.sqrt(mean.size / 3)))
     if mean.size != H * W * 3 or tex_dir.size != H * W * 3 * K:
         raise ModelFileError(path, f"mean {mean.shape} and tex_dir {tex_dir.shape} do not describe one {H}x{W} RGB texture space")
-    meta = {}
-    if "meta" in data:
-        try:
-            meta = json.loads(str(data["meta"]))
-        except ValueError:
-            raise ModelFileError(path, "its 'meta' entry is not JSON") from None
-    colour = meta.get("colour", {"order": "BGR", "scale": 255.0, "transfer": "srgb"})
+    meta = _meta(path, data)
+    colour = meta.get("colour", dict(FLAME_COLOUR))
     kind = "flamefit" if meta.get("format") == FORMAT_NAME else "FLAME"
-    k = K if components is None else min(int(components), K)
-    space = _convert(path, mean.reshape(H, W, 3), tex_dir.reshape(H, W, 3, K)[..., :k], colour)
+    space = _convert(path, mean.reshape(H, W, 3), tex_dir.reshape(H, W, 3, K), colour)
     space.uv_coords, space.uv_faces = _uv_arrays(path, data)
-    space.meta = {**meta, "kind": kind, "colour_in_file": colour, "components_in_file": int(K)}
+    space.meta = {**meta, "kind": kind, "colour_in_file": colour, "components_in_file": stored}
     return space
 
 
-def _from_bfm_layout(path, data, components) -> TextureSpaceData:
+def _from_bfm_layout(path, data, stored: int) -> TextureSpaceData:
     mu = np.asarray(data["MU"]).reshape(-1)
     pc = np.asarray(data["PC"])
     pc = pc.reshape(mu.size, -1) if pc.size % max(mu.size, 1) == 0 else pc
@@ -190,11 +246,10 @@ def _from_bfm_layout(path, data, components) -> TextureSpaceData:
     if side * side * 3 != mu.size or pc.shape[0] != mu.size:
         raise ModelFileError(path, f"MU {data['MU'].shape} and PC {data['PC'].shape} are not a square RGB texture space")
     K = pc.shape[1]
-    k = K if components is None else min(int(components), K)
-    colour = {"order": "BGR", "scale": 1.0, "transfer": "srgb"}
-    space = _convert(path, mu.reshape(side, side, 3), pc[:, :k].reshape(side, side, 3, k), colour)
+    colour = dict(BFM_COLOUR)
+    space = _convert(path, mu.reshape(side, side, 3), pc.reshape(side, side, 3, K), colour)
     space.uv_coords, space.uv_faces = _uv_arrays(path, data)
-    space.meta = {"kind": "BFM", "colour_in_file": colour, "components_in_file": int(K),
+    space.meta = {"kind": "BFM", "colour_in_file": colour, "components_in_file": stored,
                   "uv_layout": "from the file" if space.uv_coords is not None else "FLAME's (the file has no vt/ft)"}
     return space
 
