@@ -10,7 +10,7 @@ import os
 import time
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import StringProperty
 from bpy.types import Operator
 from bpy_extras.io_utils import ImportHelper
 
@@ -18,6 +18,7 @@ from . import backend_process, setup_backend
 from .backend_process import CANCELLED, DONE, FAILED, RUNNING, FitJob, StepResult
 from .bundle import BundleError
 from .importer import import_bundle
+from .props import ImportOptions
 from .preferences import (default_results_dir, get_prefs, managed_venv_dir, model_file_flags,
                           resolve_backend)
 
@@ -67,11 +68,6 @@ def import_result(context, path, options) -> tuple:
     if result.warnings:
         note += "; " + "; ".join(result.warnings)
     return True, note
-
-
-def import_options(scene) -> dict:
-    s = scene.flamefit
-    return dict(faithful_lighting=s.faithful_lighting, fill_light=s.fill_light, pack_images=s.pack_images)
 
 
 def fit_command(context, photo: str, out_dir: str, python: str) -> list:
@@ -127,7 +123,7 @@ def fit_step(context, job: FitJob) -> StepResult:
     _status_bar(context, None)
     if res.state == DONE:
         state.progress = 1.0
-        ok, message = import_result(context, res.result_path, import_options(context.scene))
+        ok, message = import_result(context, res.result_path, context.scene.flamefit.import_options())
         if ok:
             try:
                 bpy.ops.ed.undo_push(message="Import FlameFit result")
@@ -252,7 +248,7 @@ class FLAMEFIT_OT_cancel_fit(Operator):
 
 
 # --- Import ---------------------------------------------------------------------------------
-class IMPORT_SCENE_OT_flamefit(Operator, ImportHelper):
+class IMPORT_SCENE_OT_flamefit(ImportOptions, Operator, ImportHelper):
     """Import a FlameFit result bundle (result.json): head with shape keys, material, lights, camera"""
 
     bl_idname = "import_scene.flamefit"
@@ -261,18 +257,9 @@ class IMPORT_SCENE_OT_flamefit(Operator, ImportHelper):
 
     filename_ext = ".json"
     filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
-    faithful_lighting: BoolProperty(
-        name="Fit-faithful shading", default=True,
-        description="Like the fit's SH model, the head casts no shadow and no bounce light on itself "
-                    "(Cycles ray visibility) and has no specular; untick for self-shadowing")
-    fill_light: BoolProperty(name="Fill light", default=True,
-                             description="Add a second sun when it reduces the lighting error")
-    pack_images: BoolProperty(name="Pack images", default=False,
-                              description="Pack the albedo and the photo into the .blend file")
 
     def execute(self, context):
-        ok, message = import_result(context, self.filepath, dict(
-            faithful_lighting=self.faithful_lighting, fill_light=self.fill_light, pack_images=self.pack_images))
+        ok, message = import_result(context, self.filepath, self.import_options())
         if not ok:
             self.report({"ERROR"}, f"FlameFit: {message}")
             return {"CANCELLED"}
@@ -296,7 +283,7 @@ class FLAMEFIT_OT_import_last(Operator):
         return bool(context.scene.flamefit.last_result)
 
     def execute(self, context):
-        ok, message = import_result(context, context.scene.flamefit.last_result, import_options(context.scene))
+        ok, message = import_result(context, context.scene.flamefit.last_result, context.scene.flamefit.import_options())
         self.report({"INFO"} if ok else {"ERROR"}, message)
         return {"FINISHED"} if ok else {"CANCELLED"}
 

@@ -5,7 +5,24 @@ from bpy.props import BoolProperty, FloatProperty, PointerProperty, StringProper
 from bpy.types import PropertyGroup
 
 
-class FlameFitSceneSettings(PropertyGroup):
+class ImportOptions:
+    """How a result becomes objects: shared by the scene settings (Fit Photo) and File > Import."""
+
+    faithful_lighting: BoolProperty(
+        name="Fit-faithful shading", default=True,
+        description="Like the fit's SH model, the head casts no shadow and no bounce light on itself "
+                    "(Cycles ray visibility) and has no specular; untick for self-shadowing")
+    fill_light: BoolProperty(name="Fill light", default=True,
+                             description="Add a second sun when it reduces the lighting error")
+    pack_images: BoolProperty(name="Pack images", default=False,
+                              description="Pack the albedo and the photo into the .blend file")
+
+    def import_options(self) -> dict:
+        return dict(faithful_lighting=self.faithful_lighting, fill_light=self.fill_light,
+                    pack_images=self.pack_images)
+
+
+class FlameFitSceneSettings(ImportOptions, PropertyGroup):
     photo: StringProperty(name="Photo", subtype="FILE_PATH", description="The photo of one face to fit")
     stage_photometric: BoolProperty(name="Photometric", default=True,
                                     description="Refine shape, expression and light against the photo's pixels")
@@ -15,14 +32,6 @@ class FlameFitSceneSettings(PropertyGroup):
                                  description="Fit the facial expression (off: neutral face)")
     output_dir: StringProperty(name="Results folder", subtype="DIR_PATH",
                                description="Where result bundles go (empty: Blender's user data folder)")
-    faithful_lighting: BoolProperty(
-        name="Fit-faithful shading", default=True,
-        description="Like the fit's SH model, the head casts no shadow and no bounce light on itself "
-                    "(Cycles ray visibility) and has no specular")
-    fill_light: BoolProperty(name="Fill light", default=True,
-                             description="Add a second sun when it reduces the lighting error")
-    pack_images: BoolProperty(name="Pack images", default=False,
-                              description="Pack the albedo and the photo into the .blend file")
     last_result: StringProperty(name="Last result", subtype="FILE_PATH")
     last_metrics: StringProperty(name="Last metrics", default="")
     last_light_error: FloatProperty(name="Light fit error", default=0.0)
