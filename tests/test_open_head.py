@@ -117,6 +117,11 @@ def test_uv_islands_are_packed_without_overlap(model):
     in_face = np.isin(model.faces, model.regions["face"]).all(1)
     face_texels = np.isin(frags.pixel_face.numpy(), np.nonzero(in_face)[0]).sum()
     assert face_texels / size**2 > 0.06
+    # and the face stands upright in albedo.png: the model's +Y is the texture's up
+    from flamefit.models.uv_pack import quarter_turns_upright
+
+    assert quarter_turns_upright(model.uv_coords, model.uv_faces, model.faces, model.v_template,
+                                 np.nonzero(in_face)[0]) == 0
 
 
 def test_closed_except_the_neck_and_consistently_wound(model):

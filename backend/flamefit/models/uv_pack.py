@@ -36,6 +36,29 @@ def _shelf_layout(sizes: np.ndarray, scale: float, gap: float):
     return corners
 
 
+def quarter_turns_upright(uv_coords: np.ndarray, uv_faces: np.ndarray, faces: np.ndarray,
+                          verts: np.ndarray, region_faces: np.ndarray) -> int:
+    """Quarter turns (counter-clockwise) that bring the model's up (+Y) to the texture's up
+    (+v) for the island holding `region_faces`, judged on that region's corners."""
+    uv = uv_coords[uv_faces[region_faces]].reshape(-1, 2)
+    xy = verts[faces[region_faces]].reshape(-1, 3)[:, :2]
+    uv_of_xy = np.linalg.lstsq(np.c_[xy - xy.mean(0)], uv - uv.mean(0), rcond=None)[0]  # (2,2): uv = xy @ M
+    up = uv_of_xy[1]  # where +Y goes in UV
+    return int(np.round((np.pi / 2 - np.arctan2(up[1], up[0])) / (np.pi / 2))) % 4
+
+
+def rotate_island(uv_coords: np.ndarray, uv_faces: np.ndarray, face: int, quarter_turns: int) -> np.ndarray:
+    """UVs with the island that holds triangle `face` turned by quarter turns about its centre."""
+    labels = uv_islands(uv_faces, len(uv_coords))
+    members = labels == labels[uv_faces[face, 0]]
+    turned = uv_coords.astype(np.float64).copy()
+    centre = turned[members].mean(0)
+    for _ in range(quarter_turns % 4):
+        rel = turned[members] - centre
+        turned[members] = centre + np.c_[-rel[:, 1], rel[:, 0]]
+    return turned.astype(uv_coords.dtype)
+
+
 def pack_uv_islands(uv_coords: np.ndarray, uv_faces: np.ndarray, gap: float = 0.01) -> np.ndarray:
     """New UV coordinates (T,2) with the used islands packed into [0,1]² with `gap` between them."""
     labels = uv_islands(uv_faces, len(uv_coords))
