@@ -21,7 +21,7 @@ import torch
 
 from ..render.lighting import sh_basis
 from ..render.rasterizer import rasterize
-from ..render.shading import vertex_normals
+from ..render.shading import sample_image, vertex_normals
 from .geometry import CameraFrame, FitState, HeadRig
 from .photometric import linear_crop
 from .uvs import mirror_texels, texel_map
@@ -65,12 +65,8 @@ def _depth_buffer(rig: HeadRig, verts, camera, resolution):
 
 
 def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """Bilinear (H, W, C) image at (N, 2) pixel positions (pixel centres at +0.5)."""
-    H, W = image.shape[:2]
-    grid = torch.stack((xy[:, 0] * (2 / W) - 1, xy[:, 1] * (2 / H) - 1), -1)[None, None]
-    out = torch.nn.functional.grid_sample(image.permute(2, 0, 1)[None], grid.to(image.dtype), mode="bilinear",
-                                          padding_mode="border", align_corners=False)
-    return out[0, :, 0].t()
+    """Bilinear (H, W, C) image at (N, 2) pixel positions, edge pixels beyond the border."""
+    return sample_image(image[None], xy[None], padding="border")[0]
 
 
 def unwrap(rig: HeadRig, state: FitState, frame: CameraFrame, rgb: np.ndarray, options, reporter=None):

@@ -121,16 +121,16 @@ def _sample_cn(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out.view(texture.shape[1], -1)
 
 
-def sample_image(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+def sample_image(image: torch.Tensor, xy: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     """Bilinear lookup of a (B, H, W, C) image at (B, N, 2) screen positions in pixels -> (B, N, C).
 
     Uses the screen convention (pixel (i, j) centred at (j + 0.5, i + 0.5)); positions
-    outside the image get zeros.
+    outside the image get zeros, or the nearest edge pixel with padding="border".
     """
     H, W = image.shape[1:3]
     grid = torch.stack((xy[..., 0] * (2 / W) - 1, xy[..., 1] * (2 / H) - 1), dim=-1)
     out = F.grid_sample(image.permute(0, 3, 1, 2), grid[:, None].to(image.dtype), mode="bilinear",
-                        padding_mode="zeros", align_corners=False)
+                        padding_mode=padding, align_corners=False)
     return out[:, :, 0].transpose(1, 2)
 
 
