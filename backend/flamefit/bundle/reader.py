@@ -1,43 +1,113 @@
-"""Read and check a result bundle (tests, `flamefit batch --resume`)."""
+"""Read and check a result bundle against schema.json (tests, `batch --resume`, and the
+rule that only a FlameFit bundle is ever replaced)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .writer import FILES, SCHEMA_VERSION
+from .schema import READABLE_VERSIONS, RESULT_FILE, RESULT_KEYS, SCHEMA, arrays_for, file_names, files_for
 
-MESH_KEYS = ("vertices", "faces", "uv_coords", "uv_faces", "shape_key_names", "shape_key_deltas",
-             "shape_key_ranges", "landmark_face_idx", "landmark_bary")
-PARAM_KEYS = ("identity", "expression", "pose", "translation", "sh", "focal_px", "principal_px", "world_to_camera")
-RESULT_KEYS = ("schema_version", "flamefit_version", "model", "photo", "camera", "parameters", "lights",
-               "landmarks_2d", "detected_landmarks_2d", "landmarks_3d", "metrics", "timings", "files")
+MAX_RESULT_BYTES = 64 << 20  # a result.json is ~100 kB; refuse to parse anything huge
 
 
 def read_result(bundle) -> dict:
-    return json.loads((Path(bundle) / "result.json").read_text())
+    path = Path(bundle) / RESULT_FILE
+    if path.stat().st_size > MAX_RESULT_BYTES:
+        raise ValueError(f"{RESULT_FILE} is larger than {MAX_RESULT_BYTES >> 20} MB")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def bundle_file(bundle, relative) -> Path:
+    """The file a `files.*` entry names, confined to the bundle: a relative path that
+    resolves inside the folder (no absolute path, no `..`, no symlink out). ValueError else."""
+    if not isinstance(relative, str) or not relative or os.path.isabs(relative) or "\x00" in relative:
+        raise ValueError(f"file entry {relative!r} is not a relative path")
+    root = Path(bundle).resolve()
+    path = (root / relative).resolve()
+    if path == root or root not in path.parents:
+        raise ValueError(f"file entry {relative!r} points outside the bundle")
+    return path
+
+
+def _result_problems(result) -> list[str]:
+    """What makes a parsed result.json not one of ours (shallow: keys and version)."""
+    if not isinstance(result, dict):
+        return [f"{RESULT_FILE} is not a JSON object"]
+    version = result.get("schema_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        return [f"schema_version {version!r} is not one of {list(READABLE_VERSIONS)}"]
+    problems = []
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if missing:
+        problems.append(f"{RESULT_FILE} lacks {missing}")
+    for key, subkeys in SCHEMA["result_subkeys"].items():
+        value = result.get(key)
+        if key in result and (not isinstance(value, dict) or any(s not in value for s in subkeys)):
+            problems.append(f"{RESULT_FILE} {key} lacks some of {subkeys}")
+    files = result.get("files")
+    if not isinstance(files, dict):
+        problems.append(f"{RESULT_FILE} files is not an object")
+    else:
+        for key in files_for(version):
+            if files.get(key) not in file_names(key):
+                problems.append(f"files.{key} is {files.get(key)!r}, expected one of {list(file_names(key))}")
+    return problems
+
+
+def is_bundle(folder) -> bool:
+    """True when `folder` holds a FlameFit result bundle: its result.json parses and has
+    our schema's keys and a version we write or read. The only kind of folder that
+    `fit --overwrite` and `batch --resume` ever replace."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        return not _result_problems(read_result(folder))
+    except (OSError, ValueError, RecursionError):
+        return False
+
+
+def _check_array(name: str, array: np.ndarray, spec: dict, sizes: dict) -> str | None:
+    dtype = spec["dtype"]
+    ok_dtype = array.dtype.kind == "U" if dtype == "str" else array.dtype == np.dtype(dtype)
+    if not ok_dtype:
+        return f"{name} has dtype {array.dtype}, expected {dtype}"
+    if array.ndim != len(spec["shape"]):
+        return f"{name} has shape {array.shape}, expected {spec['shape']}"
+    for size, want in zip(array.shape, spec["shape"]):
+        if isinstance(want, str):
+            want = sizes.setdefault(want, size)
+        if size != want:
+            return f"{name} has shape {array.shape}, expected {spec['shape']} with {sizes}"
+    return None
 
 
 def validate_bundle(bundle, deep: bool = True) -> list[str]:
     """Problems found in the bundle at `bundle` (empty list: a complete, consistent bundle)."""
     bundle = Path(bundle)
-    problems: list[str] = []
     if not bundle.is_dir():
         return [f"{bundle}: not a folder"]
     try:
         result = read_result(bundle)
-    except (OSError, ValueError) as exc:
-        return [f"result.json unreadable: {exc}"]
-    missing = [k for k in RESULT_KEYS if k not in result]
-    if missing:
-        problems.append(f"result.json lacks {missing}")
-    if result.get("schema_version") != SCHEMA_VERSION:
-        problems.append(f"schema_version {result.get('schema_version')} != {SCHEMA_VERSION}")
-    for key, name in {**FILES, "mtl": "mesh.mtl"}.items():
-        if not (bundle / name).is_file():
-            problems.append(f"missing {name}")
+    except (OSError, ValueError, RecursionError) as exc:
+        return [f"{RESULT_FILE} unreadable: {exc}"]
+    problems = _result_problems(result)
+    if problems:
+        return problems
+    version = result["schema_version"]
+    paths = {}
+    for key in files_for(version):
+        try:
+            paths[key] = bundle_file(bundle, result["files"][key])
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if not paths[key].is_file():
+            problems.append(f"missing {result['files'][key]}")
     if problems or not deep:
         return problems
     for key in ("landmarks_2d", "detected_landmarks_2d", "landmarks_3d"):
@@ -45,38 +115,35 @@ def validate_bundle(bundle, deep: bool = True) -> list[str]:
             problems.append(f"{key} has {len(result[key])} points, expected 68")
     if len(result["lights"]["sh"]) != 9:
         problems.append("lights.sh is not 9x3")
-    try:
-        with np.load(bundle / FILES["mesh"], allow_pickle=False) as mesh:
-            absent = [k for k in MESH_KEYS if k not in mesh.files]
-            if absent:
-                problems.append(f"mesh.npz lacks {absent}")
-            else:
-                V, F = mesh["vertices"].shape[0], mesh["faces"].shape[0]
-                K = len(mesh["shape_key_names"])
-                if mesh["vertices"].shape != (V, 3) or mesh["faces"].shape != (F, 3) or mesh["uv_faces"].shape != (F, 3):
-                    problems.append("mesh.npz vertices/faces/uv_faces have inconsistent shapes")
-                if mesh["faces"].max() >= V or mesh["uv_faces"].max() >= len(mesh["uv_coords"]):
-                    problems.append("mesh.npz faces index missing vertices or UVs")
-                if mesh["shape_key_deltas"].shape != (K, V, 3) or mesh["shape_key_ranges"].shape != (K, 2):
-                    problems.append("mesh.npz shape keys have inconsistent shapes")
-                if mesh["landmark_face_idx"].shape != (68,) or mesh["landmark_bary"].shape != (68, 3):
-                    problems.append("mesh.npz landmark embedding is not 68 points")
-                if not np.isfinite(mesh["vertices"]).all():
-                    problems.append("mesh.npz vertices hold NaN or infinity")
-        with np.load(bundle / FILES["params"], allow_pickle=False) as params:
-            absent = [k for k in PARAM_KEYS if k not in params.files]
-            if absent:
-                problems.append(f"params.npz lacks {absent}")
-            elif params["sh"].shape != (9, 3) or params["world_to_camera"].shape != (4, 4):
-                problems.append("params.npz sh or world_to_camera has the wrong shape")
-    except (OSError, ValueError) as exc:
-        problems.append(f"cannot read arrays: {exc}")
+    sizes: dict = {}
+    for key, entry in files_for(version).items():
+        if entry["format"] != "npz":
+            continue
+        try:
+            with np.load(paths[key], allow_pickle=False) as data:
+                for name, spec in arrays_for(key, version).items():
+                    if name not in data.files:
+                        problems.append(f"{entry['path']} lacks {name}")
+                        continue
+                    array = data[name]
+                    problem = _check_array(name, array, spec, sizes)
+                    if problem:
+                        problems.append(f"{entry['path']}: {problem}")
+                    elif array.dtype.kind == "f" and not np.isfinite(array).all():
+                        problems.append(f"{entry['path']}: {name} holds NaN or infinity")
+                if key == "mesh" and not problems:
+                    if data["faces"].max() >= sizes["V"] or data["uv_faces"].max() >= sizes["T"]:
+                        problems.append("mesh.npz faces index missing vertices or UVs")
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"cannot read {entry['path']}: {exc}")
     from PIL import Image
 
-    for key in ("albedo", "overlay", "report"):
+    for key, entry in files_for(version).items():
+        if entry["format"] not in ("png", "image") or key not in paths:
+            continue
         try:
-            with Image.open(bundle / FILES[key]) as image:
+            with Image.open(paths[key]) as image:
                 image.verify()
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a problem
-            problems.append(f"{FILES[key]} unreadable: {exc}")
+            problems.append(f"{result['files'][key]} unreadable: {exc}")
     return problems

@@ -29,10 +29,11 @@ from ..image import linear_to_srgb
 from ..models.head_model import JOINT_NAMES
 from ..models.lbs import blend_skinning
 from .pictures import overlay_picture, report_picture
+from .schema import RESULT_FILE, SCHEMA_VERSION, file_names, files_for
 
-SCHEMA_VERSION = 1
-FILES = {"mesh": "mesh.npz", "obj": "mesh.obj", "albedo": "albedo.png", "params": "params.npz",
-         "overlay": "overlay.png", "report": "report.png"}
+# key -> file name (schema.json); the photo's name depends on the photo (photo_name).
+FILES = {key: entry["path"] for key, entry in files_for(SCHEMA_VERSION).items() if key != "photo"}
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 CAMERA_CONVENTION = ("X_cam = R X + t; x = fx X_cam.x / -X_cam.z + cx; y = -fy X_cam.y / -X_cam.z + cy "
                      "(pixels, y down, pixel centres at +0.5)")
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -95,7 +96,8 @@ def _write(result, out: Path, progress, extra_timings, start) -> Path:
                 progress({"event": "progress", "stage": "bundle", "step": i, "total": steps})
 
         write_mesh(result, tmp / FILES["mesh"]); step(1)
-        write_obj(result, tmp / FILES["obj"], tmp / "mesh.mtl"); step(2)
+        write_obj(result, tmp / FILES["obj"], tmp / FILES["mtl"])
+        write_photo(result.photo, tmp / photo_name(result.photo)); step(2)
         _write_png(tmp / FILES["albedo"], _albedo_u8(result.texture)); step(3)
         write_params(result, tmp / FILES["params"]); step(4)
         _write_png(tmp / FILES["overlay"], overlay_picture(result))
@@ -105,7 +107,8 @@ def _write(result, out: Path, progress, extra_timings, start) -> Path:
         timings["bundle"] = round(time.perf_counter() - start, 3)
         timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
         result.timings = timings
-        (tmp / "result.json").write_text(json.dumps(result_json(result, out), indent=2, allow_nan=False))
+        (tmp / RESULT_FILE).write_text(json.dumps(result_json(result, out), indent=2, allow_nan=False),
+                                       encoding="utf-8")
         step(6)
         with _signals_blocked():
             if out.exists():
@@ -127,6 +130,19 @@ def _write(result, out: Path, progress, extra_timings, start) -> Path:
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
+        raise FlameFitError(f"{path}: cannot write image")
+
+
+def photo_name(photo) -> str:
+    """photo.jpg for a JPEG photo (a PNG of a phone photo is ~5x larger), else photo.png."""
+    png, jpg = file_names("photo")
+    return jpg if Path(photo.path).suffix.lower() in JPEG_SUFFIXES else png
+
+
+def write_photo(photo, path: Path) -> None:
+    """The upright (EXIF-applied) RGB photo the fit saw: the add-on's camera background."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    if not cv2.imwrite(str(path), np.ascontiguousarray(photo.rgb[..., ::-1]), params):
         raise FlameFitError(f"{path}: cannot write image")
 
 
@@ -173,11 +189,29 @@ def shape_keys(result) -> tuple[list[str], np.ndarray, np.ndarray]:
     return names, deltas, np.asarray(ranges, np.float32).reshape(-1, 2)
 
 
+def basis_and_values(result) -> tuple[np.ndarray, np.ndarray]:
+    """Schema 2's `basis_vertices` (the fitted identity, expression 0, at the fitted pose)
+    and `shape_key_values` (identity keys 0, expression keys their coefficient), so that
+    basis + sum(values[k] * deltas[k]) == vertices (exact: the forward is affine in the
+    coefficients at a fixed pose). Interim, until HeadLayer.shape_keys lands (jaw key)."""
+    rig, state = result.rig, result.state
+    layer = rig.layer
+    with torch.no_grad():
+        rest = layer.shaped(state.identity, torch.zeros_like(state.expression))
+        basis, _ = blend_skinning(rest, state.pose, layer.joint_regressor, layer.parents, layer.skin_weights,
+                                  layer.posedirs)
+    values = np.concatenate([np.zeros(state.identity.shape[1]), state.expression[0].detach().cpu().numpy()])
+    return basis[0].cpu().numpy().astype(np.float32), values.astype(np.float32)
+
+
 def write_mesh(result, path: Path) -> None:
     model = result.model
     names, deltas, ranges = shape_keys(result)
+    basis, values = basis_and_values(result)
     np.savez(
         path,
+        basis_vertices=basis,
+        shape_key_values=values,
         vertices=result.vertices.astype(np.float32),
         faces=model.faces.astype(np.int32),
         uv_coords=model.uv_coords.astype(np.float32),
@@ -279,7 +313,7 @@ def result_json(result, out: Path) -> dict:
         "landmarks_3d": _rows(result.landmarks_3d),
         "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()},
         "timings": result.timings,
-        "files": dict(FILES),
+        "files": {**FILES, "photo": photo_name(result.photo)},
         "fit": {
             "stages": [s for s in result.stages if s != "bundle"],
             "texture_size": int(result.options.texture_size),
