@@ -137,7 +137,7 @@ def test_landmark_model_matches_the_full_forward():
     pose = torch.as_tensor(rng.normal(size=(1, 5, 3)) * 0.15, dtype=torch.float64)
     pose[0, 0, 1] = 0.5  # ~29 degrees of yaw: a non-trivial jaw-line row
     translation = torch.tensor([[0.01, -0.02, -0.8]], dtype=torch.float64)
-    verts, _ = layer(identity, expression, pose, translation)
+    verts = layer(identity, expression, pose, translation).vertices
     from flamefit.fitting.geometry import yaw_degrees
 
     expected = layer.landmarks(verts, "ibug68", yaw_degrees(pose))

@@ -104,7 +104,8 @@ def random_parameters(rng, model, batch=3, num_identity=None):
 def torch_forward(model, params, device):
     layer = HeadLayer(model, dtype=torch.float64).to(device)
     inputs = {k: torch.as_tensor(v, dtype=torch.float64, device=device) for k, v in params.items()}
-    verts, joints = layer(**inputs)
+    out = layer(**inputs)
+    verts, joints = out.vertices, out.joints
     return verts.cpu().numpy(), joints.cpu().numpy()
 
 
@@ -164,7 +165,8 @@ def test_zero_pose_gives_shaped_template():
     params["pose"][:] = 0
     del params["translation"]
     layer = HeadLayer(model, dtype=torch.float64)
-    verts, joints = layer(**{k: torch.as_tensor(v) for k, v in params.items()})
+    out = layer(**{k: torch.as_tensor(v) for k, v in params.items()})
+    verts, joints = out.vertices, out.joints
     shaped = model.v_template + np.einsum("vck,bk->bvc", model.identity_basis, params["identity"])
     shaped += np.einsum("vck,bk->bvc", model.expression_basis, params["expression"])
     np.testing.assert_allclose(verts.numpy(), shaped, atol=1e-12)
@@ -175,7 +177,8 @@ def test_gradients_reach_every_parameter():
     model = small_model()
     layer = HeadLayer(model, dtype=torch.float64)
     params = {k: torch.tensor(v, requires_grad=True) for k, v in random_parameters(np.random.default_rng(5), model).items()}
-    verts, joints = layer(**params)
+    out = layer(**params)
+    verts, joints = out.vertices, out.joints
     target = torch.randn_like(verts)
     ((verts - target) ** 2).sum().add(joints.square().sum()).backward()
     for name, tensor in params.items():
@@ -189,4 +192,63 @@ def test_gradients_are_correct():
     layer = HeadLayer(model, dtype=torch.float64)
     params = random_parameters(np.random.default_rng(6), model, batch=2)
     inputs = tuple(torch.tensor(params[k], requires_grad=True) for k in ("identity", "expression", "pose", "translation"))
-    assert torch.autograd.gradcheck(lambda *args: layer(*args)[0], inputs)
+    assert torch.autograd.gradcheck(lambda *args: layer(*args).vertices, inputs)
+
+
+# --- shape keys (bundle schema 2: a neutral Basis, keys holding the fitted values) -------
+
+
+def fitted_parameters(rng, model, nonnegative):
+    """Parameters as a fit leaves them: batch of one, jaw open, head turned, eyes turned."""
+    S, E = min(model.num_identity, 100), model.num_expression
+    expression = rng.uniform(0, 0.5, E) * (rng.random(E) < 0.3) if nonnegative else rng.normal(size=E) * 0.7
+    pose = np.zeros((NUM_JOINTS, 3))
+    pose[0] = [0.1, 0.3, -0.05]
+    pose[1] = [0.05, -0.1, 0.0]
+    pose[2] = [0.2, 0.01, 0.0]  # jaw open ~11 degrees
+    pose[3] = pose[4] = [0.02, 0.05, 0.0]
+    return dict(identity=rng.normal(size=S) * 0.8, expression=expression, pose=pose, translation=np.array([0.01, -0.02, -0.6]))
+
+
+@pytest.mark.parametrize("which", ["open_head", "extract"])
+def test_shape_keys_reproduce_the_fit_from_a_neutral_basis(which):
+    if which == "open_head":
+        from flamefit.config import load_settings
+        from flamefit.models import load_head_model
+
+        model = load_head_model(load_settings())
+    else:
+        model = extract_model()
+    layer = HeadLayer(model)  # float32, as the fit and the bundle writer use it
+    params = fitted_parameters(np.random.default_rng(3), model, nonnegative=bool(model.expression_names))
+    p = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in params.items()}
+    fitted = layer(**p).vertices[0].numpy()
+    keys = layer.shape_keys(p["identity"], p["expression"], p["pose"], p["translation"])
+
+    S, E, V = len(params["identity"]), model.num_expression, model.num_vertices
+    assert keys.deltas.shape == (len(keys.names), V, 3) and keys.basis.shape == (V, 3)
+    assert len(set(keys.names)) == len(keys.names)
+    error_mm = np.abs(keys.vertices() - fitted).max() * 1000
+    print(f"\n{model.name}: {len(keys.names)} keys, max |basis + sum values*deltas - fitted| = {error_mm:.2e} mm")
+    assert error_mm < 1e-3
+    # Basis: the fitted identity with a neutral face (no expression, jaw closed, eyes at rest).
+    neutral_pose = p["pose"].clone()
+    neutral_pose[:, 2:] = 0
+    neutral = layer(p["identity"], torch.zeros(1, E), neutral_pose, p["translation"]).vertices[0].numpy()
+    np.testing.assert_allclose(keys.basis, neutral, atol=1e-6)
+    assert np.abs(fitted - keys.basis).max() > 1e-3  # the fit's expression is not in the basis
+    # Identity keys: relative to the fitted identity, value 0; expression keys hold the coefficients.
+    np.testing.assert_array_equal(keys.values[:S], 0)
+    np.testing.assert_allclose(keys.values[S:S + E], params["expression"], rtol=1e-6)
+    assert keys.names[S + E] in ("jawOpen", "jawOpenPose") and keys.values[S + E] == 1.0
+    assert keys.names[-1] == "eyesPose" and keys.values[-1] == 1.0
+    step = p["identity"].clone()
+    step[0, 4] += 1
+    moved = layer(step, torch.zeros(1, E), neutral_pose, p["translation"]).vertices[0].numpy()
+    np.testing.assert_allclose(keys.basis + keys.deltas[4], moved, atol=1e-5)
+    # Turning every expression key and the jaw off leaves the basis.
+    off = keys.values.copy()
+    off[S:] = 0
+    np.testing.assert_allclose(keys.vertices(off), keys.basis, atol=1e-6)
+    lo, hi = keys.ranges.T
+    assert (lo <= keys.values).all() and (keys.values <= hi).all()

@@ -37,7 +37,8 @@ def layer(model):
 
 def posed(layer, identity=None, expression=None, pose=None):
     with torch.no_grad():
-        verts, joints = layer(identity=identity, expression=expression, pose=pose)
+        out = layer(identity=identity, expression=expression, pose=pose)
+        verts, joints = out.vertices, out.joints
     return verts[0].numpy().astype(np.float64), joints[0].numpy()
 
 

@@ -111,9 +111,8 @@ class HeadRig:
     def vertices(self, state: FitState, pose=None, identity=None, expression=None, translation=None):
         identity = state.identity if identity is None else identity
         expression = state.expression if expression is None else expression
-        verts, _ = self.layer(identity, expression, state.pose if pose is None else pose,
-                              state.translation if translation is None else translation)
-        return verts
+        return self.layer(identity, expression, state.pose if pose is None else pose,
+                          state.translation if translation is None else translation).vertices
 
     def landmarks(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """(1, 68, 3) iBUG points; the jaw line follows the head's yaw when the embedding can."""
@@ -121,13 +120,8 @@ class HeadRig:
 
     def landmark_embedding_at(self, pose: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(face_idx (68,), bary (68,3)) of the iBUG points at this pose's yaw."""
-        emb = self.model.landmarks["ibug68"]
-        face_idx, bary = emb.face_idx.copy(), emb.bary.copy()
-        if emb.dynamic_face_idx is not None:
-            yaw = float(yaw_degrees(pose)[0])
-            row = int(np.argmin(np.abs(emb.dynamic_yaw_degrees - yaw)))
-            face_idx[:17], bary[:17] = emb.dynamic_face_idx[row], emb.dynamic_bary[row]
-        return face_idx, bary
+        face_idx, bary = self.model.landmarks["ibug68"].at_yaw(yaw_degrees(pose)[:1].detach().cpu().numpy())
+        return face_idx[0].copy(), bary[0].copy()
 
 
 def yaw_degrees(pose: torch.Tensor) -> torch.Tensor:

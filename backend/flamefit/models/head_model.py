@@ -1,17 +1,21 @@
 """The one head-model representation used everywhere (FLAME files and the open head).
 
 `HeadModel` holds plain numpy arrays: what loaders produce and what the cache
-stores. `HeadLayer` is its differentiable, batched torch forward (FLAME's:
-identity + expression blend shapes, pose correctives, linear blend skinning over
-global, neck, jaw and eye joints).
+stores (`read_only()` gives the frozen copy the fitter uses). `HeadLayer` is its
+differentiable, batched torch forward (FLAME's: identity + expression blend shapes,
+pose correctives, linear blend skinning over global, neck, jaw and eye joints), with a
+named output (`HeadOutput`, as smplx's), one landmark lookup (`vertices2landmarks`)
+and the shape keys of a fitted head (`shape_keys`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -22,6 +26,27 @@ from .lbs import blend_skinning
 # FLAME's kinematic tree; every head model uses these joint names in this order.
 JOINT_NAMES = ("global", "neck", "jaw", "eye_left", "eye_right")
 JOINT_PARENTS = np.array([-1, 0, 1, 1, 1])
+JAW_JOINT, EYE_JOINTS = 2, (3, 4)
+
+
+def vertices2landmarks(vertices, faces, face_idx, bary):
+    """Landmarks on a surface: sum_k bary[..., k] * vertices[faces[face_idx][..., k]].
+
+    vertices (B, V, 3), faces (F, 3), face_idx (L,) or (B, L), bary (L, 3) or (B, L, 3);
+    returns (B, L, 3). Torch tensors (differentiable in the vertices) or numpy arrays
+    (then vertices may be (V, 3), giving (L, 3)).
+    """
+    if not torch.is_tensor(vertices):
+        verts = torch.as_tensor(np.asarray(vertices, np.float64))
+        out = vertices2landmarks(verts if verts.dim() == 3 else verts[None], torch.as_tensor(np.asarray(faces)),
+                                 torch.as_tensor(np.asarray(face_idx)), torch.as_tensor(np.asarray(bary), dtype=verts.dtype))
+        return out.numpy() if verts.dim() == 3 else out[0].numpy()
+    B = vertices.shape[0]
+    faces = torch.as_tensor(faces, device=vertices.device)
+    corners = faces[torch.as_tensor(face_idx, device=vertices.device).expand(B, -1)]  # (B, L, 3)
+    tri = torch.gather(vertices, 1, corners.reshape(B, -1, 1).expand(-1, -1, 3)).reshape(*corners.shape, 3)
+    bary = torch.as_tensor(bary, dtype=vertices.dtype, device=vertices.device).expand(B, -1, -1)
+    return (tri * bary[..., None]).sum(-2)
 
 
 @dataclass
@@ -42,7 +67,27 @@ class LandmarkEmbedding:
 
     def points(self, verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
         """Landmark positions (L,3) on a single mesh."""
-        return np.einsum("lkc,lk->lc", verts[faces[self.face_idx]], self.bary)
+        return vertices2landmarks(verts, faces, self.face_idx, self.bary)
+
+    def contour_rows(self, yaw_degrees) -> np.ndarray | None:
+        """Row of the dynamic jaw-line table for each yaw (degrees); None without one."""
+        if self.dynamic_face_idx is None:
+            return None
+        yaw = np.asarray(yaw_degrees, np.float64).reshape(-1, 1)
+        return np.argmin(np.abs(yaw - np.asarray(self.dynamic_yaw_degrees)[None]), axis=1)
+
+    def at_yaw(self, yaw_degrees=None, rows=None) -> tuple[np.ndarray, np.ndarray]:
+        """(face_idx (B, L), bary (B, L, 3)) with the jaw line (points 0..16) of the dynamic
+        table's row for each yaw (or the given rows); the static points without a table."""
+        if rows is None and yaw_degrees is not None:
+            rows = self.contour_rows(yaw_degrees)
+        if rows is None or self.dynamic_face_idx is None:
+            return self.face_idx[None], self.bary[None]
+        rows = np.asarray(rows).reshape(-1)
+        face_idx = np.repeat(self.face_idx[None], len(rows), axis=0)
+        bary = np.repeat(self.bary[None], len(rows), axis=0)
+        face_idx[:, :17], bary[:, :17] = self.dynamic_face_idx[rows], self.dynamic_bary[rows]
+        return face_idx, bary
 
 
 @dataclass
@@ -82,6 +127,29 @@ class HeadModel:
     @property
     def has_uvs(self) -> bool:
         return self.uv_coords is not None
+
+    @property
+    def is_read_only(self) -> bool:
+        return not self.v_template.flags.writeable and isinstance(self.landmarks, MappingProxyType)
+
+    def read_only(self) -> "HeadModel":
+        """The same model with every array read-only and the dicts immutable (no copies):
+        what `flamefit.fitting.prepare_model` hands to the fit, which never changes it."""
+        def frozen(value):
+            if isinstance(value, np.ndarray):
+                view = value.view()
+                view.flags.writeable = False
+                return view
+            return value
+
+        landmarks = {key: dataclasses.replace(emb, **{f.name: frozen(getattr(emb, f.name)) for f in dataclasses.fields(emb)})
+                     for key, emb in self.landmarks.items()}
+        changes = {f.name: frozen(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        changes.update(landmarks=MappingProxyType(landmarks),
+                       regions=MappingProxyType({k: frozen(v) for k, v in self.regions.items()}),
+                       identity_names=tuple(self.identity_names), expression_names=tuple(self.expression_names),
+                       provenance=MappingProxyType(dict(self.provenance)))
+        return dataclasses.replace(self, **changes)
 
     def validate(self, source="model") -> "HeadModel":
         """Check shapes and values; raise ModelFileError naming the problem."""
@@ -130,12 +198,11 @@ class HeadModel:
             elif f.name == "regions":
                 for key, idx in value.items():
                     arrays[f"regions/{key}"] = idx
-            elif value is not None and value != []:
-                meta[f.name] = value
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, __meta__=np.array(json.dumps(meta)), **arrays)
-        tmp.replace(path)
+            elif value is not None and len(value) if isinstance(value, (list, tuple, dict, MappingProxyType)) else value is not None:
+                meta[f.name] = dict(value) if isinstance(value, MappingProxyType) else value
+        from ..fsutil import atomic_save_npz  # a private temporary per writer: parallel saves never collide
+
+        atomic_save_npz(path, __meta__=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
     def load_cache(cls, path: Path) -> "HeadModel":
@@ -175,6 +242,36 @@ class HeadModel:
         }
 
 
+@dataclass(frozen=True)
+class HeadOutput:
+    """HeadLayer.forward's result (named, as smplx's model output)."""
+
+    vertices: torch.Tensor  # (B, V, 3) posed, world
+    joints: torch.Tensor  # (B, J, 3) posed joint positions
+
+
+@dataclass(frozen=True)
+class ShapeKeys:
+    """A fitted head as Basis + shape keys (Blender's model): vertices = basis + sum_k
+    values[k] * deltas[k]. Basis: the fitted identity with a neutral face (expression 0,
+    jaw closed, eyes at rest) at the fitted global/neck pose and translation."""
+
+    basis: np.ndarray  # (V, 3) float32
+    names: tuple[str, ...]  # K names: identity components, expression components, pose keys
+    deltas: np.ndarray  # (K, V, 3) float32
+    values: np.ndarray  # (K,) float32 fitted weight of each key (identity keys 0)
+    ranges: np.ndarray  # (K, 2) float32 slider range
+
+    def vertices(self, values=None) -> np.ndarray:
+        """(V, 3) basis + sum_k values[k] deltas[k] (default: the fitted values)."""
+        values = self.values if values is None else np.asarray(values, np.float32)
+        return self.basis + np.tensordot(values.astype(np.float64), self.deltas, axes=1).astype(np.float32)
+
+
+JAW_KEY = "jawOpen"  # the jaw joint's key; "jawOpenPose" where an expression unit has that name
+EYES_KEY = "eyesPose"  # only when the fit turned the eyes
+
+
 class HeadLayer(torch.nn.Module):
     """Differentiable batched forward of a HeadModel.
 
@@ -210,7 +307,7 @@ class HeadLayer(torch.nn.Module):
                 verts = verts + torch.einsum("bk,vck->bvc", coeffs, basis[..., : coeffs.shape[-1]])
         return verts
 
-    def forward(self, identity=None, expression=None, pose=None, translation=None):
+    def forward(self, identity=None, expression=None, pose=None, translation=None) -> HeadOutput:
         batch_size = next((t.shape[0] for t in (identity, expression, pose, translation) if t is not None), 1)
         verts = self.shaped(identity, expression, batch_size)
         if pose is None:
@@ -219,21 +316,73 @@ class HeadLayer(torch.nn.Module):
         if translation is not None:
             verts = verts + translation[:, None]
             joints = joints + translation[:, None]
-        return verts, joints
+        return HeadOutput(vertices=verts, joints=joints)
 
     def landmarks(self, verts: torch.Tensor, kind: str = "ibug68", yaw_degrees: torch.Tensor | None = None):
         """Landmark positions (B,L,3) on posed vertices; iBUG jaw-line follows yaw when the
         embedding has dynamic contour points and yaw_degrees (B,) is given."""
         emb = self.model.landmarks[kind]
-        face_idx = torch.as_tensor(emb.face_idx, device=verts.device).expand(verts.shape[0], -1)
-        bary = torch.as_tensor(emb.bary, dtype=verts.dtype, device=verts.device).expand(verts.shape[0], -1, -1)
-        if yaw_degrees is not None and emb.dynamic_face_idx is not None:
-            yaws = torch.as_tensor(emb.dynamic_yaw_degrees, dtype=verts.dtype, device=verts.device)
-            row = torch.argmin((yaw_degrees[:, None].detach() - yaws[None]).abs(), dim=1)
-            dyn_idx = torch.as_tensor(emb.dynamic_face_idx, device=verts.device)[row]
-            dyn_bary = torch.as_tensor(emb.dynamic_bary, dtype=verts.dtype, device=verts.device)[row]
-            face_idx = torch.cat([dyn_idx, face_idx[:, 17:]], dim=1)
-            bary = torch.cat([dyn_bary, bary[:, 17:]], dim=1)
-        corners = self.faces[face_idx]  # (B,L,3)
-        tri = torch.gather(verts, 1, corners.reshape(verts.shape[0], -1, 1).expand(-1, -1, 3))
-        return (tri.reshape(*corners.shape, 3) * bary[..., None]).sum(-2)
+        yaw = None if yaw_degrees is None else yaw_degrees.detach().cpu().numpy()
+        face_idx, bary = emb.at_yaw(yaw)
+        return vertices2landmarks(verts, self.faces, torch.as_tensor(face_idx), torch.as_tensor(bary))
+
+    @torch.no_grad()
+    def shape_keys(self, identity, expression, pose, translation, chunk: int = 32) -> ShapeKeys:
+        """The fitted head (batch of one: identity (1,S'), expression (1,E'), pose (1,J,3),
+        translation (1,3)) as a neutral Basis plus keys that reproduce it.
+
+        Keys: one per fitted identity component (relative to the fitted identity, value
+        0), one per fitted expression component (value = its coefficient), the jaw
+        (delta = verts(fitted jaw) - verts(jaw closed), value 1) and, when the eyes were
+        turned, the eyes (value 1). At a fixed pose the forward is affine in the
+        coefficients (the joints are linear in the shaped mesh), so each delta is exact
+        and basis + sum values * deltas equals the fitted vertices up to rounding.
+        """
+        t = lambda x, *shape: torch.as_tensor(x, dtype=self.v_template.dtype, device=self.v_template.device).reshape(1, *shape)
+        identity, expression = t(identity, -1), t(expression, -1)
+        pose, translation = t(pose, len(JOINT_NAMES), 3), t(translation, 3)
+        S, E = identity.shape[1], expression.shape[1]
+        model = self.model
+        neutral_pose = pose.clone()
+        neutral_pose[:, JAW_JOINT] = 0
+        neutral_pose[:, list(EYE_JOINTS)] = 0
+        jaw_pose = neutral_pose.clone()
+        jaw_pose[:, JAW_JOINT] = pose[:, JAW_JOINT]
+        no_expression = expression.new_zeros(1, E)
+        basis = self(identity, no_expression, neutral_pose, translation).vertices
+
+        # Unit steps of every coefficient at the neutral pose, a chunk of keys per batch.
+        steps = [("identity", k) for k in range(S)] + [("expression", k) for k in range(E)]
+        deltas = []
+        for start in range(0, len(steps), chunk):
+            part = steps[start:start + chunk]
+            n = len(part)
+            d_identity = identity.expand(n, -1).clone()
+            d_expression = no_expression.expand(n, -1).clone()
+            for row, (kind, k) in enumerate(part):
+                (d_identity if kind == "identity" else d_expression)[row, k] += 1.0
+            out = self(d_identity, d_expression, neutral_pose.expand(n, -1, -1), translation.expand(n, -1)).vertices
+            deltas.append(out - basis)
+        fitted_expression = self(identity, expression, neutral_pose, translation).vertices
+        with_jaw = self(identity, expression, jaw_pose, translation).vertices
+        deltas.append(with_jaw - fitted_expression)
+
+        expression_names = list(model.expression_names) or [f"expression_{k:03d}" for k in range(model.num_expression)]
+        identity_names = list(model.identity_names) or [f"identity_{k:03d}" for k in range(model.num_identity)]
+        names = identity_names[:S] + expression_names[:E] + [JAW_KEY if JAW_KEY not in expression_names else JAW_KEY + "Pose"]
+        values = [0.0] * S + expression[0].tolist() + [1.0]
+        fitted_identity = identity[0].tolist()
+        ranges = [[min(-3.0, math.floor(-c)), max(3.0, math.ceil(-c))] for c in fitted_identity]  # -c: the mean face
+        nonnegative = bool(model.expression_names)  # ARKit-style units are weights in [0, 1]
+        ranges += [[0.0, max(1.0, math.ceil(v))] if nonnegative else [min(-3.0, math.floor(v)), max(3.0, math.ceil(v))]
+                   for v in values[S:S + E]]
+        ranges.append([0.0, 2.0])
+        if bool((pose[:, list(EYE_JOINTS)].abs() > 1e-7).any()):
+            deltas.append(self(identity, expression, pose, translation).vertices - with_jaw)
+            names.append(EYES_KEY)
+            values.append(1.0)
+            ranges.append([0.0, 2.0])
+        deltas = torch.cat(deltas) if deltas else basis.new_zeros(0, *basis.shape[1:])
+        return ShapeKeys(basis=basis[0].cpu().numpy().astype(np.float32), names=tuple(names),
+                         deltas=deltas.cpu().numpy().astype(np.float32), values=np.asarray(values, np.float32),
+                         ranges=np.asarray(ranges, np.float32).reshape(-1, 2))
