@@ -1,0 +1,147 @@
+"""Small file-system rules shared by every reader and writer (imports nothing from
+flamefit but its errors).
+
+* `atomic_write(path)` / `atomic_save_npz(path, ...)`: the file appears whole or not at
+  all. Each writer uses its own temporary name beside the target (".NAME.tmp-PID-RANDOM")
+  and `os.replace`s it, so parallel writers never share a half-written file and readers
+  see either the old file, or a complete new one. Temporaries of dead writers are removed.
+* `file_lock(path)`: an exclusive advisory lock (a lock file), e.g. so that parallel
+  processes build a cache once instead of each building it.
+* `require_regular_file(path, what)`: refuse a missing file, a folder, or a FIFO, device
+  or socket up front (opening a FIFO blocks forever) with one clear line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+
+from .errors import FlameFitError
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+def require_regular_file(path, what: str = "file") -> Path:
+    """`path` as a Path when it names a regular file (symlinks followed); FlameFitError otherwise."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # stat never blocks, unlike open() on a FIFO
+    except FileNotFoundError:
+        raise FlameFitError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise FlameFitError(f"{path}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(mode):
+        raise FlameFitError(f"{path}: is a folder, not a {what}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise FlameFitError(f"{path}: is {kind}, not a regular file; FlameFit reads the {what} only from a regular file")
+    return path
+
+
+def temp_name_for(path) -> Path:
+    """A temporary sibling of `path` that no other writer uses."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # no cheap, safe check there: keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temps(path) -> None:
+    """Delete temporaries of `path` (files only) left by writers that died (SIGKILL, power)."""
+    path = Path(path)
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if match and match["name"] == path.name and not pid_alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                if entry.is_file() and not entry.is_symlink():
+                    entry.unlink()
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "wb", **open_kwargs):
+    """Open a private temporary beside `path` for writing; on a clean exit it replaces
+    `path` (atomically), on an exception it is removed and `path` is untouched."""
+    path = Path(path)
+    remove_stale_temps(path)
+    tmp = temp_name_for(path)
+    try:
+        with open(tmp, mode, **open_kwargs) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_write(path, "wb") as stream:
+        stream.write(data)
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> None:
+    with atomic_write(path, "w", encoding=encoding) as stream:
+        stream.write(text)
+
+
+def atomic_save_npz(path, compressed: bool = True, **arrays) -> None:
+    """np.savez(_compressed) to exactly `path` (no ".npz" added), atomically."""
+    import numpy as np
+
+    with atomic_write(path, "wb") as stream:
+        (np.savez_compressed if compressed else np.savez)(stream, **arrays)
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Hold an exclusive lock on the lock file `path` (created if needed) while inside.
+    Advisory: it only orders processes that take the same lock. Released when the
+    process dies, so a killed holder never blocks the others."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after ~10 s: keep waiting
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
