@@ -2,8 +2,10 @@
 FlameFit backend and import the result as editable objects.
 
 The add-on never imports torch or the backend: it runs `PYTHON -m flamefit.cli fit` as a
-child process and reads the result bundle (see INTERFACE.md). Relative imports only, so
-the same folder works as a legacy add-on (Blender 3.4+) and as an extension (4.2+).
+child process and reads the result bundle (see INTERFACE.md). Split like glTF-Blender-IO:
+io/ (no bpy: bundle format, backend process, maths), blender/ (one module per Blender data
+kind, and the importer), ui/ (operators, panel, preferences, properties). Relative imports
+only, so the same folder works as a legacy add-on (Blender 3.4+) and as an extension (4.2+).
 """
 
 bl_info = {
@@ -17,22 +19,27 @@ bl_info = {
     "category": "Import-Export",
 }
 
+# dependency order: io, then blender, then ui ("Reload Scripts" re-imports them in this order)
+_MODULES = ("io.npyio", "io.options", "io.sh_math", "io.bundle", "io.backend_process", "io.setup_backend",
+            "blender.mesh", "blender.material", "blender.camera", "blender.lights", "blender.scene",
+            "blender.importer", "ui.job_runner", "ui.props", "ui.preferences", "ui.operators", "ui.panel")
+
 if "bpy" in locals():  # "Reload Scripts": re-import the submodules
     import importlib
+    import sys
 
-    for _name in ("npyio", "bundle", "sh_math", "backend_process", "setup_backend", "sh_lights", "importer",
-                  "props", "preferences", "operators", "panel"):
-        if _name in locals():
-            importlib.reload(locals()[_name])
+    for _name in _MODULES:
+        if f"{__name__}.{_name}" in sys.modules:
+            importlib.reload(sys.modules[f"{__name__}.{_name}"])
 
 try:
     import bpy
-except ImportError:  # plain Python (tests, tools): only the bpy-free modules are usable
+except ImportError:  # plain Python (tests, tools): only the bpy-free io package is usable
     bpy = None
 
 if bpy is not None:
-    from . import (backend_process, bundle, importer, npyio, operators, panel, preferences, props,  # noqa: F401
-                   setup_backend, sh_lights, sh_math)
+    from . import blender, io, ui  # noqa: F401
+    from .ui import job_runner, operators, panel, preferences, props
 
     _classes = (*props.classes, *preferences.classes, *operators.classes, *panel.classes)
 
@@ -45,7 +52,7 @@ def register():
 
 
 def unregister():
-    operators.stop_all()  # no child process outlives the add-on
+    job_runner.stop_all()  # no child process outlives the add-on
     bpy.types.TOPBAR_MT_file_import.remove(operators.menu_import)
     props.unregister_pointers()
     for cls in reversed(_classes):

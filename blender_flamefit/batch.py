@@ -40,7 +40,12 @@ def _package():
     return importlib.import_module(os.path.basename(here))
 
 
-def parse_args(argv):
+def _sub(pkg, name):
+    """A submodule of the add-on package, e.g. _sub(pkg, "io.bundle") (imported on first use)."""
+    return importlib.import_module(f"{pkg.__name__}.{name}")
+
+
+def parse_args(argv, options):
     parser = argparse.ArgumentParser(prog="blender -b --python batch.py --",
                                      description="Fit photos with FlameFit and save .blend files and previews.")
     parser.add_argument("input", help="a photo or a folder of photos")
@@ -49,9 +54,8 @@ def parse_args(argv):
     parser.add_argument("--preview-size", type=int, default=512, help="longest side of the preview in pixels")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="backend device (default: preferences)")
     parser.add_argument("--no-preview", action="store_true", help="skip the preview render")
-    parser.add_argument("--no-fill", action="store_true", help="one sun only")
-    parser.add_argument("--realistic-shadows", action="store_true",
-                        help="let the head shadow itself (default: fit-faithful shading)")
+    # the import options (io/options.py); a .blend of the batch carries its images
+    options.add_arguments(parser, options.IMPORT_OPTIONS, defaults={"pack_images": True})
     return parser.parse_args(argv)
 
 
@@ -143,7 +147,8 @@ def render_preview(scene, photo_image, path: str, longest: int) -> None:
 
 def fit_one(pkg, context, photo: str, out_dir: str, python: str, args) -> str:
     """Fit, import, save .blend and preview. Returns '' or an error sentence."""
-    bp, prefs_mod = pkg.backend_process, pkg.preferences
+    bp, prefs_mod = _sub(pkg, "io.backend_process"), _sub(pkg, "ui.preferences")
+    options, bundle = _sub(pkg, "io.options"), _sub(pkg, "io.bundle")
     prefs = prefs_mod.get_prefs(context)
     stem = os.path.splitext(os.path.basename(photo))[0]
     bundle_dir = os.path.join(out_dir, f"{stem}.flamefit")
@@ -169,11 +174,11 @@ def fit_one(pkg, context, photo: str, out_dir: str, python: str, args) -> str:
     clear_data()
     scene = context.scene
     try:
-        result = pkg.importer.import_bundle(context, res.result_path, pack_images=True,
-                                            faithful_lighting=not args.realistic_shadows, fill_light=not args.no_fill)
-    except pkg.bundle.BundleError as exc:
+        result = _sub(pkg, "blender.importer").import_bundle(
+            context, res.result_path, **options.as_keywords(args, options.IMPORT_OPTIONS))
+    except bundle.BundleError as exc:
         return str(exc)
-    pkg.operators.record_result(scene, result)
+    _sub(pkg, "ui.operators").record_result(scene, result)
     configure_cycles(scene, args.samples)
     blend = os.path.join(out_dir, f"{stem}.blend")
     bpy.ops.wm.save_as_mainfile(filepath=blend, check_existing=False, copy=True)
@@ -190,12 +195,12 @@ def fit_one(pkg, context, photo: str, out_dir: str, python: str, args) -> str:
 def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
-    args = parse_args(argv)
     pkg = _package()
+    args = parse_args(argv, _sub(pkg, "io.options"))
     if not hasattr(bpy.types.Scene, "flamefit"):
         pkg.register()
     context = bpy.context
-    python, source = pkg.preferences.resolve_backend(context)
+    python, source = _sub(pkg, "ui.preferences").resolve_backend(context)
     if not python:
         print(f"flamefit batch: error: {source}; set FLAMEFIT_PYTHON or the add-on preferences", file=sys.stderr)
         sys.exit(1)

@@ -81,7 +81,7 @@ def astronaut_png(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_bundle(real_backend, astronaut_png, tmp_path_factory):
     """A bundle the real backend produced in this test run from the astronaut photo."""
-    from blender_flamefit import backend_process as bp
+    from blender_flamefit.io import backend_process as bp
 
     out = tmp_path_factory.mktemp("real") / "astronaut"
     env = bp.child_env(backend_env(fake=False))

@@ -50,7 +50,7 @@ def _emission_material(name, build):
 
 def convex_hull(points):
     """The add-on's hull (one implementation), as an (N, 2) array for the pixel test below."""
-    from blender_flamefit.sh_math import convex_hull as addon_convex_hull
+    from blender_flamefit.io.sh_math import convex_hull as addon_convex_hull
 
     return np.array(addon_convex_hull(np.asarray(points, dtype=float)))
 

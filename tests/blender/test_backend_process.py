@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from blender_flamefit import backend_process as bp
+from blender_flamefit.io import backend_process as bp
 from testenv import BACKEND_PYTHON, backend_env
 
 

@@ -41,7 +41,8 @@ def test_zip_layout(addon_zip):
     names = zipfile.ZipFile(addon_zip).namelist()
     assert {n.split("/")[0] for n in names} == {"blender_flamefit"}
     for required in ("__init__.py", "blender_manifest.toml", "batch.py", "backend/pyproject.toml",
-                     "backend/flamefit/__init__.py", "backend/flamefit/cli.py"):
+                     "backend/flamefit/__init__.py", "backend/flamefit/cli.py", "io/bundle.py", "io/options.py",
+                     "blender/importer.py", "blender/mesh.py", "ui/job_runner.py", "ui/operators.py"):
         assert f"blender_flamefit/{required}" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     init = zipfile.ZipFile(addon_zip).read("blender_flamefit/__init__.py").decode()
@@ -60,7 +61,7 @@ zip_path, bundle = sys.argv[sys.argv.index("--") + 1:][:2]
 bpy.ops.preferences.addon_install(filepath=zip_path)
 bpy.ops.preferences.addon_enable(module="blender_flamefit")
 import blender_flamefit
-from blender_flamefit import importer
+from blender_flamefit.blender import importer
 from bpy_extras.object_utils import world_to_camera_view
 out = {"enabled": "blender_flamefit" in bpy.context.preferences.addons,
        "ops": hasattr(bpy.ops.flamefit, "fit_photo") and hasattr(bpy.ops.import_scene, "flamefit")
@@ -68,8 +69,8 @@ out = {"enabled": "blender_flamefit" in bpy.context.preferences.addons,
        "panel": hasattr(bpy.types, "FLAMEFIT_PT_main"),
        "texture_size": bpy.context.preferences.addons["blender_flamefit"].preferences.texture_size,
        "file": blender_flamefit.__file__,
-       "backend_source": blender_flamefit.setup_backend.backend_source_dir(),
-       "backend_state": blender_flamefit.preferences.resolve_backend(bpy.context)}
+       "backend_source": blender_flamefit.io.setup_backend.backend_source_dir(),
+       "backend_state": blender_flamefit.ui.preferences.resolve_backend(bpy.context)}
 bpy.ops.wm.read_homefile(use_empty=True)
 sc = bpy.context.scene
 r = importer.import_bundle(bpy.context, bundle)
@@ -112,7 +113,7 @@ mod = sys.modules.get("bl_ext.user_default.flamefit")
 print("JSON" + json.dumps({"result": list(res), "loaded": mod is not None,
       "ops": hasattr(bpy.ops.flamefit, "fit_photo"), "scene": hasattr(bpy.types.Scene, "flamefit"),
       "prefs": "bl_ext.user_default.flamefit" in bpy.context.preferences.addons,
-      "data": mod.preferences.user_data_dir() if mod else ""}))
+      "data": mod.ui.preferences.user_data_dir() if mod else ""}))
 '''
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "res"))
     proc = subprocess.run([sys.executable, "-c", code, str(addon_zip)], env=env, capture_output=True, text=True,

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from blender_flamefit import npyio
-from blender_flamefit.bundle import SCHEMA_VERSION, BundleError, load_bundle
+from blender_flamefit.io import npyio
+from blender_flamefit.io.bundle import SCHEMA_VERSION, BundleError, load_bundle
 
 
 @pytest.mark.parametrize("arr", [

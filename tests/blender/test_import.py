@@ -96,7 +96,7 @@ def test_head_faces_the_camera_upright(empty_scene, synth_bundle_dir):
 
 
 def test_camera_reprojects_landmarks_within_1px(empty_scene, synth_bundle_dir):
-    from blender_flamefit import importer
+    from blender_flamefit.blender import importer
 
     result = importer.import_bundle(bpy.context, synth_bundle_dir)
     pts = importer.landmark_points_blender(result)
@@ -111,7 +111,7 @@ def test_camera_reprojects_landmarks_within_1px(empty_scene, synth_bundle_dir):
 ])
 def test_camera_other_shapes(empty_scene, tmp_path, size, principal, focal):
     import synth_bundle
-    from blender_flamefit import importer
+    from blender_flamefit.blender import importer
 
     synth_bundle.write_bundle(str(tmp_path / "b"), size=size, principal=principal, focal=focal)
     result = importer.import_bundle(bpy.context, tmp_path / "b")
@@ -123,7 +123,7 @@ def test_camera_other_shapes(empty_scene, tmp_path, size, principal, focal):
 def test_flat_landmarks_3d_fallback(empty_scene, tmp_path):
     """Bundles without the embedding arrays use landmarks_3d."""
     import synth_bundle
-    from blender_flamefit import importer
+    from blender_flamefit.blender import importer
 
     synth_bundle.write_bundle(str(tmp_path / "b"))
     mesh = dict(np.load(tmp_path / "b" / "mesh.npz"))
@@ -137,7 +137,7 @@ def test_flat_landmarks_3d_fallback(empty_scene, tmp_path):
 
 def test_import_is_one_undo_step_and_in_the_import_menu(addon):
     assert "UNDO" in bpy.types.IMPORT_SCENE_OT_flamefit.bl_options
-    assert addon.operators.menu_import in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
+    assert addon.ui.operators.menu_import in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()
 
 
 def _break_schema(f):
@@ -162,7 +162,7 @@ def test_bad_bundle_leaves_scene_unchanged(empty_scene, synth_bundle_dir, breaka
 
 
 def test_failure_during_creation_rolls_back(empty_scene, synth_bundle_dir, monkeypatch):
-    from blender_flamefit import importer, sh_lights
+    from blender_flamefit.blender import importer, lights
 
     bpy.ops.mesh.primitive_cube_add()
     before = scene_snapshot()
@@ -170,7 +170,7 @@ def test_failure_during_creation_rolls_back(empty_scene, synth_bundle_dir, monke
     def boom(*a, **k):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(sh_lights, "make_world", boom)
+    monkeypatch.setattr(lights, "make_world", boom)
     with pytest.raises(importer.BundleError, match="simulated failure"):
         importer.import_bundle(bpy.context, synth_bundle_dir)
     assert scene_snapshot() == before

@@ -34,24 +34,24 @@ def fit_setup(empty_scene, tmp_path, env_patch, addon):
 
     def start(mode, **extra):
         env_patch(backend_env(fake=True, FAKE_FLAMEFIT_MODE=mode, **extra))
-        job, error = addon.operators.start_fit(bpy.context)
+        job, error = addon.ui.operators.start_fit(bpy.context)
         assert job is not None, error
-        addon.operators._ACTIVE["fit"] = job
+        addon.ui.job_runner.set_active("fit", job)
         return job
 
     yield start
-    job = addon.operators._ACTIVE["fit"]
+    job = addon.ui.job_runner.active("fit")
     if job is not None:
         job.stop()
-        addon.operators._ACTIVE["fit"] = None
+        addon.ui.job_runner.set_active("fit", None)
 
 
 def _drive(addon, job, timeout=30, on_tick=None):
     deadline = time.monotonic() + timeout
     while True:
-        res = addon.operators.fit_step(bpy.context, job)
+        res = addon.ui.operators.fit_step(bpy.context, job)
         if res.state != "RUNNING":
-            addon.operators._ACTIVE["fit"] = None
+            addon.ui.job_runner.set_active("fit", None)
             return res
         if on_tick:
             on_tick(res)
@@ -61,7 +61,7 @@ def _drive(addon, job, timeout=30, on_tick=None):
 
 def _panel_text(addon):
     rec = Recorder()
-    addon.panel.FLAMEFIT_PT_main.draw(type("P", (), {"layout": rec})(), bpy.context)
+    addon.ui.panel.FLAMEFIT_PT_main.draw(type("P", (), {"layout": rec})(), bpy.context)
     return rec
 
 
@@ -88,7 +88,7 @@ def test_progress_then_completion_imports(addon, fit_setup, tmp_path):
     assert progress == sorted(progress)
     # the panel shows the last result's metrics
     rec = Recorder()
-    addon.panel.FLAMEFIT_PT_result.draw(type("P", (), {"layout": rec})(), bpy.context)
+    addon.ui.panel.FLAMEFIT_PT_result.draw(type("P", (), {"layout": rec})(), bpy.context)
     assert "Landmark error" in rec.texts() and "0.70 px" in rec.texts()
 
 
@@ -126,7 +126,7 @@ def test_cancel_imports_nothing_and_leaves_no_process(addon, fit_setup, tmp_path
     job = fit_setup("hang", FAKE_FLAMEFIT_PIDFILE=pidfile)
     deadline = time.monotonic() + 30
     while not pidfile.exists() or job.progress.stage != "photometric":
-        assert addon.operators.fit_step(bpy.context, job).state == "RUNNING"
+        assert addon.ui.operators.fit_step(bpy.context, job).state == "RUNNING"
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert "flamefit.cancel_fit" in _panel_text(addon).operators()
@@ -148,14 +148,14 @@ def test_blocking_execute_variant(addon, fit_setup, env_patch):
 
 def test_backend_not_set_up(addon, empty_scene, monkeypatch, tmp_path):
     monkeypatch.delenv("FLAMEFIT_PYTHON", raising=False)
-    monkeypatch.setattr(addon.preferences, "managed_venv_dir", lambda: str(tmp_path / "no-venv"))
+    monkeypatch.setattr(addon.ui.preferences, "managed_venv_dir", lambda: str(tmp_path / "no-venv"))
     photo = tmp_path / "p.png"
     photo.write_bytes(b"x")
     empty_scene.flamefit.photo = str(photo)
     rec = _panel_text(addon)
     assert "Backend not set up" in rec.texts()
     assert "flamefit.setup_backend" in rec.operators()
-    job, error = addon.operators.start_fit(bpy.context)
+    job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is None and "backend not set up" in error
     before = scene_snapshot()
     with pytest.raises(RuntimeError, match="backend not set up"):
@@ -166,7 +166,7 @@ def test_backend_not_set_up(addon, empty_scene, monkeypatch, tmp_path):
 def test_missing_photo(addon, empty_scene, env_patch):
     env_patch(backend_env(fake=True))
     empty_scene.flamefit.photo = "/no/such/photo.jpg"
-    job, error = addon.operators.start_fit(bpy.context)
+    job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is None and "choose a photo" in error
 
 
@@ -176,12 +176,14 @@ class _FakeEvent:
 
 
 def _fake_modal_operator(addon, job):
-    """The real modal()/_finish/_report code on a stand-in instance (no window in bpy -b)."""
-    cls = addon.operators.FLAMEFIT_OT_fit_photo
+    """The real modal()/cancel() code (job_runner.JobOperator + the fit's hooks) on a stand-in
+    instance (no window in bpy -b)."""
+    cls = addon.ui.operators.FLAMEFIT_OT_fit_photo
     reports = []
-    fake = type("FakeFitOp", (), {"modal": cls.modal, "_finish": cls._finish, "_report": cls._report,
-                                  "cancel": cls.cancel, "_timer": None, "_job": job,
-                                  "report": lambda self, kind, msg: reports.append((set(kind), msg))})()
+    own = {k: v for k, v in vars(cls).items() if not k.startswith("__") and not k.startswith("bl_")}
+    fake = type("FakeFitOp", (addon.ui.job_runner.JobOperator,),
+                {**own, "_timer": None, "_job": job,
+                 "report": lambda self, kind, msg: reports.append((set(kind), msg))})()
     return fake, reports
 
 
@@ -196,8 +198,8 @@ def test_modal_handler_esc_cancels(addon, fit_setup):
     while (ret := op.modal(ctx, _FakeEvent("TIMER"))) == {"PASS_THROUGH"}:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert ret == {"CANCELLED"} and reports[-1] == ({"WARNING"}, "FlameFit: fit cancelled")
-    assert addon.operators._ACTIVE["fit"] is None and job.process.proc.poll() is not None
+    assert ret == {"CANCELLED"} and reports[-1] == ({"WARNING"}, "FlameFit: Fit cancelled")
+    assert addon.ui.job_runner.active("fit") is None and job.process.proc.poll() is not None
 
 
 def test_modal_handler_completes(addon, fit_setup):
@@ -215,16 +217,16 @@ def test_operator_cancel_callback_stops_the_backend(addon, fit_setup):
     op, _ = _fake_modal_operator(addon, job)
     op.modal(bpy.context, _FakeEvent("TIMER"))
     op.cancel(bpy.context)  # what Blender calls when it ends the modal operator (file load, quit)
-    assert job.process.proc.poll() is not None and addon.operators._ACTIVE["fit"] is None
+    assert job.process.proc.poll() is not None and addon.ui.job_runner.active("fit") is None
 
 
 def test_preferences_draw(addon, monkeypatch):
     from types import SimpleNamespace
 
-    prefs = SimpleNamespace(layout=Recorder(), **vars(addon.preferences.get_prefs()))
+    prefs = SimpleNamespace(layout=Recorder(), **vars(addon.ui.preferences.get_prefs()))
     monkeypatch.delenv("FLAMEFIT_PYTHON", raising=False)
-    monkeypatch.setattr(addon.preferences, "managed_venv_dir", lambda: "/nonexistent/venv")
-    addon.preferences.FlameFitPreferences.draw(prefs, bpy.context)
+    monkeypatch.setattr(addon.ui.preferences, "managed_venv_dir", lambda: "/nonexistent/venv")
+    addon.ui.preferences.FlameFitPreferences.draw(prefs, bpy.context)
     rec = prefs.layout
     assert "Backend not set up" in rec.texts() and "flamefit.setup_backend" in rec.operators()
     shown = [v for kind, v in rec.log if kind == "prop"]

@@ -44,12 +44,13 @@ def test_real_bundle_import_creates_objects(imported):
 
 
 def test_real_bundle_landmarks_reproject_within_1px(imported):
-    from blender_flamefit import bundle, sh_lights
+    from blender_flamefit.blender import lights
+    from blender_flamefit.io import bundle
 
     coll, folder = imported
     b = bundle.load_bundle(folder)
     head = next(o for o in coll.objects if o.type == "MESH")
-    pts = [head.matrix_world @ Vector(sh_lights.to_blender(p)) for p in b.landmark_points()]
+    pts = [head.matrix_world @ Vector(lights.to_blender(p)) for p in b.landmark_points()]
     err = np.linalg.norm(project_px(bpy.context.scene, bpy.context.scene.camera, pts)
                          - np.array(b.landmarks_2d), axis=1)
     print(f"\nastronaut: landmark reprojection error max {err.max():.2e} px, mean {err.mean():.2e} px")
@@ -65,7 +66,7 @@ def test_real_bundle_lights_match_sh_render(empty_scene, real_bundle, tmp_path):
     parts, so the stated bounds are relative to the fitted rig's own error: render error on
     the head <= rig error + 0.05 (and <= 0.25); on the face (inside the landmark hull)
     <= 0.10. Measured: see the printed line (typically 5-8% head, 4-7% face)."""
-    from blender_flamefit import importer
+    from blender_flamefit.blender import importer
 
     result = importer.import_bundle(bpy.context, real_bundle)
     tex = next(n for n in result.material.node_tree.nodes if n.type == "TEX_IMAGE").image
@@ -101,7 +102,7 @@ def _start_real(addon, scene, photo, tmp_path, env_patch):
     env_patch(backend_env(fake=False))
     scene.flamefit.photo = str(photo)
     scene.flamefit.output_dir = str(tmp_path / "results")
-    job, error = addon.operators.start_fit(bpy.context)
+    job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
     return job
 
@@ -115,12 +116,12 @@ def test_real_backend_cancel_leaves_nothing(addon, empty_scene, real_backend, as
     job = _start_real(addon, empty_scene, astronaut_png, tmp_path, env_patch)
     deadline = time.monotonic() + 120
     while job.progress.stage not in ("rigid", "shape", "photometric"):
-        res = addon.operators.fit_step(bpy.context, job)
+        res = addon.ui.operators.fit_step(bpy.context, job)
         assert res.state == "RUNNING", res.message
         assert time.monotonic() < deadline
         time.sleep(0.05)
     job.cancel()
-    while (res := addon.operators.fit_step(bpy.context, job)).state == "RUNNING":
+    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert res.state == "CANCELLED"
@@ -142,7 +143,7 @@ def test_real_backend_photo_without_face(addon, empty_scene, real_backend, tmp_p
     before = scene_snapshot()
     job = _start_real(addon, empty_scene, photo, tmp_path, env_patch)
     deadline = time.monotonic() + 120
-    while (res := addon.operators.fit_step(bpy.context, job)).state == "RUNNING":
+    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.05)
     print(f"\nno-face message: {res.message}")

@@ -28,7 +28,7 @@ def _measure(result, tmp_path, tag):
 
 
 def test_lights_match_sh_render_synthetic(empty_scene, synth_bundle_dir, tmp_path):
-    from blender_flamefit import importer
+    from blender_flamefit.blender import importer
 
     result = importer.import_bundle(bpy.context, synth_bundle_dir)
     m = _measure(result, tmp_path, "synthetic")

@@ -25,7 +25,7 @@ def offline_build_env(tmp_path):
 
 
 def test_find_base_python():
-    from blender_flamefit import setup_backend
+    from blender_flamefit.io import setup_backend
 
     py, why = setup_backend.find_base_python(str(BACKEND_PYTHON))
     assert py == str(BACKEND_PYTHON) and why == ""
@@ -34,12 +34,12 @@ def test_find_base_python():
 
 
 def test_setup_creates_a_working_backend_env(addon, empty_scene, tmp_path, monkeypatch):
-    ops, prefs = addon.operators, addon.preferences
+    ops, prefs = addon.ui.operators, addon.ui.preferences
     venv = tmp_path / "user-data" / "backend-venv"
     monkeypatch.setattr(prefs, "managed_venv_dir", lambda: str(venv))
     monkeypatch.delenv("FLAMEFIT_PYTHON", raising=False)
     assert prefs.resolve_backend(bpy.context)[0] == ""
-    backend_src = Path(addon.setup_backend.backend_source_dir())
+    backend_src = Path(addon.io.setup_backend.backend_source_dir())
     source_before = sorted(backend_src.rglob("*"))
     job, error = ops.start_setup(bpy.context, venv_dir=str(venv), pip_args=OFFLINE, base_python=str(BACKEND_PYTHON),
                                  env=offline_build_env(tmp_path))
@@ -70,8 +70,8 @@ def test_setup_creates_a_working_backend_env(addon, empty_scene, tmp_path, monke
 
 
 def test_setup_failure_and_cancel(addon, empty_scene, tmp_path):
-    from blender_flamefit import backend_process as bp
-    from blender_flamefit import setup_backend
+    from blender_flamefit.io import backend_process as bp
+    from blender_flamefit.io import setup_backend
 
     # pip cannot find the (offline) dependency: a clear outcome, no ready marker
     src = tmp_path / "src"
@@ -100,8 +100,8 @@ def test_setup_failure_and_cancel(addon, empty_scene, tmp_path):
 
 
 def test_missing_backend_source(monkeypatch, addon, empty_scene):
-    monkeypatch.setattr(addon.setup_backend, "backend_source_dir", lambda: "")
-    job, error = addon.operators.start_setup(bpy.context, base_python=str(BACKEND_PYTHON))
+    monkeypatch.setattr(addon.io.setup_backend, "backend_source_dir", lambda: "")
+    job, error = addon.ui.operators.start_setup(bpy.context, base_python=str(BACKEND_PYTHON))
     assert job is None and "backend source is missing" in error
 
 

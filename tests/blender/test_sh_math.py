@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from blender_flamefit import sh_math
+from blender_flamefit.io import sh_math
 from synth_bundle import SH_DEFAULT, head_mesh, sh_shading
 
 

@@ -22,7 +22,7 @@ from .backend_process import CANCELLED, DONE, FAILED, RUNNING, ManagedProcess, S
 MIN_PYTHON = (3, 11)
 READY_MARKER = "flamefit-ready.json"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
+ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the add-on folder
 
 
 def backend_source_dir() -> str:

@@ -1,8 +1,8 @@
 """Operators: Fit Photo (modal), Cancel, Import FlameFit result, Set up backend.
 
-The modal operators only forward timer ticks to step functions (`fit_step`,
-`setup_step`) that do the work without blocking, so tests can call those directly
-(in `blender -b` timers never fire).
+Fit Photo and Set up backend are `job_runner.JobOperator`s: they only say how to start
+their job and what one tick does (`fit_step`, `setup_step`), so tests call those directly
+(in `blender -b` timers never fire). Building Blender objects is imported when needed.
 """
 
 import json
@@ -14,16 +14,14 @@ from bpy.props import StringProperty
 from bpy.types import Operator
 from bpy_extras.io_utils import ImportHelper
 
-from . import backend_process, setup_backend
-from .backend_process import CANCELLED, DONE, FAILED, RUNNING, FitJob, StepResult
-from .bundle import BundleError
-from .importer import import_bundle
+from ..io import backend_process, setup_backend
+from ..io.backend_process import CANCELLED, DONE, FAILED, RUNNING, FitJob, StepResult
+from . import job_runner
+from .job_runner import JobOperator
+from .preferences import default_results_dir, get_prefs, managed_venv_dir, model_file_flags, resolve_backend
 from .props import ImportOptions
-from .preferences import (default_results_dir, get_prefs, managed_venv_dir, model_file_flags,
-                          resolve_backend)
 
 TIMER_STEP = 0.1
-_ACTIVE = {"fit": None, "setup": None}  # the running jobs (one of each at most)
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -58,6 +56,9 @@ def record_result(scene, result) -> None:
 
 def import_result(context, path, options) -> tuple:
     """Import a bundle; (ok, message). On failure nothing is left in the scene."""
+    from ..blender.importer import import_bundle
+    from ..io.bundle import BundleError
+
     try:
         result = import_bundle(context, path, **options)
     except BundleError as exc:
@@ -72,13 +73,10 @@ def import_result(context, path, options) -> tuple:
 
 def fit_command(context, photo: str, out_dir: str, python: str) -> list:
     prefs = get_prefs(context)
-    s = context.scene.flamefit
-    stages = ["landmarks"] + (["photometric"] if s.stage_photometric else []) + \
-        (["texture"] if s.stage_texture else [])
     return backend_process.backend_command(
         python, photo, out_dir, device=prefs.device, detector=prefs.detector,
-        texture_size=prefs.texture_size, stages=stages, expression=s.use_expression,
-        model_files=model_file_flags(prefs))
+        texture_size=prefs.texture_size, model_files=model_file_flags(prefs),
+        **backend_process.fit_flags(**context.scene.flamefit.fit_options()))
 
 
 def start_fit(context, photo: str = "", env=None):
@@ -142,93 +140,35 @@ def fit_step(context, job: FitJob) -> StepResult:
 
 
 # --- Fit Photo ----------------------------------------------------------------------------
-class FLAMEFIT_OT_fit_photo(Operator):
+class FLAMEFIT_OT_fit_photo(JobOperator, Operator):
     """Fit the head model to the photo with the FlameFit backend, then import the result"""
 
     bl_idname = "flamefit.fit_photo"
     bl_label = "Fit Photo"
     bl_options = {"REGISTER"}
 
-    _timer = None
-    _job = None
+    job_kind = "fit"
+    interval = TIMER_STEP
+    cancel_on_esc = True
 
-    @classmethod
-    def poll(cls, context):
-        return _ACTIVE["fit"] is None
+    def start(self, context):
+        return start_fit(context)
 
-    def invoke(self, context, event):
-        job, error = start_fit(context)
-        if job is None:
-            context.window_manager.flamefit.error = error
-            self.report({"ERROR"}, error)
-            return {"CANCELLED"}
-        self._job = job
-        _ACTIVE["fit"] = job
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(TIMER_STEP, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+    def step(self, context, job):
+        return fit_step(context, job)
 
-    def execute(self, context):  # from scripts: blocking (headless); the UI uses invoke
-        job, error = start_fit(context)
-        if job is None:
-            self.report({"ERROR"}, error)
-            return {"CANCELLED"}
-        _ACTIVE["fit"] = job
-        try:
-            while True:
-                res = fit_step(context, job)
-                if res.state != RUNNING:
-                    break
-                time.sleep(TIMER_STEP)
-        finally:
-            job.stop()
-            _ACTIVE["fit"] = None
-        return self._report(context, res)
+    def start_failed(self, context, error):
+        context.window_manager.flamefit.error = error
 
-    def _report(self, context, res):
-        if res.state == DONE:
-            self.report({"INFO"}, context.window_manager.flamefit.status)
-            return {"FINISHED"}
-        if res.state == CANCELLED:
-            self.report({"WARNING"}, "FlameFit: fit cancelled")
-        else:
-            self.report({"ERROR"}, f"FlameFit: {res.message}")
-        return {"CANCELLED"}
-
-    def modal(self, context, event):
-        job = self._job
-        try:
-            if event.type == "ESC" and event.value == "PRESS":
-                job.cancel()
-                context.window_manager.flamefit.status = "Cancelling…"
-                return {"RUNNING_MODAL"}
-            if event.type != "TIMER":
-                return {"PASS_THROUGH"}
-            res = fit_step(context, job)
-        except Exception as exc:  # never leave a process behind
-            job.stop()
-            self._finish(context)
-            context.window_manager.flamefit.running = False
-            self.report({"ERROR"}, f"FlameFit: {exc}")
-            return {"CANCELLED"}
-        if res.state == RUNNING:
-            return {"PASS_THROUGH"}
-        self._finish(context)
-        return self._report(context, res)
-
-    def _finish(self, context):
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        _ACTIVE["fit"] = None
-
-    def cancel(self, context):  # Blender closes the operator (e.g. file load, quit)
-        if self._job is not None:
-            self._job.stop()
-        self._finish(context)
+    def stopped(self, context):
         context.window_manager.flamefit.running = False
         _status_bar(context, None)
+
+    def cancelling(self, context):
+        context.window_manager.flamefit.status = "Cancelling…"
+
+    def done_message(self, context, res):
+        return context.window_manager.flamefit.status
 
 
 class FLAMEFIT_OT_cancel_fit(Operator):
@@ -239,10 +179,10 @@ class FLAMEFIT_OT_cancel_fit(Operator):
 
     @classmethod
     def poll(cls, context):
-        return _ACTIVE["fit"] is not None
+        return job_runner.is_running("fit")
 
     def execute(self, context):
-        _ACTIVE["fit"].cancel()
+        job_runner.active("fit").cancel()
         context.window_manager.flamefit.status = "Cancelling…"
         return {"FINISHED"}
 
@@ -323,70 +263,28 @@ def setup_step(context, job) -> StepResult:
     return res
 
 
-class FLAMEFIT_OT_setup_backend(Operator):
+class FLAMEFIT_OT_setup_backend(JobOperator, Operator):
     """Create a Python environment in Blender's user data folder and install the bundled
     FlameFit backend with its dependencies (PyTorch etc.; needs the internet, takes minutes)"""
 
     bl_idname = "flamefit.setup_backend"
     bl_label = "Set up backend"
 
-    _timer = None
-    _job = None
+    job_kind = "setup"
+    interval = 0.25
+    report_prefix = "FlameFit set-up"
 
-    @classmethod
-    def poll(cls, context):
-        return _ACTIVE["setup"] is None
+    def start(self, context):
+        return start_setup(context)
 
-    def invoke(self, context, event):
-        job, error = start_setup(context)
-        if job is None:
-            state = context.window_manager.flamefit
-            state.setup_status, state.setup_failed = error, True
-            self.report({"ERROR"}, f"FlameFit set-up: {error}")
-            return {"CANCELLED"}
-        self._job = _ACTIVE["setup"] = job
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.25, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+    def step(self, context, job):
+        return setup_step(context, job)
 
-    def execute(self, context):  # blocking variant for scripts
-        job, error = start_setup(context)
-        if job is None:
-            self.report({"ERROR"}, f"FlameFit set-up: {error}")
-            return {"CANCELLED"}
-        _ACTIVE["setup"] = job
-        try:
-            while (res := setup_step(context, job)).state == RUNNING:
-                time.sleep(0.25)
-        finally:
-            job.stop()
-            _ACTIVE["setup"] = None
-        self.report({"INFO"} if res.state == DONE else {"ERROR"}, res.message)
-        return {"FINISHED"} if res.state == DONE else {"CANCELLED"}
+    def start_failed(self, context, error):
+        state = context.window_manager.flamefit
+        state.setup_status, state.setup_failed = error, True
 
-    def modal(self, context, event):
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        try:
-            res = setup_step(context, self._job)
-        except Exception as exc:
-            self._job.stop()
-            res = StepResult(FAILED, str(exc))
-            context.window_manager.flamefit.setup_running = False
-        if res.state == RUNNING:
-            return {"PASS_THROUGH"}
-        context.window_manager.event_timer_remove(self._timer)
-        _ACTIVE["setup"] = None
-        self.report({"INFO"} if res.state == DONE else {"ERROR"}, f"FlameFit set-up: {res.message}")
-        return {"FINISHED"} if res.state == DONE else {"CANCELLED"}
-
-    def cancel(self, context):
-        if self._job is not None:
-            self._job.stop()
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-        _ACTIVE["setup"] = None
+    def stopped(self, context):
         context.window_manager.flamefit.setup_running = False
 
 
@@ -398,20 +296,11 @@ class FLAMEFIT_OT_cancel_setup(Operator):
 
     @classmethod
     def poll(cls, context):
-        return _ACTIVE["setup"] is not None
+        return job_runner.is_running("setup")
 
     def execute(self, context):
-        _ACTIVE["setup"].cancel()
+        job_runner.active("setup").cancel()
         return {"FINISHED"}
-
-
-def stop_all() -> None:
-    """Unregister / file load: end every child process now."""
-    for key in ("fit", "setup"):
-        job = _ACTIVE.get(key)
-        if job is not None:
-            job.stop()
-            _ACTIVE[key] = None
 
 
 classes = (FLAMEFIT_OT_fit_photo, FLAMEFIT_OT_cancel_fit, IMPORT_SCENE_OT_flamefit, FLAMEFIT_OT_import_last,

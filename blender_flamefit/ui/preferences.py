@@ -8,9 +8,11 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
-from . import backend_process, setup_backend
+from ..io import backend_process, setup_backend
 
-ADDON_ID = __package__  # "blender_flamefit" (legacy add-on) or "bl_ext.<repo>.<id>" (extension)
+# the add-on package (this is its ui subpackage): "blender_flamefit" (legacy add-on) or
+# "bl_ext.<repo>.<id>" (extension)
+ADDON_ID = __package__.rpartition(".")[0]
 
 MODEL_FLAGS = (
     ("flame_model", "--model"),

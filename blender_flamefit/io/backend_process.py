@@ -60,6 +60,12 @@ def backend_command(python: str, photo: str, out_dir: str, *, device: str = "aut
     return cmd
 
 
+def fit_flags(stage_photometric: bool = True, stage_texture: bool = True, use_expression: bool = True) -> dict:
+    """Keywords of backend_command for the fit options (options.FIT_OPTIONS)."""
+    stages = ["landmarks"] + (["photometric"] if stage_photometric else []) + (["texture"] if stage_texture else [])
+    return dict(stages=stages, expression=use_expression)
+
+
 def child_env(extra=None) -> dict:
     """The environment for the backend: ours, unbuffered, without Blender's PYTHONHOME."""
     env = dict(os.environ)

@@ -1,35 +1,37 @@
-"""Scene settings (saved with the .blend) and the window manager's runtime state (not saved)."""
+"""Scene settings (saved with the .blend) and the window manager's runtime state (not saved).
+The import and fit options are made from the tables in io/options.py."""
 
 import bpy
 from bpy.props import BoolProperty, FloatProperty, PointerProperty, StringProperty
 from bpy.types import PropertyGroup
 
+from ..io.options import FIT_OPTIONS, IMPORT_OPTIONS, as_keywords
+
+
+def _bool_properties(options) -> dict:
+    return {o.name: BoolProperty(name=o.label, default=o.default, description=o.description) for o in options}
+
 
 class ImportOptions:
     """How a result becomes objects: shared by the scene settings (Fit Photo) and File > Import."""
 
-    faithful_lighting: BoolProperty(
-        name="Fit-faithful shading", default=True,
-        description="Like the fit's SH model, the head casts no shadow and no bounce light on itself "
-                    "(Cycles ray visibility) and has no specular; untick for self-shadowing")
-    fill_light: BoolProperty(name="Fill light", default=True,
-                             description="Add a second sun when it reduces the lighting error")
-    pack_images: BoolProperty(name="Pack images", default=False,
-                              description="Pack the albedo and the photo into the .blend file")
+    __annotations__ = _bool_properties(IMPORT_OPTIONS)
 
     def import_options(self) -> dict:
-        return dict(faithful_lighting=self.faithful_lighting, fill_light=self.fill_light,
-                    pack_images=self.pack_images)
+        return as_keywords(self, IMPORT_OPTIONS)
 
 
-class FlameFitSceneSettings(ImportOptions, PropertyGroup):
+class FitOptions:
+    """What the fit runs (the panel's stage and expression toggles)."""
+
+    __annotations__ = _bool_properties(FIT_OPTIONS)
+
+    def fit_options(self) -> dict:
+        return as_keywords(self, FIT_OPTIONS)
+
+
+class FlameFitSceneSettings(ImportOptions, FitOptions, PropertyGroup):
     photo: StringProperty(name="Photo", subtype="FILE_PATH", description="The photo of one face to fit")
-    stage_photometric: BoolProperty(name="Photometric", default=True,
-                                    description="Refine shape, expression and light against the photo's pixels")
-    stage_texture: BoolProperty(name="Texture", default=True,
-                                description="Extract the de-lit albedo texture from the photo")
-    use_expression: BoolProperty(name="Expression", default=True,
-                                 description="Fit the facial expression (off: neutral face)")
     output_dir: StringProperty(name="Results folder", subtype="DIR_PATH",
                                description="Where result bundles go (empty: Blender's user data folder)")
     last_result: StringProperty(name="Last result", subtype="FILE_PATH")

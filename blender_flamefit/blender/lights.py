@@ -1,4 +1,4 @@
-"""SH lighting -> editable Blender lights (bpy part; the math is in sh_math.py).
+"""SH lighting -> editable Blender lights and world (bpy part; the maths is in io/sh_math.py).
 
 Calibration (measured in Cycles 3.4 and 5.0, Lambertian surface of albedo a):
 - a world Background of colour W, strength 1, renders a * W on an unoccluded surface;
@@ -16,7 +16,7 @@ import math
 import bpy
 from mathutils import Vector
 
-from . import sh_math
+from ..io import sh_math
 
 
 def to_blender(v):

@@ -4,9 +4,24 @@ import json
 
 from bpy.types import Panel
 
-from .importer import format_metrics
-from .operators import _ACTIVE
+from ..io.options import FIT_OPTIONS, IMPORT_OPTIONS
+from . import job_runner
 from .preferences import draw_backend_box, draw_progress, wrap
+
+
+def format_metrics(metrics: dict) -> list:
+    labels = {"landmark_error_px": ("Landmark error", "{:.2f} px"),
+              "landmark_error_eye_fraction": ("  (eye distance)", "{:.1%}"),
+              "photometric_error": ("Photometric error", "{:.4f}"),
+              "psnr_db": ("PSNR", "{:.1f} dB")}
+    out = []
+    for key, value in metrics.items():
+        label, fmt = labels.get(key, (key.replace("_", " ").capitalize(), "{:.4g}"))
+        try:
+            out.append((label, fmt.format(value)))
+        except (ValueError, TypeError):
+            continue
+    return out
 
 
 class FLAMEFIT_PT_main(Panel):
@@ -26,11 +41,13 @@ class FLAMEFIT_PT_main(Panel):
         col = layout.column(align=True)
         row = col.row(align=True)
         row.label(text="Stages:")
-        row.prop(settings, "stage_photometric", toggle=True)
-        row.prop(settings, "stage_texture", toggle=True)
-        col.prop(settings, "use_expression")
+        for option in FIT_OPTIONS:
+            if option.name.startswith("stage_"):
+                row.prop(settings, option.name, toggle=True)
+            else:
+                col.prop(settings, option.name)
 
-        running = _ACTIVE["fit"] is not None
+        running = job_runner.is_running("fit")
         if running:
             draw_progress(layout, state.progress, state.status or "Fitting…")
             layout.operator("flamefit.cancel_fit", icon="CANCEL")
@@ -61,9 +78,8 @@ class FLAMEFIT_PT_options(Panel):
     def draw(self, context):
         settings = context.scene.flamefit
         col = self.layout.column()
-        col.prop(settings, "faithful_lighting")
-        col.prop(settings, "fill_light")
-        col.prop(settings, "pack_images")
+        for option in IMPORT_OPTIONS:
+            col.prop(settings, option.name)
         col.prop(settings, "output_dir")
 
 
