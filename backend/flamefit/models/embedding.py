@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import FlameFitError
+from ..fsutil import atomic_save_npz, file_lock
 from ..landmarks import detect_landmarks, ibug68
 from .embedding_views import View, mesh_components, render_views
 from .head_model import HeadModel, LandmarkEmbedding
@@ -293,9 +295,14 @@ def _read_cache(path: Path):
             embedding = LandmarkEmbedding(face_idx=data["face_idx"], bary=data["bary"], point_ids=data["point_ids"],
                                           source=str(data["source"]))
             report = json.loads(str(data["report"]))
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None  # unreadable: compute again
     return embedding, report
+
+
+def _usable_cache(path: Path, model: HeadModel):
+    cached = _read_cache(path) if path.exists() else None
+    return cached if cached is not None and cached[0].face_idx.max(initial=-1) < len(model.faces) else None
 
 
 def ensure_ibug68_embedding(model: HeadModel, cache_dir, detector: str = "dlib"):
@@ -307,19 +314,20 @@ def ensure_ibug68_embedding(model: HeadModel, cache_dir, detector: str = "dlib")
     if "ibug68" in model.landmarks:
         return model.landmarks["ibug68"], {"cached": None}
     path = embedding_cache_path(model, cache_dir, detector)
-    cached = _read_cache(path) if path.exists() else None
-    if cached is not None and cached[0].face_idx.max(initial=-1) < len(model.faces):
+    cached = _usable_cache(path, model)
+    if cached is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(path.with_name(f".{path.name}.lock")):  # parallel first runs compute it once
+            cached = _usable_cache(path, model)
+            if cached is None:
+                overlay = path.with_suffix(".png")
+                embedding, report = compute_ibug68_embedding(model, detector, overlay_path=overlay)
+                report["overlay"] = str(overlay)
+                atomic_save_npz(path, face_idx=embedding.face_idx, bary=embedding.bary, point_ids=embedding.point_ids,
+                                source=np.array(embedding.source), report=np.array(json.dumps(report)))
+                report["cached"] = False
+    if cached is not None:
         embedding, report = cached
         report["cached"] = True
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        overlay = path.with_suffix(".png")
-        embedding, report = compute_ibug68_embedding(model, detector, overlay_path=overlay)
-        report["overlay"] = str(overlay)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, face_idx=embedding.face_idx, bary=embedding.bary, point_ids=embedding.point_ids,
-                            source=np.array(embedding.source), report=np.array(json.dumps(report)))
-        tmp.replace(path)
-        report["cached"] = False
     model.landmarks["ibug68"] = embedding
     return embedding, report

