@@ -9,14 +9,15 @@ Several faces: they are numbered left to right by the centre of their box
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import FlameFitError
-from . import dlib_detector, ibug68, optional_detectors
+from . import ibug68
+from .faces import Face
+from .registry import DETECTORS, default_detector
 
-DETECTORS = ("dlib", "face-alignment", "mediapipe")
 MIN_INTER_OCULAR_PX = 20.0
 NO_FACE_HINT = "try a larger, more frontal photo, or give the points with --landmarks FILE"
 
@@ -26,14 +27,21 @@ class Detection:
     points: np.ndarray  # (68,2) float64; NaN rows where the detector has no such point
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 (continuous pixel coordinates)
     score: float  # the detector's own confidence (scales differ between detectors)
-    num_faces: int  # faces found in the image
+    num_faces: int  # faces found in the image (at or above the detector's min_score)
     face_index: int  # this face's place in the left-to-right order
-    detector: str  # which stage found it: "dlib-hog", "dlib-hog-upsample1", "dlib-cnn", ...
+    detector: str  # which stage found it: "retinaface+mediapipe", "dlib-hog", "dlib-cnn", ...
     dense_points: np.ndarray | None = None  # MediaPipe's (478,2) face mesh, when used
+    weights: np.ndarray | None = None  # (68,) reliability 0..1 per point (0 where NaN)
+    sources: dict = field(default_factory=dict)  # extra landmark sets: name -> {"points", "weights"}
+
+    def __post_init__(self):
+        if self.weights is None:
+            self.weights = np.ones(len(self.points))
+        self.weights = np.where(self.valid, np.asarray(self.weights, dtype=np.float64), 0.0)
 
     @property
     def valid(self) -> np.ndarray:
-        """(68,) bool: the points this detector provides (MediaPipe: no jaw line)."""
+        """(68,) bool: the points this detector provides (MediaPipe alone: no jaw line)."""
         return np.isfinite(self.points).all(axis=1)
 
     @property
@@ -61,53 +69,56 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=2)) if image.ndim == 2 else image
 
 
-def _choose(faces: list[dict], face_index: int | None, image_name: str) -> tuple[int, dict]:
-    faces = sorted(faces, key=lambda f: (f["box"][0] + f["box"][2]) / 2)
-    if face_index is None:
-        areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in faces]
-        index = int(np.argmax(areas))  # ties: the leftmost
-    elif 0 <= face_index < len(faces):
-        index = face_index
-    else:
-        raise FlameFitError(f"{image_name}: --face {face_index} is out of range: found {len(faces)} "
-                            f"face{'s' if len(faces) != 1 else ''}, numbered 0..{len(faces) - 1} left to right")
-    return index, faces[index]
+def _area(face: Face) -> float:
+    return (face.box[2] - face.box[0]) * (face.box[3] - face.box[1])
 
 
-def _dlib_faces(image: np.ndarray) -> tuple[list[dict], str]:
-    boxes, stage = dlib_detector.find_faces(image)
-    return [{"box": box, "score": score} for box, score in boxes], stage
-
-
-def detect_landmarks(image_rgb: np.ndarray, detector: str = "dlib", face_index: int | None = None,
+def detect_landmarks(image_rgb: np.ndarray, detector: str | None = None, face_index: int | None = None,
                      image_name: str = "image") -> Detection:
     """Find one face's 68 iBUG points.
 
-    image_rgb: uint8 (H,W,3) RGB, (H,W,4) RGBA or (H,W) grey. detector: "dlib"
-    (default, offline), "face-alignment" (needs its weights already in the torch hub
-    cache) or "mediapipe" (optional package; jaw points NaN, 478-point mesh in
-    dense_points). face_index: which face, counted left to right; default the largest.
-    Raises FlameFitError when no face is found, the index is out of range or the face
-    is too small.
+    image_rgb: uint8 (H,W,3) RGB, (H,W,4) RGBA or (H,W) grey. detector: a name in
+    DETECTORS, default `default_detector()` (retinaface when its packages are installed,
+    else dlib). face_index: which face, counted left to right by box centre; default the
+    largest (the next largest when the largest is not a human face). Faces scoring below
+    the detector's min_score are not counted. Raises FlameFitError when no face is found,
+    the index is out of range or the face is too small.
     """
+    name = detector or default_detector()
+    if name not in DETECTORS:
+        raise FlameFitError(f"unknown landmark detector '{name}'; choose one of {', '.join(DETECTORS)}")
+    finder = DETECTORS[name]()
     image = as_detector_image(image_rgb, image_name)
-    if detector == "dlib":
-        faces, stage = _dlib_faces(image)
-    elif detector == "face-alignment":
-        faces, stage = optional_detectors.face_alignment_faces(_as_rgb(image)), "face-alignment"
-    elif detector == "mediapipe":
-        faces, stage = optional_detectors.mediapipe_faces(_as_rgb(image)), "mediapipe"
-    else:
-        raise FlameFitError(f"unknown landmark detector '{detector}'; choose one of {', '.join(DETECTORS)}")
+    rgb = _as_rgb(image)
+    found = finder.detect(rgb)
+    weak = [f for f in found if f.score < finder.min_score]
+    faces = sorted((f for f in found if f.score >= finder.min_score), key=lambda f: (f.box[0] + f.box[2]) / 2)
     if not faces:
+        best = f" (best candidate scored {max(f.score for f in weak):.2f}, below the {finder.min_score} needed)" \
+            if weak else ""
         raise FlameFitError(f"no face found in {image_name} ({image.shape[1]}x{image.shape[0]} px, "
-                            f"detector {detector}): {NO_FACE_HINT}")
-    index, face = _choose(faces, face_index, image_name)
-    points = face["points"] if "points" in face else dlib_detector.predict_points(image, face["box"])
-    found = Detection(points=points, box=face["box"], score=face["score"], num_faces=len(faces),
-                      face_index=index, detector=stage, dense_points=face.get("dense_points"))
-    if found.inter_ocular < MIN_INTER_OCULAR_PX:
-        raise FlameFitError(f"the face in {image_name} is too small: {found.inter_ocular:.0f} px between the "
+                            f"detector {name}){best}: {NO_FACE_HINT}")
+    if face_index is not None and not 0 <= face_index < len(faces):
+        raise FlameFitError(f"{image_name}: --face {face_index} is out of range: found {len(faces)} "
+                            f"face{'s' if len(faces) != 1 else ''}, numbered 0..{len(faces) - 1} left to right")
+    # Largest first (ties: the leftmost); a chosen index is tried alone.
+    order = [face_index] if face_index is not None else sorted(range(len(faces)), key=lambda i: (-_area(faces[i]), i))
+    refusal = None
+    for index in order:
+        try:
+            face = finder.landmarks(rgb, faces[index])
+        except FlameFitError as error:  # e.g. an animal's face
+            refusal = refusal or error
+            continue
+        result = Detection(points=np.asarray(face.points, dtype=np.float64), box=face.box, score=face.score,
+                           num_faces=len(faces), face_index=index, detector=face.stage or name,
+                           dense_points=face.sources.get("mediapipe478", {}).get("points"),
+                           weights=face.weights, sources=face.sources)
+        break
+    else:
+        raise FlameFitError(f"{image_name}: {refusal}")
+    if result.inter_ocular < MIN_INTER_OCULAR_PX:
+        raise FlameFitError(f"the face in {image_name} is too small: {result.inter_ocular:.0f} px between the "
                             f"outer eye corners, at least {MIN_INTER_OCULAR_PX:.0f} needed; use a "
                             "higher-resolution photo or crop closer to the face")
-    return found
+    return result

@@ -13,10 +13,10 @@ import functools
 import importlib.util
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import FlameFitError
+from .faces import Face, FaceDetector
 
 # Upsampling doubles each side; stop before the upsampled image gets huge.
 MAX_UPSAMPLED_SIDE = 2400
@@ -93,6 +93,8 @@ def find_faces(image: np.ndarray) -> tuple[list[tuple[tuple, float]], str]:
         if len(rects):
             stage = "dlib-hog" + (f"-upsample{level}" if level else "")
             return _drop_weak([(_box(r), float(s)) for r, s in zip(rects, scores)]), stage
+    import cv2
+
     scale = min(1.0, CNN_MAX_SIDE / longest)
     small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     found = _cnn_detector()(np.ascontiguousarray(small), 1 if max(small.shape[:2]) <= CNN_MAX_SIDE // 2 else 0)
@@ -107,3 +109,20 @@ def predict_points(image: np.ndarray, box) -> np.ndarray:
     rect = dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x1)) - 1, int(round(y1)) - 1)
     shape = _shape_predictor()(image, rect)
     return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64)
+
+
+class DlibDetector(FaceDetector):
+    name = "dlib"
+    summary = ("dlib HOG (CNN when HOG finds nothing) + its 68-point predictor; offline; frontal "
+               "faces; the 68-point model is non-commercial (300-W terms)")
+    packages = ("dlib", "face_recognition_models")
+    install = "pip install dlib-bin face_recognition_models"
+
+    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+        boxes, stage = find_faces(image_rgb)
+        return [Face(box=box, score=score, stage=stage) for box, score in boxes]
+
+    def landmarks(self, image_rgb: np.ndarray, face: Face) -> Face:
+        if face.points is None:
+            face.points = predict_points(image_rgb, face.box)
+        return face

@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..errors import FlameFitError
-from . import ibug68
+from . import ibug68, mesh
+from .faces import Face, FaceDetector
 
 # --- face-alignment --------------------------------------------------------------
 
@@ -81,37 +82,37 @@ def face_alignment_faces(image_rgb: np.ndarray) -> list[dict]:
     return faces
 
 
-# --- MediaPipe face mesh -----------------------------------------------------------
+class FaceAlignmentDetector(FaceDetector):
+    name = "face-alignment"
+    summary = "FAN 2D (S3FD boxes); needs its weights already in the torch hub cache (never downloaded)"
+    packages = ("face_alignment",)
+    install = "pip install face-alignment (then place its weights as the next error explains)"
 
-MAX_FACES = 10
-
-
-@functools.lru_cache(maxsize=None)
-def _face_mesh():
-    try:
-        from mediapipe.python.solutions import face_mesh
-    except ImportError:
-        raise FlameFitError("detector 'mediapipe' is not installed: pip install mediapipe==0.10.21 "
-                            "(it needs numpy<2; install it in its own environment), or use --detector dlib") from None
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet the TFLite start-up chatter
-    return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=MAX_FACES, refine_landmarks=True,
-                              min_detection_confidence=0.5)
+    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+        return [Face(box=f["box"], score=f["score"], points=f["points"], stage=self.name)
+                for f in face_alignment_faces(image_rgb)]
 
 
-def mediapipe_faces(image_rgb: np.ndarray) -> list[dict]:
-    """478 face-mesh points per face; the 51 inner iBUG points through
-    ibug68.MEDIAPIPE_FOR_INNER_FACE, the jaw 0..16 NaN (MediaPipe has no iBUG contour)."""
-    result = _face_mesh().process(np.ascontiguousarray(image_rgb))
-    height, width = image_rgb.shape[:2]
-    faces = []
-    for mesh in result.multi_face_landmarks or []:
-        # Normalised coordinates span the image edges (0 = left edge, 1 = right edge),
-        # which is already FlameFit's continuous pixel frame once scaled.
-        dense = np.array([[p.x * width, p.y * height] for p in mesh.landmark], dtype=np.float64)
-        points = np.full((ibug68.NUM_POINTS, 2), np.nan)
-        points[list(ibug68.INNER_FACE)] = dense[list(ibug68.MEDIAPIPE_FOR_INNER_FACE)]
+# --- MediaPipe face mesh alone -------------------------------------------------------
+
+
+class MediaPipeDetector(FaceDetector):
+    """The mesh with its own short-range finder on the whole photo: misses small and
+    turned faces (retinaface runs the same mesh on a better crop)."""
+
+    name = "mediapipe"
+    summary = "MediaPipe face mesh alone (its own short-range finder); no jaw line"
+    packages = (mesh.PACKAGE,)
+    install = mesh.INSTALL
+
+    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+        self.require()
+        dense = mesh.mesh_points(image_rgb)
+        if dense is None:
+            return []
         x0, y0 = dense.min(0)
         x1, y1 = dense.max(0)
-        faces.append({"box": (float(x0), float(y0), float(x1), float(y1)), "score": 1.0,
-                      "points": points, "dense_points": dense})
-    return faces
+        points = mesh.inner_ibug(dense)
+        return [Face(box=(float(x0), float(y0), float(x1), float(y1)), score=1.0, points=points,
+                     weights=np.isfinite(points).all(1).astype(float), stage=self.name,
+                     sources={"mediapipe478": {"points": dense, "weights": np.ones(len(dense))}})]

