@@ -109,12 +109,14 @@ def find_landmarks(photo: Photo, landmarks=None, detector: str = "dlib", face_in
                                 f"corners, at least {MIN_EYE_DISTANCE_PX:.0f} needed")
         return points, {"source": "file" if isinstance(landmarks, (str, Path)) else "given",
                         "path": str(landmarks) if isinstance(landmarks, (str, Path)) else None}
+    from ..image import detection_copy
     from ..landmarks import detect_landmarks
 
-    found = detect_landmarks(photo.rgb, detector=detector, face_index=face_index, image_name=photo.path.name)
-    return found.points.astype(np.float64), {"source": "detector", "detector": found.detector,
-                                             "num_faces": found.num_faces, "face_index": found.face_index,
-                                             "box": [float(v) for v in found.box], "score": float(found.score)}
+    small, scale = detection_copy(photo.rgb)  # a huge photo: detect on a downscaled copy (#11.6)
+    found = detect_landmarks(small, detector=detector, face_index=face_index, image_name=photo.path.name)
+    return found.points.astype(np.float64) / scale, {"source": "detector", "detector": found.detector,
+                                                     "num_faces": found.num_faces, "face_index": found.face_index,
+                                                     "box": [float(v) / scale for v in found.box], "score": float(found.score)}
 
 
 def resolve_device(device: str | None) -> torch.device:
