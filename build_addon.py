@@ -4,7 +4,9 @@
 The zip holds one top-level folder, blender_flamefit/, with bl_info (__init__.py) for
 Preferences > Add-ons > Install (Blender 3.4) and blender_manifest.toml for Install from
 Disk (extensions, Blender 4.2+), plus the backend's source (backend/pyproject.toml and
-backend/flamefit/**) under blender_flamefit/backend/ for Set up backend to pip-install.
+backend/flamefit/**) under blender_flamefit/backend/ for Set up backend to pip-install, and
+the bundle schema (backend/flamefit/bundle/schema.json) as blender_flamefit/io/schema.json
+for the add-on's bundle reader.
 Standard library only; any Python 3.8+.
 """
 
@@ -23,7 +25,8 @@ BACKEND = REPO / "backend"
 PACKAGE = "blender_flamefit"
 SKIP_DIRS = {"__pycache__", ".pytest_cache", "build", "dist"}
 SKIP_SUFFIXES = (".pyc", ".pyo", ".orig", ".rej", ".swp")
-SKIP_FILES = {"README_SECTION.md", ".DS_Store"}
+SKIP_FILES = {".DS_Store"}
+SCHEMA = BACKEND / "flamefit" / "bundle" / "schema.json"
 
 
 def version() -> str:
@@ -48,9 +51,10 @@ def members():
     """(path on disk, name in the zip) in a stable order."""
     for path in _files(ADDON):
         rel = path.relative_to(ADDON)
-        if rel.parts[0] == "backend":  # a stale bundled copy inside the source folder
+        if rel.parts[0] == "backend" or rel.as_posix() == "io/schema.json":  # stale copies: shipped below
             continue
         yield path, f"{PACKAGE}/{rel.as_posix()}"
+    yield SCHEMA, f"{PACKAGE}/io/schema.json"
     yield BACKEND / "pyproject.toml", f"{PACKAGE}/backend/pyproject.toml"
     for extra in ("README.md", "LICENSE", "LICENSE.txt"):
         if (BACKEND / extra).is_file():
@@ -61,7 +65,7 @@ def members():
 
 def build(out_dir: Path) -> Path:
     for required in (ADDON / "__init__.py", ADDON / "blender_manifest.toml", BACKEND / "pyproject.toml",
-                     BACKEND / "flamefit" / "__init__.py"):
+                     BACKEND / "flamefit" / "__init__.py", SCHEMA):
         if not required.is_file():
             sys.exit(f"build_addon: missing {required}")
     out_dir.mkdir(parents=True, exist_ok=True)

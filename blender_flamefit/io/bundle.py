@@ -3,6 +3,11 @@
 `load_bundle(path)` reads everything the importer needs and checks it *before* any
 Blender data is created, so a bad bundle leaves the scene unchanged. Every problem is
 a `BundleError` with one sentence a user can act on.
+
+The bundle's layout comes from schema.json (the backend's `flamefit/bundle/schema.json`,
+shipped in the add-on as io/schema.json). A bundle is data from elsewhere, so nothing in
+it is trusted: every file it names must resolve inside its folder, sizes are checked from
+the headers before anything is read, and numbers must be finite and in sane ranges.
 """
 
 from __future__ import annotations
@@ -10,17 +15,61 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .npyio import NpyError, read_npz
 
-SCHEMA_VERSION = 1
+HERE = os.path.dirname(os.path.abspath(__file__))
+# shipped copy (build_addon.py), else the checkout's backend
+SCHEMA_PATHS = (os.path.join(HERE, "schema.json"),
+                os.path.join(os.path.dirname(os.path.dirname(HERE)), "backend", "flamefit", "bundle", "schema.json"))
+
 REQUIRED_FILES = ("mesh", "albedo")
-MESH_KEYS = ("vertices", "faces", "uv_coords", "uv_faces")
+MESH_REQUIRED = ("vertices", "faces", "uv_coords", "uv_faces")
+MAX_RESULT_BYTES = 16 * 2 ** 20  # result.json is ~100 KB
+MAX_JSON_DEPTH = 32  # result.json nests 4 levels deep
+MAX_VERTICES = 1_000_000
+MAX_FACES = 2_000_000
+MAX_SHAPE_KEYS = 2000
+MAX_IMAGE_SIDE = 65536  # Blender's largest render resolution
+MAX_IMAGE_PIXELS = 400_000_000  # the backend's decompression-bomb limit
+MAX_TEXTURE_SIDE = 16384
+MAX_COORDINATE = 100.0  # metres; a head is 0.2 m across
+MAX_COEFFICIENT = 1e4  # slider ranges, key values
 
 
 class BundleError(Exception):
     """A result bundle this add-on cannot import; str(error) is one sentence."""
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The bundle schema (plain json, read once)."""
+    for path in SCHEMA_PATHS:
+        if os.path.isfile(path):
+            with open(path, encoding="utf8") as fh:
+                return json.load(fh)
+    raise BundleError("the add-on is incomplete: its bundle schema (io/schema.json) is missing; reinstall it")
+
+
+def readable_versions() -> tuple:
+    return tuple(schema()["readable_versions"])
+
+
+def photo_suffixes() -> tuple:
+    return tuple(schema()["photo_suffixes"])
+
+
+def _since(entry: dict, version: int) -> bool:
+    return entry.get("since", 1) <= version
+
+
+def mesh_arrays(version: int) -> dict:
+    """Array name -> {"dtype", "shape"} of mesh.npz in a bundle of `version`."""
+    arrays = schema()["files"]["mesh"]["arrays"]
+    return {name: spec for name, spec in arrays.items() if _since(spec, version)}
 
 
 @dataclass
@@ -55,30 +104,40 @@ class Bundle:
     mesh: dict  # name -> npyio.NdArray
     camera: CameraSpec
     sh: list  # 9 x [r, g, b]
-    files: dict  # key -> absolute path (only files that exist)
+    files: dict  # key -> absolute path inside the folder (only files that exist)
     warnings: list = field(default_factory=list)
+
+    @property
+    def schema_version(self) -> int:
+        return self.result["schema_version"]
 
     @property
     def name(self) -> str:
         """The photo's stem (falls back to the bundle folder's name)."""
-        photo = self.result.get("photo") or {}
-        path = photo.get("path") or ""
-        stem = os.path.splitext(os.path.basename(path))[0]
+        photo = self.result.get("photo")
+        path = photo.get("path") if isinstance(photo, dict) else None
+        stem = os.path.splitext(os.path.basename(path))[0] if isinstance(path, str) else ""
         return stem or os.path.basename(os.path.normpath(self.folder)) or "flamefit"
 
     @property
     def photo_path(self):
-        path = (self.result.get("photo") or {}).get("path")
-        return path if path and os.path.isfile(path) else None
+        """The upright photo the backend fitted (files.photo, inside the bundle), else None.
+        result.json's photo.path is never loaded (INTERFACE.md section 3)."""
+        return self.files.get("photo")
 
     @property
     def metrics(self) -> dict:
-        metrics = self.result.get("metrics") or {}
-        return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        metrics = self.result.get("metrics")
+        if not isinstance(metrics, dict):
+            return {}
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v)}
 
     @property
     def model_name(self) -> str:
-        return str((self.result.get("model") or {}).get("name", "unknown head model"))
+        model = self.result.get("model")
+        name = model.get("name") if isinstance(model, dict) else None
+        return str(name)[:200] if name is not None else "unknown head model"
 
     @property
     def landmarks_2d(self):
@@ -91,6 +150,19 @@ class Bundle:
 
     def vertex(self, i: int):
         return self.mesh["vertices"].row(i)
+
+    @property
+    def basis_vertices(self):
+        """Flat (V*3) neutral-face vertices the shape keys start from (schema 2), else None
+        (schema 1: the keys start from `vertices`, each at value 0)."""
+        arr = self.mesh.get("basis_vertices")
+        return arr.data if arr is not None else None
+
+    @property
+    def shape_key_values(self):
+        """The fitted value of each shape key (schema 2), else None (schema 1: all 0)."""
+        arr = self.mesh.get("shape_key_values")
+        return list(arr.data) if arr is not None else None
 
     def landmark_points(self):
         """World-space landmark points: from the mesh embedding when present, else landmarks_3d."""
@@ -122,20 +194,46 @@ class Bundle:
         return out
 
 
+# --- checks -------------------------------------------------------------------------
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _finite(values) -> bool:
-    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    return all(_is_number(v) for v in values)
 
 
-def _numbers(value, n, what, path):
+def _numbers(value, n, what, path, limit=1e12):
     if not isinstance(value, (list, tuple)) or len(value) != n or not _finite(value):
-        raise BundleError(f"{path}: {what} must be {n} finite numbers, got {value!r:.80}")
+        raise BundleError(f"{path}: {what} must be {n} finite numbers, got {str(value)[:80]}")
+    if any(abs(v) > limit for v in value):
+        raise BundleError(f"{path}: {what} has an absurd value ({str(value)[:80]}; at most ±{limit:g})")
     return tuple(float(v) for v in value)
 
 
+def _in_range(arr, lo, hi) -> bool:
+    """All values finite and in [lo, hi] (min/max skip NaN, a sum does not)."""
+    data = arr.data
+    return len(data) == 0 or (math.isfinite(sum(data)) and lo <= min(data) and max(data) <= hi)
+
+
+def _depth_ok(value, limit=MAX_JSON_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
 def resolve_result_path(path) -> str:
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.realpath(os.path.abspath(os.fspath(path)))
     if os.path.isdir(path):
-        path = os.path.join(path, "result.json")
+        path = os.path.join(path, schema()["result_file"])
     return path
 
 
@@ -143,65 +241,90 @@ def read_result_json(path) -> dict:
     path = resolve_result_path(path)
     if not os.path.isfile(path):
         raise BundleError(f"no FlameFit result at {path} (expected a bundle folder or its result.json)")
+    if os.path.getsize(path) > MAX_RESULT_BYTES:
+        raise BundleError(f"{path} is too large to be a FlameFit result ({os.path.getsize(path)} bytes)")
     try:
         with open(path, encoding="utf8") as fh:
             result = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is not a readable FlameFit result ({exc})") from None
+        raise BundleError(f"{path} is not a readable FlameFit result ({str(exc)[:120]})") from None
+    except (RecursionError, MemoryError):
+        raise BundleError(f"{path} is not a FlameFit result (nested too deeply)") from None
     if not isinstance(result, dict):
         raise BundleError(f"{path} is not a FlameFit result (no JSON object)")
+    if not _depth_ok(result):
+        raise BundleError(f"{path} is not a FlameFit result (nested too deeply)")
     version = result.get("schema_version")
     if version is None:
         raise BundleError(f"{path} has no schema_version; it is not a FlameFit result bundle")
-    if version != SCHEMA_VERSION:
-        hint = "update the FlameFit add-on" if isinstance(version, int) and version > SCHEMA_VERSION \
-            else "re-run the fit with a current backend"
-        raise BundleError(f"{path}: result bundle schema version {version!r} is not supported "
-                          f"(this add-on reads version {SCHEMA_VERSION}); {hint}")
+    readable = readable_versions()
+    if type(version) is not int or version not in readable:
+        newer = type(version) is int and version > max(readable)
+        hint = "update the FlameFit add-on" if newer else "re-run the fit with a current backend"
+        shown = "/".join(map(str, readable))
+        raise BundleError(f"{path}: result bundle schema version {str(version)[:20]} is not supported "
+                          f"(this add-on reads version {shown}); {hint}")
     return result
 
 
-def _check_mesh(mesh: dict, path: str) -> None:
-    missing = [k for k in MESH_KEYS if k not in mesh]
+def _confined(folder: str, rel, key: str, path: str) -> str:
+    """The absolute path of files.<key> if it stays inside `folder` (which is resolved)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel or os.path.isabs(rel) or len(rel) > 255:
+        raise BundleError(f"{path}: files.{key} must be a file name inside the bundle folder, "
+                          f"got {str(rel)[:80]!r}")
+    full = os.path.realpath(os.path.join(folder, rel))
+    if os.path.commonpath([folder, full]) != folder or full == folder:
+        raise BundleError(f"{path}: files.{key} ({rel[:80]!r}) points outside the bundle folder; refused")
+    return full
+
+
+_DTYPE_KINDS = {"float32": "f", "float64": "f", "int32": "iu", "int64": "iu", "str": "US", "bool": "b"}
+
+
+def _check_mesh(mesh: dict, path: str, version: int) -> None:
+    missing = [k for k in MESH_REQUIRED if k not in mesh]
     if missing:
         raise BundleError(f"{path} lacks the arrays {', '.join(missing)}")
-
-    def shape_is(key, shape):
-        arr = mesh[key]
-        ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
+    for pair in (("shape_key_names", "shape_key_deltas"), ("landmark_face_idx", "landmark_bary")):
+        if (pair[0] in mesh) != (pair[1] in mesh):
+            raise BundleError(f"{path}: {pair[0]} and {pair[1]} must come together")
+    # shapes and dtypes from the schema; symbols (V, F, T, K) must agree across arrays
+    sizes = {}
+    specs = mesh_arrays(version)
+    for name in [n for n in specs if n in mesh]:
+        arr, spec = mesh[name], specs[name]
+        kinds = _DTYPE_KINDS.get(spec["dtype"], "")
+        if arr.dtype[0] not in kinds:
+            raise BundleError(f"{path}: {name} has dtype {arr.dtype}, expected {spec['dtype']}")
+        want = spec["shape"]
+        ok = arr.ndim == len(want)
+        for dim, got in zip(want, arr.shape):
+            if isinstance(dim, int):
+                ok = ok and dim == got
+            else:
+                ok = ok and sizes.setdefault(dim, got) == got
         if not ok:
-            want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
-            raise BundleError(f"{path}: {key} has shape {arr.shape}, expected {want}")
-        return arr
-
-    verts = shape_is("vertices", (None, 3))
-    faces = shape_is("faces", (None, 3))
-    uvs = shape_is("uv_coords", (None, 2))
-    uv_faces = shape_is("uv_faces", (faces.shape[0], 3))
-    V, T = verts.shape[0], uvs.shape[0]
-    if V == 0 or faces.shape[0] == 0:
+            shown = "(" + ", ".join(str(sizes.get(d, d)) for d in want) + ")"
+            raise BundleError(f"{path}: {name} has shape {arr.shape}, expected {shown}")
+    V, F, T = mesh["vertices"].shape[0], mesh["faces"].shape[0], mesh["uv_coords"].shape[0]
+    K = sizes.get("K", 0)
+    if V == 0 or F == 0 or T == 0:
         raise BundleError(f"{path}: the mesh is empty")
-    if not _finite(verts.data):
-        raise BundleError(f"{path}: vertices contain NaN or infinite values")
-    if min(faces.data) < 0 or max(faces.data) >= V:
+    if V > MAX_VERTICES or F > MAX_FACES or K > MAX_SHAPE_KEYS:
+        raise BundleError(f"{path}: a mesh of {V} vertices, {F} faces and {K} shape keys is too large to import")
+    ranges = {"vertices": MAX_COORDINATE, "basis_vertices": MAX_COORDINATE, "shape_key_deltas": MAX_COORDINATE,
+              "uv_coords": 16.0, "shape_key_ranges": MAX_COEFFICIENT, "shape_key_values": MAX_COEFFICIENT}
+    for name, limit in ranges.items():
+        if name in mesh and not _in_range(mesh[name], -limit, limit):
+            raise BundleError(f"{path}: {name} contain NaN, infinite or out-of-range values (beyond ±{limit:g})")
+    if "landmark_bary" in mesh and not _in_range(mesh["landmark_bary"], -0.01, 1.01):
+        raise BundleError(f"{path}: landmark_bary contain NaN or values outside [0, 1]")
+    if not _in_range(mesh["faces"], 0, V - 1):
         raise BundleError(f"{path}: faces index vertices outside 0..{V - 1}")
-    if min(uv_faces.data) < 0 or max(uv_faces.data) >= T:
+    if not _in_range(mesh["uv_faces"], 0, T - 1):
         raise BundleError(f"{path}: uv_faces index uv_coords outside 0..{T - 1}")
-    if "shape_key_deltas" in mesh or "shape_key_names" in mesh:
-        if "shape_key_deltas" not in mesh or "shape_key_names" not in mesh:
-            raise BundleError(f"{path}: shape_key_names and shape_key_deltas must come together")
-        names = shape_is("shape_key_names", (None,))
-        K = names.shape[0]
-        shape_is("shape_key_deltas", (K, V, 3))
-        if "shape_key_ranges" in mesh:
-            shape_is("shape_key_ranges", (K, 2))
-    if "landmark_face_idx" in mesh or "landmark_bary" in mesh:
-        if "landmark_face_idx" not in mesh or "landmark_bary" not in mesh:
-            raise BundleError(f"{path}: landmark_face_idx and landmark_bary must come together")
-        idx = shape_is("landmark_face_idx", (None,))
-        shape_is("landmark_bary", (idx.shape[0], 3))
-        if idx.shape[0] and (min(idx.data) < 0 or max(idx.data) >= faces.shape[0]):
-            raise BundleError(f"{path}: landmark_face_idx indexes faces outside the mesh")
+    if "landmark_face_idx" in mesh and not _in_range(mesh["landmark_face_idx"], 0, F - 1):
+        raise BundleError(f"{path}: landmark_face_idx indexes faces outside the mesh")
 
 
 def _camera(result: dict, path: str) -> CameraSpec:
@@ -210,59 +333,107 @@ def _camera(result: dict, path: str) -> CameraSpec:
         raise BundleError(f"{path} has no camera")
     ctype = cam.get("type", "pinhole")
     if ctype != "pinhole":
-        raise BundleError(f"{path}: camera type {ctype!r} is not supported (only pinhole)")
+        raise BundleError(f"{path}: camera type {str(ctype)[:40]!r} is not supported (only pinhole)")
     focal = _numbers(cam.get("focal_px"), 2, "camera.focal_px", path)
     principal = _numbers(cam.get("principal_px"), 2, "camera.principal_px", path)
     size = _numbers(cam.get("image_size"), 2, "camera.image_size", path)
-    if min(focal) <= 0 or min(size) < 1:
-        raise BundleError(f"{path}: camera focal length and image size must be positive")
+    W, H = int(round(size[0])), int(round(size[1]))
+    if min(W, H) < 1 or max(W, H) > MAX_IMAGE_SIDE or W * H > MAX_IMAGE_PIXELS:
+        raise BundleError(f"{path}: camera image size {W}x{H} is not a photo size (1 to {MAX_IMAGE_SIDE} "
+                          f"pixels a side, at most {MAX_IMAGE_PIXELS // 10 ** 6} megapixels)")
+    side = max(W, H)
+    # from a ~170 degree to a ~0.6 degree field of view: anything else is not a camera that saw a face
+    if not all(0.05 * side <= f <= 100 * side for f in focal) or max(focal) > 20 * min(focal):
+        raise BundleError(f"{path}: camera focal length {focal[0]:.4g}x{focal[1]:.4g} px is absurd for a "
+                          f"{W}x{H} photo")
+    if not (-W <= principal[0] <= 2 * W and -H <= principal[1] <= 2 * H):
+        raise BundleError(f"{path}: camera principal point {principal} is far outside the {W}x{H} photo")
     w2c = cam.get("world_to_camera")
     if not isinstance(w2c, list) or len(w2c) != 4:
         raise BundleError(f"{path}: camera.world_to_camera must be a 4x4 matrix")
-    w2c = [list(_numbers(row, 4, "camera.world_to_camera row", path)) for row in w2c]
-    return CameraSpec(focal, principal, (int(round(size[0])), int(round(size[1]))), w2c)
+    w2c = [list(_numbers(row, 4, "camera.world_to_camera row", path, limit=1e4)) for row in w2c]
+    R = [row[:3] for row in w2c[:3]]
+    ortho = max(abs(sum(R[k][i] * R[k][j] for k in range(3)) - (i == j)) for i in range(3) for j in range(3))
+    if ortho > 1e-3 or w2c[3] != [0.0, 0.0, 0.0, 1.0]:
+        raise BundleError(f"{path}: camera.world_to_camera is not a rotation and a translation")
+    return CameraSpec(focal, principal, (W, H), w2c)
 
 
 def _sh(result: dict, path: str) -> list:
-    sh = (result.get("lights") or {}).get("sh")
+    lights = result.get("lights")
+    sh = lights.get("sh") if isinstance(lights, dict) else None
     if not isinstance(sh, list) or len(sh) != 9:
         raise BundleError(f"{path}: lights.sh must be 9 rows of [r, g, b]")
-    return [list(_numbers(row, 3, "lights.sh row", path)) for row in sh]
+    return [list(_numbers(row, 3, "lights.sh row", path, limit=1e4)) for row in sh]
+
+
+def image_size(path: str):
+    """(width, height) from a PNG or JPEG header, else None (other formats, unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                return struct.unpack(">II", head[16:24])
+            if not head.startswith(b"\xff\xd8"):
+                return None
+            fh.seek(2)
+            for _ in range(1000):  # JPEG markers up to the frame header
+                marker = fh.read(4)
+                if len(marker) < 4 or marker[0] != 0xFF:
+                    return None
+                kind, length = marker[1], struct.unpack(">H", marker[2:4])[0]
+                if kind in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                    frame = fh.read(5)
+                    h, w = struct.unpack(">HH", frame[1:5])
+                    return w, h
+                fh.seek(length - 2, os.SEEK_CUR)
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 def load_bundle(path) -> Bundle:
     """Read and validate a bundle folder (or its result.json). Raises BundleError."""
     result_path = resolve_result_path(path)
     result = read_result_json(result_path)
+    version = result["schema_version"]
     folder = os.path.dirname(result_path)
     files_spec = result.get("files")
     if not isinstance(files_spec, dict):
         raise BundleError(f"{result_path} has no 'files' table")
-    files = {}
-    missing = []
+    files, missing = {}, []
     for key, rel in files_spec.items():
-        if not isinstance(rel, str):
-            continue
-        full = os.path.normpath(os.path.join(folder, rel))
-        if os.path.isfile(full):
+        full = _confined(folder, rel, str(key)[:40], result_path)
+        if os.path.isfile(full):  # regular files only (no FIFO, device, folder)
             files[key] = full
         elif key in REQUIRED_FILES:
             missing.append(rel)
     missing += [f"<{key}>" for key in REQUIRED_FILES if key not in files_spec]
     if missing:
         raise BundleError(f"the result bundle {folder} is incomplete: missing {', '.join(missing)}")
-    try:
-        mesh = read_npz(files["mesh"])
-    except (NpyError, OSError) as exc:
-        raise BundleError(f"cannot read the mesh of {folder}: {exc}") from None
-    _check_mesh(mesh, files["mesh"])
-    bundle = Bundle(folder=folder, result_path=result_path, result=result, mesh=mesh,
-                    camera=_camera(result, result_path), sh=_sh(result, result_path), files=files)
+    camera = _camera(result, result_path)
+    sh = _sh(result, result_path)
     lm2d = result.get("landmarks_2d")
-    if lm2d is not None and (not isinstance(lm2d, list) or not all(
+    if lm2d is not None and (not isinstance(lm2d, list) or len(lm2d) > 10000 or not all(
             isinstance(p, list) and len(p) == 2 and _finite(p) for p in lm2d)):
         raise BundleError(f"{result_path}: landmarks_2d must be a list of [x, y]")
-    photo = (result.get("photo") or {}).get("path")
-    if photo and not os.path.isfile(photo):
-        bundle.warnings.append(f"the photo {photo} is gone; the camera has no background image")
+    texture = image_size(files["albedo"])
+    if texture is not None and not (1 <= min(texture) and max(texture) <= MAX_TEXTURE_SIDE):
+        raise BundleError(f"{files['albedo']}: an albedo of {texture[0]}x{texture[1]} pixels is refused "
+                          f"(at most {MAX_TEXTURE_SIDE} a side)")
+    try:
+        mesh = read_npz(files["mesh"], names=set(mesh_arrays(version)))
+    except (NpyError, OSError) as exc:
+        raise BundleError(f"cannot read the mesh of {folder}: {exc}") from None
+    _check_mesh(mesh, files["mesh"], version)
+    bundle = Bundle(folder=folder, result_path=result_path, result=result, mesh=mesh, camera=camera, sh=sh,
+                    files=files)
+    photo = files.get("photo")
+    if photo is not None and image_size(photo) not in (None, camera.image_size):
+        w, h = image_size(photo)
+        files.pop("photo")
+        bundle.warnings.append(f"the bundle's photo is {w}x{h} but the camera saw {camera.image_size[0]}x"
+                               f"{camera.image_size[1]}; the camera has no background image")
+    elif photo is None:
+        bundle.warnings.append("the bundle has no photo of its own; the camera has no background image")
     return bundle

@@ -9,10 +9,13 @@ deflated .npz members. Object arrays (pickles) are refused, never unpickled.
 from __future__ import annotations
 
 import ast
+import re
 import struct
 import sys
 import zipfile
+import zlib
 from array import array
+from dataclasses import dataclass
 
 MAGIC = b"\x93NUMPY"
 
@@ -115,58 +118,101 @@ def _fortran_to_c(flat, shape):
     return values
 
 
-def read_npy_bytes(raw: bytes, name: str = "array") -> NdArray:
-    """Parse the bytes of one .npy file."""
+MAX_HEADER = 10000  # numpy's own limit for a trusted header (np.load max_header_size)
+MAX_MEMBERS = 64
+DEFAULT_MAX_BYTES = 256 * 2 ** 20  # what one .npz may expand to (a FLAME mesh.npz is ~30 MB)
+_DESCR = re.compile(r"^([<>|=])(b1|[fiu][1248]|[US][0-9]{1,6})$")
+_OBJECT = re.compile(r"^[<>|=]?O")
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    order: str  # "<", ">", "|" or "="
+    kind: str  # e.g. "f4", "U7"
+    fortran: bool
+    shape: tuple
+    offset: int  # where the data starts
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def itemsize(self) -> int:
+        width = int(self.kind[1:])
+        return width * 4 if self.kind[0] == "U" else width  # U: UCS-4 characters
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.itemsize
+
+
+def parse_header(raw: bytes, name: str = "array") -> NpyHeader:
+    """Check and parse the header at the start of `raw` (only the first bytes are needed):
+    every malformed header is an NpyError, never another exception."""
     if not raw.startswith(MAGIC) or len(raw) < 10:
         raise NpyError(f"{name}: not a numpy .npy array")
     major = raw[6]
     if major == 1:
         (hlen,) = struct.unpack("<H", raw[8:10])
         start = 10
-    elif major in (2, 3):
+    elif major in (2, 3) and len(raw) >= 12:
         (hlen,) = struct.unpack("<I", raw[8:12])
         start = 12
     else:
         raise NpyError(f"{name}: unsupported .npy format version {major}")
-    header_text = raw[start:start + hlen].decode("utf8" if major == 3 else "latin1")
+    if hlen > MAX_HEADER:
+        raise NpyError(f"{name}: .npy header of {hlen} bytes is too long")
+    if len(raw) < start + hlen:
+        raise NpyError(f"{name}: truncated .npy header")
     try:
-        header = ast.literal_eval(header_text)
-        descr, fortran, shape = header["descr"], bool(header["fortran_order"]), tuple(header["shape"])
-    except Exception as exc:  # noqa: BLE001 - any malformed header is the same error
-        raise NpyError(f"{name}: unreadable .npy header ({exc})") from None
-    if not isinstance(descr, str):
-        raise NpyError(f"{name}: structured arrays are not supported")
-    body = raw[start + hlen:]
-    count = 1
-    for s in shape:
-        count *= int(s)
-    order, kind = descr[0], descr[1:]
-    if kind.startswith("O"):
+        header = ast.literal_eval(raw[start:start + hlen].decode("utf8" if major == 3 else "latin1"))
+    except Exception:  # noqa: BLE001 - any unparsable header (incl. deep nesting) is the same error
+        header = None
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+        raise NpyError(f"{name}: unreadable .npy header")
+    descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
+    if isinstance(descr, str) and _OBJECT.match(descr):
         raise NpyError(f"{name}: object arrays (pickles) are refused")
+    match = _DESCR.match(descr) if isinstance(descr, str) else None
+    if match is None or match.group(2) in ("U0", "S0"):
+        raise NpyError(f"{name}: unsupported dtype {descr!r:.40}")
+    if not isinstance(fortran, bool):
+        raise NpyError(f"{name}: fortran_order must be True or False")
+    if not isinstance(shape, tuple) or len(shape) > 8 or \
+            not all(type(s) is int and 0 <= s < 2 ** 40 for s in shape):
+        raise NpyError(f"{name}: bad array shape {shape!r:.40}")
+    return NpyHeader(match.group(1), match.group(2), fortran, shape, start + hlen)
+
+
+def read_npy_bytes(raw: bytes, name: str = "array") -> NdArray:
+    """Parse the bytes of one .npy file."""
+    head = parse_header(raw, name)
+    order, kind, count = head.order, head.kind, head.count
+    body = raw[head.offset:]
+    if len(body) < head.nbytes:
+        raise NpyError(f"{name}: truncated data ({len(body)} of {head.nbytes} bytes)")
     if kind[0] in "US":
-        width = int(kind[1:] or 1)
-        itemsize = width * (4 if kind[0] == "U" else 1)
-        if len(body) < count * itemsize:
-            raise NpyError(f"{name}: truncated data")
+        itemsize = head.itemsize
         enc = ("utf-32-be" if order == ">" else "utf-32-le") if kind[0] == "U" else "latin1"
-        data = [body[i * itemsize:(i + 1) * itemsize].decode(enc).rstrip("\x00") for i in range(count)]
+        try:
+            data = [body[i * itemsize:(i + 1) * itemsize].decode(enc).rstrip("\x00") for i in range(count)]
+        except UnicodeDecodeError:
+            raise NpyError(f"{name}: invalid text data") from None
     else:
-        code = _NUMERIC.get(kind)
-        if code is None:
-            raise NpyError(f"{name}: unsupported dtype {descr!r}")
-        data = array(code)
+        data = array(_NUMERIC[kind])
         if data.itemsize != int(kind[1:]):
-            raise NpyError(f"{name}: this platform has no {descr!r} array type")
-        nbytes = count * data.itemsize
-        if len(body) < nbytes:
-            raise NpyError(f"{name}: truncated data ({len(body)} of {nbytes} bytes)")
-        data.frombytes(body[:nbytes])
+            raise NpyError(f"{name}: this platform has no {order + kind!r} array type")
+        data.frombytes(body[:head.nbytes])
         big = order == ">"
         if data.itemsize > 1 and big != (sys.byteorder == "big"):
             data.byteswap()
-    if fortran:
-        data = _fortran_to_c(data, shape)
-    return NdArray(data, shape, kind)
+    if head.fortran:
+        data = _fortran_to_c(data, head.shape)
+    return NdArray(data, head.shape, kind)
 
 
 def read_npy(path) -> NdArray:
@@ -174,14 +220,38 @@ def read_npy(path) -> NdArray:
         return read_npy_bytes(fh.read(), str(path))
 
 
-def read_npz(path) -> dict:
-    """All arrays of an .npz file by name (without the .npy suffix)."""
-    out = {}
+def read_npz(path, names=None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Arrays of an .npz file by name (without the .npy suffix): all of them, or those in
+    `names`. Every member's header is read first and the sizes the headers and the zip
+    directory declare are checked against `max_bytes` before any data is decompressed, so a
+    zip bomb is refused after reading a few hundred bytes."""
     try:
         with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise NpyError(f"{path}: {len(infos)} members is too many for a FlameFit array file")
+            chosen = []
+            for info in infos:
                 key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                out[key] = read_npy_bytes(zf.read(info), f"{path}:{key}")
-    except zipfile.BadZipFile:
-        raise NpyError(f"{path}: not an .npz archive") from None
+                if names is not None and key not in names:
+                    continue
+                chosen.append((key, info))
+            total = sum(info.file_size for _, info in chosen)
+            if total > max_bytes:
+                raise NpyError(f"{path}: the arrays would take {total / 2 ** 20:.0f} MiB, more than the "
+                               f"{max_bytes / 2 ** 20:.0f} MiB allowed")
+            out = {}
+            for key, info in chosen:
+                name = f"{path}:{key}"
+                with zf.open(info) as fh:
+                    start = fh.read(12 + MAX_HEADER)
+                head = parse_header(start, name)
+                if head.offset + head.nbytes != info.file_size:
+                    raise NpyError(f"{name}: the header declares {head.nbytes} bytes of data but the "
+                                   f"member holds {info.file_size - head.offset}")
+                out[key] = read_npy_bytes(zf.read(info), name)
+    except zipfile.BadZipFile as exc:
+        raise NpyError(f"{path}: not a readable .npz archive ({exc})") from None
+    except (NotImplementedError, EOFError, zlib.error, RuntimeError) as exc:  # odd compression, bad data
+        raise NpyError(f"{path}: unreadable .npz member ({exc})") from None
     return out

@@ -30,7 +30,7 @@ fitted SH often goes negative where the photo did not constrain it (under the ch
 back of the head), and no set of lights reproduces that. Normals are weighted by the
 pixels they cover in the photo, the face (inside the landmarks) 4x more.
 
-Measured (relative RMS, 2 suns, Cycles 5.0; see README_SECTION.md and the tests): synthetic
+Measured (relative RMS, 2 suns, Cycles 5.0; see README.md and the tests): synthetic
 test head 2.2% over the normals, 2.4% in a render; astronaut fits of the real backend 6-13%
 on the head, 6-9% on the face, depending on how physical the fitted SH is; the one-sun
 closed form is 5-10x worse. Blender 3.x's Cycles normalises wide suns differently (measured

@@ -1,7 +1,7 @@
-"""Write FlameFit result bundles that follow INTERFACE.md (schema 1) exactly, without the
-backend: an ellipsoid "head" with a nose, UVs with a seam (so per-corner UVs matter),
-shape keys, a tilted off-centre pinhole camera, SH lighting and a textured albedo.
-numpy only (no bpy, no torch)."""
+"""Write FlameFit result bundles that follow the bundle schema (backend/flamefit/bundle/
+schema.json, versions 1 and 2) without the backend: an ellipsoid "head" with a nose, UVs
+with a seam (so per-corner UVs matter), shape keys, a tilted off-centre pinhole camera, SH
+lighting, a textured albedo and (schema 2) the upright photo. numpy only (no bpy, no torch)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ import struct
 import zlib
 
 import numpy as np
+
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "backend", "flamefit", "bundle", "schema.json")
+with open(SCHEMA_PATH, encoding="utf8") as _fh:
+    SCHEMA = json.load(_fh)
+SCHEMA_VERSION = SCHEMA["schema_version"]
+
+
+def file_names(version):
+    """files.* of a bundle of `version`: key -> file name, from the schema."""
+    return {key: entry["path"] for key, entry in SCHEMA["files"].items() if entry.get("since", 1) <= version}
 
 SH_DEFAULT = [[3.1, 2.9, 2.7], [0.35, 0.3, 0.28], [0.55, 0.5, 0.45], [0.95, 0.9, 0.85],
               [0.05, 0.04, 0.03], [0.12, 0.11, 0.1], [-0.06, -0.05, -0.04], [0.1, 0.08, 0.07],
@@ -116,9 +127,10 @@ def project(points, R, t, focal, principal):
 
 
 def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560.0),
-                 principal=(171.3, 121.7), sh=None, schema_version=1, with_photo=True,
+                 principal=(171.3, 121.7), sh=None, schema_version=SCHEMA_VERSION, with_photo=True,
                  yaw=9.0, pitch=-6.0, model_name="Synthetic test head"):
-    """Write a complete bundle to out_dir; returns the result dict."""
+    """Write a complete bundle to out_dir; returns the result dict. `photo_path` is where the
+    "user's" photo is (result.json's photo.path); schema 2 bundles also hold it as photo.png."""
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.abspath(out_dir)
     sh = np.asarray(sh if sh is not None else SH_DEFAULT, dtype=np.float64)
@@ -145,18 +157,24 @@ def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560
     w2c = np.eye(4); w2c[:3, :3] = R; w2c[:3, 3] = t
     lmk2d = project(lmk3d.astype(np.float64), R, t, focal, principal)
 
-    np.savez_compressed(os.path.join(out_dir, "mesh.npz"), vertices=verts, faces=faces, uv_coords=uvs,
+    names_of = file_names(schema_version) if schema_version in SCHEMA["readable_versions"] else file_names(1)
+    extra = {}
+    if schema_version >= 2:  # a neutral Basis; the fitted face = Basis + sum(values * deltas)
+        values = np.array([0.5, -0.3, 0.0], np.float32)
+        extra = dict(basis_vertices=(verts - np.tensordot(values, deltas, 1)).astype(np.float32),
+                     shape_key_values=values)
+    np.savez_compressed(os.path.join(out_dir, names_of["mesh"]), vertices=verts, faces=faces, uv_coords=uvs,
                         uv_faces=uv_faces, shape_key_names=names, shape_key_deltas=deltas,
-                        shape_key_ranges=ranges, landmark_face_idx=lmk_faces, landmark_bary=bary)
-    np.savez(os.path.join(out_dir, "params.npz"), identity=np.zeros(1, np.float32),
+                        shape_key_ranges=ranges, landmark_face_idx=lmk_faces, landmark_bary=bary, **extra)
+    np.savez(os.path.join(out_dir, names_of["params"]), identity=np.zeros(1, np.float32),
              expression=np.zeros(2, np.float32), pose=np.zeros((5, 3), np.float32),
              translation=np.zeros(3, np.float32), sh=sh.astype(np.float32),
              focal_px=np.array(focal, np.float32), principal_px=np.array(principal, np.float32),
              world_to_camera=w2c.astype(np.float32))
-    write_png(os.path.join(out_dir, "albedo.png"), albedo_texture())
-    write_png(os.path.join(out_dir, "overlay.png"), np.full((H, W, 3), 90, np.uint8))
-    write_png(os.path.join(out_dir, "report.png"), np.full((32, 64, 3), 200, np.uint8))
-    with open(os.path.join(out_dir, "mesh.obj"), "w") as fh:
+    write_png(os.path.join(out_dir, names_of["albedo"]), albedo_texture())
+    write_png(os.path.join(out_dir, names_of["overlay"]), np.full((H, W, 3), 90, np.uint8))
+    write_png(os.path.join(out_dir, names_of["report"]), np.full((32, 64, 3), 200, np.uint8))
+    with open(os.path.join(out_dir, names_of["obj"]), "w") as fh:
         fh.write("mtllib mesh.mtl\n")
         fh.writelines(f"v {a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in verts)
         fh.writelines(f"vt {a:.6f} {b:.6f}\n" for a, b in uvs)
@@ -166,12 +184,17 @@ def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560
         fh.write("newmtl albedo\nKd 1 1 1\nmap_Kd albedo.png\n")
     if photo_path is None:
         photo_path = os.path.join(os.path.dirname(out_dir), "synthetic_photo.png")
-    if with_photo and not os.path.exists(photo_path):
+    files = {key: name for key, name in names_of.items() if key != "photo"}
+    if with_photo:
         yy, xx = np.mgrid[0:H, 0:W]
         img = np.stack([60 + 100 * xx / W, 80 + 60 * yy / H, np.full_like(xx, 120.0)], -1)
         for x, y in lmk2d:
             img[max(0, int(y) - 1):int(y) + 2, max(0, int(x) - 1):int(x) + 2] = (255, 255, 0)
-        write_png(photo_path, img.astype(np.uint8))
+        if not os.path.exists(photo_path):
+            write_png(photo_path, img.astype(np.uint8))
+        if "photo" in names_of:
+            write_png(os.path.join(out_dir, names_of["photo"]), img.astype(np.uint8))
+            files["photo"] = names_of["photo"]
     result = {
         "schema_version": schema_version,
         "flamefit_version": "0.1.0",
@@ -191,8 +214,7 @@ def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560
         "metrics": {"landmark_error_px": 0.7, "landmark_error_eye_fraction": 0.012,
                     "photometric_error": 0.021, "psnr_db": 29.5},
         "timings": {"total": 0.1},
-        "files": {"mesh": "mesh.npz", "obj": "mesh.obj", "albedo": "albedo.png", "params": "params.npz",
-                  "overlay": "overlay.png", "report": "report.png"},
+        "files": files,
     }
     with open(os.path.join(out_dir, "result.json"), "w") as fh:
         json.dump(result, fh, indent=1)

@@ -44,6 +44,8 @@ def test_zip_layout(addon_zip):
                      "backend/flamefit/__init__.py", "backend/flamefit/cli.py", "io/bundle.py", "io/options.py",
                      "blender/importer.py", "blender/mesh.py", "ui/job_runner.py", "ui/operators.py"):
         assert f"blender_flamefit/{required}" in names
+    shipped = json.loads(zipfile.ZipFile(addon_zip).read("blender_flamefit/io/schema.json"))
+    assert shipped == json.loads((REPO / "backend" / "flamefit" / "bundle" / "schema.json").read_text())
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     init = zipfile.ZipFile(addon_zip).read("blender_flamefit/__init__.py").decode()
     assert "bl_info" in init

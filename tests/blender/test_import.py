@@ -77,7 +77,7 @@ def test_import_creates_editable_objects(empty_scene, synth_bundle_dir):
     assert scene.render.pixel_aspect_x == scene.render.pixel_aspect_y == 1
     assert cam.data.show_background_images
     assert os.path.samefile(bpy.path.abspath(cam.data.background_images[0].image.filepath),
-                            synth_bundle_dir.parent / "synthetic_photo.png")
+                            synth_bundle_dir / "photo.png")  # the bundle's own upright copy
     assert json.loads(coll["flamefit_metrics"])["landmark_error_px"] == 0.7
     assert scene.flamefit.last_result.endswith("result.json")
 
@@ -181,3 +181,75 @@ def test_import_twice_gets_unique_names(empty_scene, synth_bundle_dir):
     _import(synth_bundle_dir)
     names = sorted(c.name for c in empty_scene.collection.children)
     assert names == ["synthetic_photo", "synthetic_photo.001"]
+
+
+def _jpeg_with_exif_orientation(path, width, height, orientation=6):
+    """A JPEG stored width x height whose EXIF says "rotate 90° to view" (what phones write)."""
+    img = bpy.data.images.new("exif_tmp", width, height)
+    img.filepath_raw = str(path)
+    img.file_format = "JPEG"
+    img.save()
+    bpy.data.images.remove(img)
+    raw = path.read_bytes()
+    tiff = b"II*\x00" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little") + \
+        (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little") + \
+        orientation.to_bytes(2, "little") + b"\x00\x00" + (0).to_bytes(4, "little")
+    app1 = b"Exif\x00\x00" + tiff
+    path.write_bytes(raw[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + raw[2:])
+
+
+def test_exif_rotated_photo_background_is_upright(empty_scene, tmp_path):
+    """#11.14: the user's phone photo is stored sideways (EXIF orientation 6); the camera
+    background must be the upright photo the backend fitted (the bundle's files.photo)."""
+    import synth_bundle
+
+    phone = tmp_path / "phone.jpg"
+    _jpeg_with_exif_orientation(phone, 256, 320)  # stored 256x320, seen as 320x256
+    synth_bundle.write_bundle(str(tmp_path / "b"), photo_path=str(phone))
+    assert _import(tmp_path / "b") == {"FINISHED"}
+    cam = empty_scene.camera
+    image = cam.data.background_images[0].image
+    assert tuple(image.size) == (empty_scene.render.resolution_x, empty_scene.render.resolution_y) == (320, 256)
+    assert not os.path.samefile(bpy.path.abspath(image.filepath), phone)
+
+
+def test_refused_bundles_leave_the_scene_unchanged(empty_scene, tmp_path):
+    """#11.12/13: the hostile bundles of test_bundle_reader, through File > Import."""
+    import synth_bundle
+
+    outside = tmp_path / "secret.png"
+    synth_bundle.write_png(str(outside), np.zeros((8, 8, 3), np.uint8))
+
+    def edit(folder, fn):
+        data = json.loads((folder / "result.json").read_text())
+        fn(data)
+        (folder / "result.json").write_text(json.dumps(data))
+
+    def nan_deltas(folder):
+        mesh = dict(np.load(folder / "mesh.npz"))
+        mesh["shape_key_deltas"] = mesh["shape_key_deltas"].copy()
+        mesh["shape_key_deltas"][1, 7, 2] = np.nan
+        np.savez(folder / "mesh.npz", **mesh)
+
+    breakages = {
+        "absolute albedo": lambda f: edit(f, lambda d: d["files"].update(albedo=str(outside))),
+        "parent photo": lambda f: edit(f, lambda d: d["files"].update(photo="../secret.png")),
+        "symlinked albedo": lambda f: (os.remove(f / "albedo.png"), os.symlink(outside, f / "albedo.png")),
+        "nan deltas": nan_deltas,
+        "focal 1e308": lambda f: edit(f, lambda d: d["camera"].update(focal_px=[1e308, 1e308])),
+        "image 1e9": lambda f: edit(f, lambda d: d["camera"].update(image_size=[1e9, 1e9])),
+        "schema true": lambda f: edit(f, lambda d: d.update(schema_version=True)),
+        "deep json": lambda f: (f / "result.json").write_text("[" * 100000 + "]" * 100000),
+    }
+    bpy.ops.mesh.primitive_cube_add()
+    before = scene_snapshot()
+    for what, breakage in breakages.items():
+        folder = tmp_path / what.replace(" ", "_")
+        synth_bundle.write_bundle(str(folder), photo_path=str(tmp_path / "p.png"))
+        breakage(folder)
+        with pytest.raises(RuntimeError) as err:  # the operator's ERROR report
+            _import(folder)
+        message = str(err.value).strip()
+        assert message.startswith("Error: FlameFit: ") and "\n" not in message, (what, message)
+        assert scene_snapshot() == before, what
+

@@ -1,5 +1,5 @@
 """Fake `flamefit` CLI. FAKE_FLAMEFIT_MODE selects the behaviour:
-ok | noface | crash | segv | hang | hang-ignore-term | schema2 | missing-albedo | garbage.
+ok | noface | crash | segv | hang | hang-ignore-term | schema-new | missing-albedo | garbage.
 FAKE_FLAMEFIT_PIDFILE: where `hang*` modes write the pids of themselves and their child."""
 
 import argparse
@@ -90,7 +90,7 @@ def main(argv=None):
             shutil.rmtree(out)
         tmp = out + ".partial"
         synth_bundle.write_bundle(tmp, photo_path=os.path.abspath(args.photo),
-                                  schema_version=2 if mode == "schema2" else 1)
+                                  schema_version=synth_bundle.SCHEMA_VERSION + (mode == "schema-new"))
         if mode == "missing-albedo":
             os.remove(os.path.join(tmp, "albedo.png"))
         if mode == "garbage":
