@@ -117,6 +117,9 @@ class DlibDetector(FaceDetector):
                "faces; the 68-point model is non-commercial (300-W terms)")
     packages = ("dlib", "face_recognition_models")
     install = "pip install dlib-bin face_recognition_models"
+    # HOG scores of real faces on AFW photos 100-185: 156 of 157 at or above 0.18; the weak
+    # false positive of issue 11.11 (a shoulder patch) scored 0.12.
+    min_score = 0.15
 
     def detect(self, image_rgb: np.ndarray) -> list[Face]:
         boxes, stage = find_faces(image_rgb)

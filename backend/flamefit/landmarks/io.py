@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FlameFitError
+from ..fsutil import require_regular_file
 from .ibug68 import NUM_POINTS
 
 FORMATS = (".pts", ".json", ".npy")
@@ -61,6 +62,7 @@ def load_landmarks_file(path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise FlameFitError(f"{path}: unknown landmark file type '{suffix}'; use one of {', '.join(FORMATS)}")
+    require_regular_file(path, "landmark file")  # a FIFO would block forever
     try:
         if suffix == ".npy":
             points = np.load(path, allow_pickle=False)
