@@ -19,7 +19,8 @@ import torch
 
 from flamefit.errors import FlameFitError, ModelFileError
 from flamefit.textures import pca
-from flamefit.textures.build import BuildOptions, build_texture_space, space_from_samples, work_dir_for
+from flamefit.app.texture_space_build import build_texture_space
+from flamefit.textures.build import BuildOptions, space_from_samples, work_dir_for
 from flamefit.textures.spaces import (TextureSpaceData, linear_to_srgb, load_texture_space, read_texture_space,
                                       save_texture_space, srgb_to_linear)
 
@@ -406,8 +407,8 @@ def test_fit_and_batch_load_only_the_components_the_fitter_uses(tmp_path, monkey
     import types
 
     import flamefit.models
-    from flamefit.bundle import batch
-    from flamefit.cli import load_fit_inputs
+    from flamefit.app import batch
+    from flamefit.app.session import load_fit_inputs, settings_from
     from flamefit.fitting.albedo import TEXTURE_SPACE_COMPONENTS, TextureSpaceAlbedo
 
     stored = TEXTURE_SPACE_COMPONENTS + 6
@@ -418,15 +419,15 @@ def test_fit_and_batch_load_only_the_components_the_fitter_uses(tmp_path, monkey
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
     for key in [k for k in os.environ if k.startswith("FLAMEFIT_")]:
         monkeypatch.delenv(key)
-    args = types.SimpleNamespace(flame_model=None, uv_template=None, texture_space=str(path), landmark_embedding=None,
-                                 cache_dir=str(tmp_path / "cache"))
-    _, space, _ = load_fit_inputs(args)  # `flamefit fit` and `batch --workers 1`
+    flags = dict(flame_model=None, uv_template=None, texture_space=str(path), landmark_embedding=None,
+                 cache_dir=str(tmp_path / "cache"))
+    _, space, _ = load_fit_inputs(settings_from(flags))  # `flamefit fit` and `batch --workers 1`
     assert tuple(space.basis.shape) == (TEXTURE_SPACE_COMPONENTS, 3, 8, 8)
     assert TextureSpaceAlbedo(space).coeffs.shape[1] == TEXTURE_SPACE_COMPONENTS  # all it fits
-    monkeypatch.setattr(batch.signal, "signal", lambda *a: None)  # keep this process's handlers
+    monkeypatch.setattr(batch.pool, "worker_signals", lambda: None)  # keep this process's handlers
     threads = torch.get_num_threads()
     try:
-        batch._worker_init({"settings": {"texture_space": str(path)}}, None)  # `batch --workers N`
+        batch.worker_init({"settings": {"texture_space": str(path)}})  # `batch --workers N`
     finally:
         torch.set_num_threads(threads)
         worker_space = batch._WORKER.pop("space", None)
@@ -476,7 +477,7 @@ _INTERRUPT_AFTER = {"count": None}
 def truth_view(path, model, context):
     """A stand-in for the fitter: the true pose and light stored beside each render."""
     from flamefit.render import PinholeCamera
-    from flamefit.textures.fit_adapter import PhotoView, photo_arrays
+    from flamefit.app.texture_space_build import PhotoView, photo_arrays
 
     if _INTERRUPT_AFTER["count"] is not None:
         if _INTERRUPT_AFTER["count"] == 0:

@@ -1,19 +1,27 @@
-"""`flamefit` command line. Errors the user can act on print one line on stderr."""
+"""`flamefit` command line: parses arguments and calls `flamefit.app`.
+
+One top-level handler (`main`) turns every failure into one line on stderr:
+`flamefit: error: ...` with exit code 2 for anything the user can act on, 1 for an
+internal bug (the traceback with --debug or FLAMEFIT_DEBUG=1), and one interrupt path
+for Ctrl-C, SIGTERM and SIGHUP (exit code 130, repeated signals ignored while the run
+cleans up).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
-import time
 
 from . import __version__
-from .config import PATH_KEYS, load_settings
-from .errors import FlameFitError
+from .errors import FlameFitError, Interrupted
 
+EXIT_INTERNAL = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+MODEL_KEYS = ("flame_model", "uv_template", "texture_space", "landmark_embedding", "cache_dir")
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,52 +33,36 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-dir", metavar="DIR", help="where built models and embeddings are cached")
 
 
-def settings_from(args):
-    return load_settings({key: getattr(args, key, None) for key in (*PATH_KEYS, "cache_dir")})
+def model_flags(args) -> dict:
+    return {key: getattr(args, key, None) for key in MODEL_KEYS}
+
+
+def _detector_flag(parser, help_text: str) -> None:
+    from .landmarks.registry import DETECTORS, default_detector
+
+    parser.add_argument("--detector", default=None, choices=tuple(DETECTORS),
+                        help=f"{help_text} (default: {default_detector()})")
+
+
+# --- models / model-info --------------------------------------------------------------
 
 
 def cmd_models(args) -> None:
-    from .models import load_head_model
+    from .app.inspect import models_lines, models_report
 
-    settings = settings_from(args)
-    model = load_head_model(settings)
-    report = {"settings": settings.describe(), "settings_file": str(settings.settings_file or "none"),
-              "head_model": model.summary(), "provenance": model.provenance}
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return
-    print(f"Settings file: {report['settings_file']}")
-    for key, item in report["settings"].items():
-        print(f"  {key:20s} {item['value'] or '-':50s} ({item['from']})")
-    print("Head model in use:")
-    for key, value in report["head_model"].items():
-        print(f"  {key:22s} {value}")
+    report = models_report(model_flags(args))
+    print(json.dumps(report, indent=2, default=str) if args.json else "\n".join(models_lines(report)))
 
 
 def cmd_model_info(args) -> None:
-    from .models.flame import inspect_model_file
+    from .app.inspect import model_info, model_info_lines, model_info_problems
 
-    info = inspect_model_file(args.path)
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-    else:
-        print(f"{info['path']}: {info['kind']}")
-        for key, item in info.get("keys", {}).items():
-            print(f"  {key:28s} {str(tuple(item.get('shape', ()))):18s} {item.get('dtype', '')}")
-        for key, value in info.items():
-            if key in ("path", "kind", "keys", "problems"):
-                continue
-            if isinstance(value, dict):  # "model", "texture_space": one line per entry
-                print(f"  {key}:")
-                for name, item in value.items():
-                    print(f"    {name}: {item}")
-            else:
-                print(f"  {key}: {value}")
-    if info.get("problems"):
-        raise FlameFitError(f"{args.path}: " + "; ".join(info["problems"]))
+    info = model_info(args.path)
+    print(json.dumps(info, indent=2, default=str) if args.json else "\n".join(model_info_lines(info)))
+    model_info_problems(info, args.path)
 
 
-# --- fit / batch ---------------------------------------------------------------------
+# --- fit / batch ----------------------------------------------------------------------
 
 
 def add_fit_flags(parser: argparse.ArgumentParser) -> None:
@@ -79,15 +71,14 @@ def add_fit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="bundle folder to write")
     add_model_flags(parser)
     group = parser.add_argument_group("fitting")
-    group.add_argument("--detector", default="dlib", choices=("dlib", "face-alignment", "mediapipe"),
-                       help="68-point landmark detector (default: dlib)")
+    _detector_flag(group, "face and landmark detector")
     group.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     group.add_argument("--no-expression", action="store_true", help="fit a neutral face (no expression, jaw closed)")
     group.add_argument("--stages", default=",".join(OPTIONAL_STAGES), metavar="LIST",
                        help=f"optional stages to run, comma-separated (default: {','.join(OPTIONAL_STAGES)}); "
                             "the rigid fit always runs")
     group.add_argument("--texture-size", type=int, default=1024, metavar="N", help="albedo.png size (default 1024)")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing output bundle (only a FlameFit bundle)")
     group.add_argument("--json-progress", action="store_true",
                        help="one JSON object per line on stdout (for the Blender add-on)")
 
@@ -101,82 +92,25 @@ def fit_options_from(args):
                       texture_size=args.texture_size)
 
 
-def configure_threads() -> None:
-    """CPU threads for torch: FLAMEFIT_THREADS, default 1 (the fit's tensors are small;
-    extra threads mostly spin, and badly so when the cores are shared)."""
-    import os
-
-    import torch
-
-    value = os.environ.get("FLAMEFIT_THREADS", "1")
-    try:
-        torch.set_num_threads(max(1, int(value)))
-    except ValueError:
-        raise FlameFitError(f"FLAMEFIT_THREADS={value!r} is not a number") from None
-
-
-def load_model_and_space(settings):
-    """(model, texture space or None) for fitting (`fit`, `batch` and its workers). The
-    space holds only the components the photometric stage fits (load_texture_space)."""
-    from .models import load_head_model
-
-    model = load_head_model(settings)
-    space = None
-    if settings.texture_space is not None:
-        from .textures.spaces import load_texture_space
-
-        space = load_texture_space(settings.texture_space, model)
-    return model, space
-
-
-def load_fit_inputs(args):
-    """(model, texture space or None, seconds) from the settings."""
-    start = time.perf_counter()
-    model, space = load_model_and_space(settings_from(args))
-    return model, space, round(time.perf_counter() - start, 3)
-
-
-def _internal(exc: Exception) -> FlameFitError:
-    """An unexpected failure as one line (FLAMEFIT_DEBUG=1 shows the traceback)."""
-    import os
-    import traceback
-
-    if os.environ.get("FLAMEFIT_DEBUG"):
-        traceback.print_exc()
-    return FlameFitError(f"fit failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                         "(set FLAMEFIT_DEBUG=1 for details)")
-
-
 def cmd_fit(args) -> None:
-    from .bundle import check_output, write_bundle
-    from .fitting import fit_photo, resolve_device
-    from .image import load_photo
+    from .app.fit import FitRequest, internal_error, run_fit
     from .progress import BarProgress, JsonProgress
 
     progress = JsonProgress() if args.json_progress else BarProgress()
     try:
-        out = check_output(args.output, args.overwrite)
-        options = fit_options_from(args)
-        device = resolve_device(args.device)
-        configure_threads()
-        start = time.perf_counter()
-        photo = load_photo(args.photo)  # bad photos fail before the model loads
-        image_seconds = time.perf_counter() - start
-        model, space, model_seconds = load_fit_inputs(args)
-        result = fit_photo(photo, model, options, landmarks=args.landmarks, detector=args.detector,
-                           face_index=args.face, texture_space=space, device=device, progress=progress)
-        result.timings["image"] = round(result.timings.get("image", 0.0) + image_seconds, 3)
-        path = write_bundle(result, out, args.overwrite, progress, extra_timings={"model": model_seconds})
-    except KeyboardInterrupt:
-        progress({"event": "error", "message": "interrupted; nothing was written"})
+        request = FitRequest(photo=args.photo, output=args.output, fit_options=fit_options_from(args),
+                             landmarks=args.landmarks, detector=args.detector, face_index=args.face,
+                             device=args.device, overwrite=args.overwrite, settings=model_flags(args))
+        path, result = run_fit(request, progress)
+    except KeyboardInterrupt as exc:
+        _report_error(progress, getattr(exc, "message", "interrupted; nothing was written"))
         raise
     except FlameFitError as exc:
-        progress({"event": "error", "message": str(exc)})
+        _report_error(progress, str(exc))
         raise
-    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
-        error = _internal(exc)
-        progress({"event": "error", "message": str(error)})
-        raise error from None
+    except Exception as exc:
+        _report_error(progress, str(internal_error(exc)))
+        raise
     finally:
         progress.close()
     progress({"event": "done", "bundle": str(path), "result": str(path / "result.json")})
@@ -187,11 +121,21 @@ def cmd_fit(args) -> None:
               f"{result.timings['total']:.1f} s)")
 
 
-def cmd_batch(args) -> None:
-    from .bundle.batch import run_batch
+def _report_error(progress, message: str) -> None:
+    try:
+        progress({"event": "error", "message": message})
+    except (OSError, ValueError, FlameFitError):
+        pass  # stdout is gone; the line on stderr says it
 
-    options = fit_options_from(args)
-    run_batch(args, options)
+
+def cmd_batch(args) -> None:
+    from .app.batch import BatchRequest, run_batch
+    from .progress import JsonProgress
+
+    run_batch(BatchRequest(photos_dir=args.photos, output=args.output, fit_options=fit_options_from(args),
+                           detector=args.detector, device=args.device, overwrite=args.overwrite, resume=args.resume,
+                           workers=args.workers, settings=model_flags(args),
+                           progress=JsonProgress() if args.json_progress else None))
 
 
 # --- texture-space build ---------------------------------------------------------------
@@ -215,7 +159,7 @@ def add_texture_space_parser(sub) -> None:
                    help="weight of mirrored texels filling unseen ones (0: off; default 0.5)")
     b.add_argument("--licence", default="not stated (pass --licence)", metavar="TEXT",
                    help="the licence of the input photos, recorded in the space's metadata")
-    b.add_argument("--detector", default="dlib", choices=("dlib", "face-alignment", "mediapipe"))
+    _detector_flag(b, "face and landmark detector")
     add_model_flags(b)
     b.set_defaults(run=cmd_texture_space_build)
 
@@ -223,19 +167,25 @@ def add_texture_space_parser(sub) -> None:
 def cmd_texture_space_build(args) -> None:
     from pathlib import Path
 
-    from .textures.build import build_from_cli, work_dir_for
+    from .app.texture_space_build import BuildRequest, run_build
+    from .textures.work import work_dir_for
 
+    request = BuildRequest(photos_dir=args.photos, output=args.output, components=args.components,
+                           workers=args.workers, resume=args.resume, uv_resolution=args.uv_resolution, size=args.size,
+                           normalise=args.normalise, symmetric_fill=args.symmetric_fill, licence=args.licence,
+                           detector=args.detector, settings=model_flags(args))
     try:
-        build_from_cli(args, settings_from(args))
+        run_build(request)
     except KeyboardInterrupt:
-        print(f"flamefit: interrupted; the photos done so far are kept in {work_dir_for(Path(args.output))}: "
-              "run the same command with --resume to continue", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        work = work_dir_for(Path(args.output).expanduser().absolute())
+        raise Interrupted(f"interrupted; the photos done so far are kept in {work}: "
+                          "run the same command with --resume to continue") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flamefit", description="Fit a FLAME head to a photo.")
     parser.add_argument("--version", action="version", version=f"flamefit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="show the configured head model, validated, with shapes and licences")
@@ -265,21 +215,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupt(signum, frame):
+# --- the one handler --------------------------------------------------------------------
+
+_INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_interrupted = [False]
+
+
+def _on_signal(signum, frame):
+    """The first interrupt raises KeyboardInterrupt; later ones are ignored, so the clean-up
+    it starts always finishes (one path for Ctrl-C, SIGTERM and SIGHUP)."""
+    if _interrupted[0]:
+        return
+    _interrupted[0] = True
     raise KeyboardInterrupt
+
+
+def _one_line(text: str) -> str:
+    """A message as one line: newlines in paths shown as \\n, never split."""
+    return " ".join(str(text).replace("\r", "\\r").replace("\n", "\\n").split(" ")) or "unknown error"
+
+
+def _say(message: str) -> None:
+    try:
+        print(f"flamefit: {_one_line(message)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr is gone too: the exit code says it
+
+
+def _silence_stdout() -> None:
+    """After stdout broke (closed, or `| head -1` exited): point it at /dev/null so the
+    interpreter's final flush does not print a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def _stdout_usable() -> bool:
+    if sys.stdout is None:
+        return False
+    try:
+        os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cleans up like Ctrl-C
+    debug = args.debug or bool(os.environ.get("FLAMEFIT_DEBUG"))
+    _interrupted[0] = False
+    for number in _INTERRUPT_SIGNALS:
+        signal.signal(number, _on_signal)
     try:
+        if getattr(args, "json_progress", False) and not _stdout_usable():
+            raise FlameFitError("--json-progress: stdout is closed; the progress stream needs it")
         args.run(args)
-    except FlameFitError as exc:
-        print(f"flamefit: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("flamefit: interrupted; nothing was written", file=sys.stderr)
+        sys.stdout.flush()
+    except KeyboardInterrupt as exc:
+        _say(getattr(exc, "message", "interrupted; nothing was written"))
         return EXIT_INTERRUPTED
+    except FlameFitError as exc:
+        _say(f"error: {exc}")
+        return EXIT_ERROR
+    except (BrokenPipeError, ConnectionResetError):
+        _silence_stdout()
+        _say("error: the program reading the output went away (broken pipe); stopped")
+        return EXIT_ERROR
+    except MemoryError:
+        _say("error: out of memory (a smaller photo, --texture-size or fewer --workers may help)")
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        from .app.fit import internal_error
+
+        _say(f"error: {internal_error(exc)}")
+        return EXIT_INTERNAL
+    finally:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError, AttributeError):
+            _silence_stdout()
     return 0
 
 

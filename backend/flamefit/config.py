@@ -66,6 +66,10 @@ def _read_settings_file(path: Path) -> dict:
     unknown = sorted(set(data) - set(PATH_KEYS) - {"cache_dir"})
     if unknown:
         raise FlameFitError(f"{path}: unknown settings {unknown}; known: {[*PATH_KEYS, 'cache_dir']}")
+    for key, value in data.items():
+        if not isinstance(value, str) or not value.strip():
+            raise FlameFitError(f"{path}: {key} must be a path in quotes, e.g. {key} = \"/data/file\" "
+                                f"(found {type(value).__name__} {value!r:.40})")
     return data
 
 

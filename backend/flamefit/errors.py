@@ -16,3 +16,12 @@ class ModelFileError(FlameFitError):
         if hint:
             message += f" ({hint})"
         super().__init__(message)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP, with what the run leaves behind (the CLI prints
+    `message` as its one line and exits 130)."""
+
+    def __init__(self, message: str = "interrupted; nothing was written"):
+        self.message = message
+        super().__init__(message)

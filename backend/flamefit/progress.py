@@ -14,9 +14,11 @@ import math
 import sys
 from typing import Callable
 
+from .errors import FlameFitError
+
 ProgressCallback = Callable[[dict], None]
 
-STAGES = ("image", "landmarks", "rigid", "shape", "photometric", "texture", "bundle")
+STAGES = ("image", "landmarks", "rigid", "shape", "photometric", "texture", "bundle")  # = bundle/schema.json "stages"
 
 
 class NullProgress:
@@ -32,11 +34,18 @@ class JsonProgress:
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
+        self.broken = False
 
     def __call__(self, event: dict) -> None:
+        if self.broken:
+            return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in event.items()}
-        self.stream.write(json.dumps(clean) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(json.dumps(clean) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed, or the reader went away (`| head -1`)
+            self.broken = True
+            raise FlameFitError("stdout was closed by the program reading --json-progress; stopped") from None
 
     def close(self) -> None:
         pass

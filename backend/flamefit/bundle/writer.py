@@ -16,7 +16,8 @@ import re
 import shutil
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -27,8 +28,9 @@ from .. import __version__
 from ..errors import FlameFitError
 from ..image import linear_to_srgb
 from ..models.head_model import JOINT_NAMES
-from ..models.lbs import blend_skinning
+from .claim import OutputClaim, remove_stale_siblings, temp_sibling
 from .pictures import overlay_picture, report_picture
+from .reader import is_bundle
 from .schema import RESULT_FILE, SCHEMA_VERSION, file_names, files_for
 
 # key -> file name (schema.json); the photo's name depends on the photo (photo_name).
@@ -36,17 +38,76 @@ FILES = {key: entry["path"] for key, entry in files_for(SCHEMA_VERSION).items() 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 CAMERA_CONVENTION = ("X_cam = R X + t; x = fx X_cam.x / -X_cam.z + cx; y = -fy X_cam.y / -X_cam.z + cy "
                      "(pixels, y down, pixel centres at +0.5)")
-_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
-def check_output(out_dir, overwrite: bool) -> Path:
-    """The absolute output path; FlameFitError if it exists and may not be replaced."""
+def check_path_text(path, what: str = "path") -> None:
+    """Refuse a path that cannot be written into result.json, mesh.obj and summary.csv
+    as UTF-8 text (a file name in another encoding), before any work is done."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FlameFitError(f"{text.encode('utf-8', 'backslashreplace').decode()}: the {what} name is not valid "
+                            "UTF-8; rename it") from None
+
+
+@dataclass
+class OutputTarget:
+    """A checked bundle folder to write: `path` (absolute), its claim (held from the start
+    without --overwrite) and the parent folders this run created (removed if it fails)."""
+
+    path: Path
+    overwrite: bool
+    claim: OutputClaim
+    created: list = field(default_factory=list)
+
+    def abandon(self) -> None:
+        """Release the claim and remove the (empty) parent folders this run created."""
+        self.claim.release()
+        for parent in reversed(self.created):
+            with suppress(OSError):
+                parent.rmdir()
+        self.created = []
+
+
+def _replaceable(out: Path) -> None:
+    if out.is_symlink() or not out.is_dir():
+        raise FlameFitError(f"{out}: exists and is not a folder; FlameFit replaces only its own result bundles")
+    if not is_bundle(out):
+        raise FlameFitError(f"{out}: exists and is not a FlameFit result bundle (no valid result.json); "
+                            "FlameFit replaces only its own bundles: choose another output folder")
+
+
+def check_output(out_dir, overwrite: bool, claim: bool = True) -> OutputTarget:
+    """Check that a bundle may be written at out_dir, before any fitting: an existing folder
+    only with --overwrite and only when it is a FlameFit bundle; a writable parent; a UTF-8
+    name. Without --overwrite the folder is claimed at once (another writer fails)."""
     out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not overwrite:
-        raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
-    if out.exists() and not out.is_dir():
-        raise FlameFitError(f"{out}: exists and is not a folder")
-    return out
+    check_path_text(out, "output folder")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
+        _replaceable(out)
+    ancestor = next(p for p in out.parents if p.exists())
+    if not ancestor.is_dir():
+        raise FlameFitError(f"{ancestor}: is a file, so {out} cannot be created")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FlameFitError(f"{ancestor}: folder is not writable, so {out} cannot be written")
+    try:
+        created = _make_parents(out)
+    except OSError as exc:
+        raise FlameFitError(f"{out.parent}: cannot create the folder ({exc.strerror or exc})") from None
+    target = OutputTarget(out, overwrite, OutputClaim(out), created)
+    if claim and not overwrite:
+        try:
+            target.claim.take()
+            if out.exists():  # written by another process since the check above
+                raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
+        except BaseException:
+            target.abandon()
+            raise
+    return target
 
 
 @contextmanager
@@ -67,25 +128,33 @@ def _make_parents(path: Path) -> list[Path]:
     return created
 
 
-def write_bundle(result, out_dir, overwrite: bool = False, progress=None, extra_timings: dict | None = None) -> Path:
-    """Write `result` (a fitting.FitResult) as a bundle at out_dir; returns its absolute path."""
-    out = check_output(out_dir, overwrite)
-    stages = result.stages or ["bundle"]
-    if progress is not None:
-        progress({"event": "stage", "stage": "bundle", "index": stages.index("bundle") + 1, "count": len(stages)})
-    start = time.perf_counter()
+def write_bundle(result, out_dir, overwrite: bool = False, progress=None, extra_timings: dict | None = None,
+                 final: bool = False) -> Path:
+    """Write `result` (a fitting.FitResult) as a bundle at out_dir (a path, or the
+    OutputTarget of check_output); returns its absolute path. `final`: the process does
+    nothing after this write, so once committed, later interrupts are ignored (a complete
+    bundle never comes with a failure exit)."""
+    target = out_dir if isinstance(out_dir, OutputTarget) else check_output(out_dir, overwrite, claim=False)
     try:
-        return _write(result, out, progress, extra_timings, start)
-    except OSError as exc:
-        raise FlameFitError(f"{out}: cannot write the bundle ({exc.strerror or exc})") from None
+        stages = result.stages or ["bundle"]
+        if progress is not None:
+            progress({"event": "stage", "stage": "bundle", "index": stages.index("bundle") + 1, "count": len(stages)})
+        return _write(result, target, progress, extra_timings, time.perf_counter(), final)
+    except BaseException as exc:
+        target.abandon()  # the claim and the parent folders this run made
+        if isinstance(exc, OSError):
+            raise FlameFitError(f"{target.path}: cannot write the bundle ({exc.strerror or exc})") from None
+        raise
+    finally:
+        target.claim.release()
 
 
-def _write(result, out: Path, progress, extra_timings, start) -> Path:
-    created = _make_parents(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+def _write(result, target: OutputTarget, progress, extra_timings, start, final: bool) -> Path:
+    out = target.path
+    tmp, old = temp_sibling(out, "tmp"), temp_sibling(out, "old")
     committed = False
     try:
+        remove_stale_siblings(out)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -110,20 +179,23 @@ def _write(result, out: Path, progress, extra_timings, start) -> Path:
         (tmp / RESULT_FILE).write_text(json.dumps(result_json(result, out), indent=2, allow_nan=False),
                                        encoding="utf-8")
         step(6)
-        with _signals_blocked():
-            if out.exists():
-                out.rename(old)
-            tmp.rename(out)
-            committed = True
-            shutil.rmtree(old, ignore_errors=True)
+        with target.claim:  # every writer of `out` commits under its claim
+            with _signals_blocked():
+                if out.exists() or out.is_symlink():
+                    if not target.overwrite:
+                        raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
+                    _replaceable(out)  # checked again: it may have changed while fitting
+                    out.rename(old)
+                tmp.rename(out)
+                committed = True
+                shutil.rmtree(old, ignore_errors=True)
+                if final:
+                    for number in _SIGNALS:  # pending ones are dropped when unblocked
+                        signal.signal(number, signal.SIG_IGN)
     except BaseException:
         with _signals_blocked():
             shutil.rmtree(out if committed else tmp, ignore_errors=True)
-            for parent in reversed(created):
-                try:
-                    parent.rmdir()
-                except OSError:
-                    pass
+            target.abandon()
         raise
     return out
 
@@ -153,72 +225,28 @@ def _albedo_u8(texture: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- arrays
 
 
-def shape_keys(result) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Names, (K, V, 3) offsets for +1 unit of each fitted coefficient at the fitted pose,
-    and (K, 2) slider ranges. The forward is affine in the coefficients at a fixed pose,
-    so LBS(rest + basis_k) - LBS(rest) is exact."""
-    rig, state, model = result.rig, result.state, result.model
-    names, bases, ranges = [], [], []
-    S, E = state.identity.shape[1], state.expression.shape[1]
-    identity_names = model.identity_names or [f"identity_{k:03d}" for k in range(model.num_identity)]
-    expression_names = model.expression_names or [f"expression_{k:03d}" for k in range(model.num_expression)]
-    nonneg = bool(model.expression_names)
-    for k in range(S):
-        names.append(identity_names[k]); bases.append(("identity", k))
-        value = float(state.identity[0, k])
-        ranges.append([min(-3.0, math.floor(value)), max(3.0, math.ceil(value))])
-    for k in range(E):
-        names.append(expression_names[k]); bases.append(("expression", k))
-        value = float(state.expression[0, k])
-        ranges.append([0.0, max(1.0, math.ceil(value))] if nonneg else [min(-3.0, math.floor(value)), max(3.0, math.ceil(value))])
-    layer = rig.layer
-    V = model.num_vertices
-    deltas = np.zeros((len(names), V, 3), np.float32)
+def shape_keys(result):
+    """The fitted head as a neutral Basis + shape keys with their fitted values (schema 2;
+    the maths: HeadLayer.shape_keys)."""
+    state = result.state
     with torch.no_grad():
-        rest = layer.shaped(state.identity, state.expression)  # (1, V, 3)
-        posed0, _ = blend_skinning(rest, state.pose, layer.joint_regressor, layer.parents, layer.skin_weights, layer.posedirs)
-        chunk = 32
-        for start in range(0, len(names), chunk):
-            part = bases[start:start + chunk]
-            offsets = torch.stack([(layer.identity_basis if kind == "identity" else layer.expression_basis)[..., k]
-                                   for kind, k in part])
-            pose = state.pose.expand(len(part), -1, -1)
-            posed, _ = blend_skinning(rest + offsets, pose, layer.joint_regressor, layer.parents, layer.skin_weights,
-                                      layer.posedirs)
-            deltas[start:start + len(part)] = (posed - posed0).cpu().numpy()
-    return names, deltas, np.asarray(ranges, np.float32).reshape(-1, 2)
-
-
-def basis_and_values(result) -> tuple[np.ndarray, np.ndarray]:
-    """Schema 2's `basis_vertices` (the fitted identity, expression 0, at the fitted pose)
-    and `shape_key_values` (identity keys 0, expression keys their coefficient), so that
-    basis + sum(values[k] * deltas[k]) == vertices (exact: the forward is affine in the
-    coefficients at a fixed pose). Interim, until HeadLayer.shape_keys lands (jaw key)."""
-    rig, state = result.rig, result.state
-    layer = rig.layer
-    with torch.no_grad():
-        rest = layer.shaped(state.identity, torch.zeros_like(state.expression))
-        basis, _ = blend_skinning(rest, state.pose, layer.joint_regressor, layer.parents, layer.skin_weights,
-                                  layer.posedirs)
-    values = np.concatenate([np.zeros(state.identity.shape[1]), state.expression[0].detach().cpu().numpy()])
-    return basis[0].cpu().numpy().astype(np.float32), values.astype(np.float32)
+        return result.rig.layer.shape_keys(state.identity, state.expression, state.pose, state.translation)
 
 
 def write_mesh(result, path: Path) -> None:
     model = result.model
-    names, deltas, ranges = shape_keys(result)
-    basis, values = basis_and_values(result)
+    keys = shape_keys(result)
     np.savez(
         path,
-        basis_vertices=basis,
-        shape_key_values=values,
         vertices=result.vertices.astype(np.float32),
         faces=model.faces.astype(np.int32),
         uv_coords=model.uv_coords.astype(np.float32),
         uv_faces=model.uv_faces.astype(np.int32),
-        shape_key_names=np.array(names, dtype=str),
-        shape_key_deltas=deltas,
-        shape_key_ranges=ranges,
+        basis_vertices=keys.basis.astype(np.float32),
+        shape_key_names=np.array(keys.names, dtype=str),
+        shape_key_deltas=keys.deltas.astype(np.float32),
+        shape_key_values=keys.values.astype(np.float32),
+        shape_key_ranges=keys.ranges.astype(np.float32).reshape(-1, 2),
         landmark_face_idx=result.landmark_face_idx.astype(np.int32),
         landmark_bary=result.landmark_bary.astype(np.float32),
     )

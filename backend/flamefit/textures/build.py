@@ -1,27 +1,17 @@
-"""`flamefit texture-space build PHOTOS_DIR -o SPACE.npz`: an albedo space from photos.
+"""The texture-space recipe: stored per-photo samples (work.py) -> an albedo space.
 
-1. Every photo is fitted (the same fitter as `flamefit fit`), its de-lit albedo is
-   unwrapped into UV with a per-texel confidence (unwrap.py), and the result is stored
-   at once as one npz per photo in the work folder `SPACE.work/` beside the output
-   (`unwrapped/<id>.npz`; failures in `failed/<id>.json`). Files are written to a
-   temporary name and renamed, so an interrupted build loses at most the photos being
-   fitted; `--resume` skips every photo already stored (delete `failed/` to retry those).
-2. When all photos are done: poorly seen texels are filled from their mirror texels,
-   and a weighted EM-PCA (pca.py) gives the mean and K components at the work
-   resolution, with each photo's exposure/white-balance gain fitted alongside
-   (normalise.py).
-3. Texels no photo saw are filled smoothly from the seen ones, the space is resampled
-   to the stored size and written in FLAME_texture.npz's layout (spaces.py) with
-   metadata, and a contact sheet `SPACE.png` shows it.
+Poorly seen texels are filled from their mirror texels, a weighted EM-PCA (pca.py)
+gives the mean and K components at the work resolution with each photo's
+exposure/white-balance gain fitted alongside (normalise.py), texels no photo saw are
+filled smoothly from the seen ones, and the space is resampled to the stored size
+(spaces.py writes it in FLAME_texture.npz's layout). The pipeline that fits the photos
+and runs this is `flamefit.app.texture_space_build`.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +19,8 @@ import numpy as np
 
 from ..errors import FlameFitError
 from . import pca
-from .spaces import TextureSpaceData, save_texture_space
-from .uv_masks import uv_face_core, uv_skin_prior
-from .work import WORK_VERSION, WorkFolder, list_photos, photo_id, run_photos, work_dir_for
+from .spaces import TextureSpaceData
+from .work import WORK_VERSION, WorkFolder, work_dir_for  # noqa: F401 - work_dir_for: where a build keeps its work
 
 MIN_SEEN_FRACTION = 0.2  # photos seeing fewer confident texels than this x the median photo are dropped
 MIN_SEEN_TEXELS = 20
@@ -48,95 +37,11 @@ class BuildOptions:
     symmetric_fill: float = 0.5  # weight of mirrored texels (0: off)
     licence: str = "not stated (pass --licence)"
     pca_iterations: int = 100
-    fitter: str = "flamefit.textures.fit_adapter:fit_photo_view"  # module:function, see fit_adapter
+    fitter: str = "flamefit.app.texture_space_build:fit_photo_view"  # module:function returning a PhotoView
     fit_options: dict = field(default_factory=dict)  # FitOptions fields for the fitter
-    detector: str = "dlib"
+    detector: str | None = None  # None: landmarks.default_detector()
     texture_space: str | None = None  # a space for the fits' photometric stage (e.g. an earlier build)
     threads_per_worker: int | None = None  # default: cores // workers
-
-
-@dataclass
-class BuildReport:
-    output: Path
-    contact_sheet: Path
-    work_dir: Path
-    photos: int
-    used: int
-    failed: dict
-    dropped: list
-    fitted_now: int
-    fit_seconds: float
-    pca_seconds: float
-    explained_ratio: np.ndarray
-
-
-def build_texture_space(photos_dir, output, options: BuildOptions, model, log=print) -> BuildReport:
-    """Fit every photo in photos_dir with `model` (a HeadModel; resumable), then the PCA;
-    write the space and its contact sheet."""
-    from ..fitting.uvs import ensure_uvs
-
-    photos_dir, output = Path(photos_dir), Path(output)
-    if output.suffix.lower() != ".npz":
-        raise FlameFitError(f"{output}: the texture space is written as .npz; give -o SPACE.npz")
-    ensure_uvs(model)  # as the fitter does: a model without UVs gets its generated layout
-    photos = list_photos(photos_dir, exclude=[output.with_suffix(".png")])
-    ids = [photo_id(photos_dir, p) for p in photos]
-    work = WorkFolder(work_dir_for(output), _work_settings(model, options), options.resume)
-    done = work.done()
-    jobs = [(str(p), pid) for p, pid in zip(photos, ids) if pid not in done]
-    log(f"texture-space build: {len(photos)} photos, {len(photos) - len(jobs)} already in {work.root}, "
-        f"{len(jobs)} to fit with {options.workers} worker(s)")
-
-    cores = os.cpu_count() or 1
-    threads = options.threads_per_worker or max(1, cores // max(1, options.workers))
-    state = {"model": model, "work": work, "fitter": options.fitter, "fit_options": dict(options.fit_options),
-             "detector": options.detector, "texture_space": options.texture_space,
-             "uv_resolution": options.uv_resolution, "threads": threads if options.workers > 1 else None,
-             "skin_prior": uv_skin_prior(model, options.uv_resolution),
-             "face_core": uv_face_core(model, options.uv_resolution)}
-
-    def report(k, total, pid, photo, seconds, error):
-        status = f"failed: {error}" if error else "ok"
-        log(f"  [{k}/{total}] {Path(photo).name}: {status} ({seconds:.1f} s)")
-
-    fit_seconds = run_photos(jobs, state, options.workers, report)
-    if jobs:
-        log(f"fitted {len(jobs)} photos in {fit_seconds:.1f} s ({60 * len(jobs) / max(fit_seconds, 1e-9):.1f} photos/min)")
-
-    start = time.perf_counter()
-    space, result, used, dropped = space_from_work(work, model, options, set(ids))
-    pca_seconds = time.perf_counter() - start
-    failures = work.failures()
-    meta = {
-        "num_photos": len(used),
-        "photos_failed": len(failures),
-        "photos_dropped": len(dropped),
-        "head_model": {"name": model.name, "version": model.version, "licence": model.licence,
-                       "faces": int(len(model.faces)), "uv_coords": int(len(model.uv_coords))},
-        "input_licence": options.licence,
-        "components": space.num_components,
-        "uv_resolution_pca": options.uv_resolution,
-        "size": options.size,
-        "normalisation": options.normalise,
-        "normalisation_note": "per-photo gains (exposure/white balance) divided out: overall skin-tone changes "
-                              "proportional to the mean are not in the space" if options.normalise != "none" else "",
-        "symmetric_fill": options.symmetric_fill,
-        "pca": {"method": "weighted EM-PCA (Srebro & Jaakkola 2003)", "iterations": result.iterations},
-        "explained_variance_ratio": [round(float(r), 6) for r in result.explained_ratio],
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "flamefit_version": _version(),
-    }
-    save_texture_space(output, space, meta, explained_variance_ratio=result.explained_ratio)
-    from .contact_sheet import write_contact_sheet
-
-    coverage = result.coverage.reshape(options.uv_resolution, options.uv_resolution)
-    sheet = write_contact_sheet(output.with_suffix(".png"), space, result.explained_ratio, coverage,
-                                title=f"{output.name}: {len(used)} photos, {model.name}, K = {space.num_components}")
-    log(f"wrote {output} (K = {space.num_components}, {100 * float(result.explained_ratio.sum()):.1f}% of the "
-        f"variance) and {sheet}; PCA {pca_seconds:.1f} s")
-    return BuildReport(output=output, contact_sheet=sheet, work_dir=work.root, photos=len(photos), used=len(used),
-                       failed=failures, dropped=dropped, fitted_now=len(jobs), fit_seconds=fit_seconds,
-                       pca_seconds=pca_seconds, explained_ratio=result.explained_ratio)
 
 
 def space_from_work(work: WorkFolder, model, options: BuildOptions, wanted: set[str] | None = None):
@@ -201,7 +106,7 @@ def _fill_unseen(maps: np.ndarray, unseen: np.ndarray) -> np.ndarray:
     return values[:, 0].reshape(maps.shape).numpy()
 
 
-def _work_settings(model, options: BuildOptions) -> dict:
+def work_settings(model, options: BuildOptions) -> dict:
     """What must not change between a build and its resume (the per-photo results depend on it)."""
     uv_hash = hashlib.sha1(np.ascontiguousarray(model.uv_coords, np.float32).tobytes()
                            + np.ascontiguousarray(model.uv_faces, np.int64).tobytes()).hexdigest()[:16]
@@ -209,39 +114,3 @@ def _work_settings(model, options: BuildOptions) -> dict:
             "uv_layout": uv_hash, "uv_resolution": options.uv_resolution, "fitter": options.fitter,
             "fit_options": json.loads(json.dumps(options.fit_options, default=str)), "detector": options.detector,
             "texture_space": str(options.texture_space) if options.texture_space else None}
-
-
-def _version() -> str:
-    try:
-        from .. import __version__
-
-        return __version__
-    except ImportError:
-        return "unknown"
-
-
-def build_from_cli(args, settings) -> BuildReport:
-    """`flamefit texture-space build` with parsed arguments and resolved settings."""
-    import sys
-
-    from ..models import load_head_model
-
-    if args.workers < 1:
-        raise FlameFitError(f"--workers {args.workers}: need at least 1")
-    if not 2 <= args.components <= 1000:
-        raise FlameFitError(f"--components {args.components}: choose between 2 and 1000")
-    for flag, value in (("--uv-resolution", args.uv_resolution), ("--size", args.size)):
-        if not 16 <= value <= 4096:
-            raise FlameFitError(f"{flag} {value}: choose between 16 and 4096")
-    list_photos(Path(args.photos).expanduser())  # a bad folder fails before the model loads
-    if args.workers == 1:
-        from ..cli import configure_threads
-
-        configure_threads()
-    model = load_head_model(settings)
-    options = BuildOptions(components=args.components, workers=args.workers, resume=args.resume,
-                           uv_resolution=args.uv_resolution, size=args.size, normalise=args.normalise,
-                           symmetric_fill=args.symmetric_fill, licence=args.licence, detector=args.detector,
-                           texture_space=str(settings.texture_space) if settings.texture_space else None)
-    return build_texture_space(Path(args.photos).expanduser(), Path(args.output).expanduser().absolute(), options,
-                               model, log=lambda *a: print(*a, file=sys.stderr, flush=True))

@@ -1,15 +1,12 @@
-"""The build's per-photo stage: the work folder beside the output (one npz per photo,
-written under a temporary name and renamed, so an interruption never leaves a partial
-result), and the worker processes that fit and unwrap the photos."""
+"""The texture-space build's work folder beside the output: one npz per photo, written
+under a temporary name and renamed, so an interruption never leaves a partial result
+(the worker processes that fill it: flamefit.app.texture_space_build)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
-import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +17,6 @@ WORK_VERSION = 1  # layout of the per-photo results; a resume needs the same
 
 def work_dir_for(output: Path) -> Path:
     return output.with_name(output.stem + ".work")
-
-
-def list_photos(photos_dir: Path, exclude=()) -> list[Path]:
-    """The photos `flamefit batch` would fit in photos_dir (sorted), minus `exclude`."""
-    from ..bundle.batch import list_photos as batch_photos
-
-    exclude = {Path(p).resolve() for p in exclude}
-    photos = [p for p in batch_photos(Path(photos_dir)) if p.resolve() not in exclude]
-    if not photos:
-        raise FlameFitError(f"{photos_dir}: no photos in this folder")
-    return photos
 
 
 def photo_id(photos_dir: Path, photo: Path) -> str:
@@ -51,12 +37,16 @@ class WorkFolder:
         self.unwrapped = self.root / "unwrapped"
         self.failed = self.root / "failed"
         settings_file = self.root / "settings.json"
+        if self.root.exists() and not self.root.is_dir():
+            raise FlameFitError(f"{self.root}: exists and is not a folder (the build keeps its work there)")
         if self.root.exists() and any(self.root.iterdir()):
             if not resume:
                 raise FlameFitError(f"{self.root}: a build was started here before; pass --resume to continue it, "
                                     "or remove the folder to start over")
             if settings_file.exists():
-                old = json.loads(settings_file.read_text())
+                old = _read_json(settings_file)
+                if not isinstance(old, dict):
+                    _damaged(settings_file, "not a JSON object")
                 changed = {k for k in settings if old.get(k) != settings[k]}
                 if changed:
                     raise FlameFitError(f"{self.root}: cannot resume, the build settings changed "
@@ -83,119 +73,52 @@ class WorkFolder:
         _atomic_write_text(self.failed / f"{pid}.json", json.dumps({"photo": str(photo), "error": message}))
 
     def failures(self) -> dict:
-        return {json.loads(p.read_text())["photo"]: json.loads(p.read_text())["error"] for p in sorted(self.failed.glob("*.json"))}
+        failures = {}
+        for path in sorted(self.failed.glob("*.json")):
+            entry = _read_json(path)
+            if not isinstance(entry, dict) or not {"photo", "error"} <= entry.keys():
+                _damaged(path, "not a failure record")
+            failures[entry["photo"]] = entry["error"]
+        return failures
 
     def load_all(self):
         """(ids, X (N, P, 3) float32, W (N, P) float32, infos) of every stored photo."""
         files = sorted(self.unwrapped.glob("*.npz"))
         ids, xs, ws, infos = [], [], [], []
         for f in files:
-            with np.load(f, allow_pickle=False) as data:
-                albedo = data["albedo"].astype(np.float32)
-                xs.append(albedo.reshape(3, -1).T)
-                ws.append(data["confidence"].astype(np.float32).reshape(-1) / 255.0)
-                infos.append(json.loads(str(data["info"])))
+            try:
+                with np.load(f, allow_pickle=False) as data:
+                    albedo = data["albedo"].astype(np.float32)
+                    confidence = data["confidence"].astype(np.float32).reshape(-1) / 255.0
+                    info = json.loads(str(data["info"]))
+            except Exception as exc:  # noqa: BLE001 - zip, npy or JSON damage: all one refusal
+                _damaged(f, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            if albedo.ndim != 3 or albedo.shape[0] != 3 or confidence.size != albedo[0].size or \
+                    (xs and albedo.shape != shape):
+                _damaged(f, f"albedo {albedo.shape} / confidence {confidence.shape} do not match the others")
+            shape = albedo.shape
+            xs.append(albedo.reshape(3, -1).T)
+            ws.append(confidence)
+            infos.append(info)
             ids.append(f.name[:-4])
         if not files:
             return ids, np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), np.float32), infos
         return ids, np.stack(xs), np.stack(ws), infos
 
 
+def _damaged(path: Path, problem: str):
+    raise FlameFitError(f"{path}: damaged build result ({problem}); delete this file and run again with --resume "
+                        "(that photo is fitted again)")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        _damaged(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-# ----------------------------------------------------------------------------- worker processes
-
-_WORKER: dict = {}
-
-
-def _init_worker(state: dict) -> None:
-    """Load the head model, UV texel map and fitter once per worker process."""
-    import torch
-
-    threads = state.get("threads")
-    if threads:
-        torch.set_num_threads(threads)
-    from ..fitting.uvs import texel_map
-
-    model = state["model"]
-    module, name = state["fitter"].split(":")
-    _WORKER.clear()
-    _WORKER.update(state)
-    _WORKER["texels"] = texel_map(model, state["uv_resolution"], "cpu")
-    _WORKER["fit"] = getattr(importlib.import_module(module), name)
-    space = None
-    if state.get("texture_space"):
-        from .spaces import load_texture_space
-
-        space = load_texture_space(state["texture_space"], model)
-    _WORKER["context"] = {"fit_options": state["fit_options"], "detector": state["detector"], "texture_space": space}
-
-
-def _process(photo: str, pid: str) -> tuple[str, str, float, str | None]:
-    """Fit + unwrap one photo and store the result. Returns (pid, photo, seconds, error)."""
-    from .unwrap import unwrap_albedo
-
-    start = time.perf_counter()
-    work = _WORKER["work"]
-    try:
-        view = _WORKER["fit"](Path(photo), _WORKER["model"], _WORKER["context"])
-        result = unwrap_albedo(view.image_linear, view.vertices, _WORKER["model"].faces, _WORKER["texels"], view.camera,
-                               view.sh, skin_prior=_WORKER["skin_prior"], face_core=_WORKER["face_core"],
-                               image_srgb_max=view.image_srgb_max)
-    except FlameFitError as exc:
-        work.save_failure(pid, Path(photo), str(exc))
-        return pid, photo, time.perf_counter() - start, str(exc)
-    except Exception as exc:  # noqa: BLE001 - one photo's bug must not stop a long build
-        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        work.save_failure(pid, Path(photo), message)
-        return pid, photo, time.perf_counter() - start, message
-    seconds = time.perf_counter() - start
-    info = {"photo": photo, "seconds": round(seconds, 3), **(view.info or {})}
-    work.save(pid, result.albedo, result.confidence, info)
-    return pid, photo, seconds, None
-
-
-def run_photos(jobs: list[tuple[str, str]], state: dict, workers: int, report) -> float:
-    """Process (photo, id) jobs, `workers` processes (1: in this process). Seconds spent."""
-    start = time.perf_counter()
-    if not jobs:
-        return 0.0
-    if workers <= 1:
-        _init_worker(state)
-        for k, (photo, pid) in enumerate(jobs):
-            report(k + 1, len(jobs), *_process(photo, pid))
-        return time.perf_counter() - start
-    import multiprocessing
-
-    from concurrent.futures.process import BrokenProcessPool
-
-    ctx = multiprocessing.get_context("spawn")  # no fork after torch threads started
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(state,))
-    try:
-        pending = {pool.submit(_process, photo, pid) for photo, pid in jobs}
-        done_count = 0
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                done_count += 1
-                report(done_count, len(jobs), *future.result())
-    except BrokenProcessPool:
-        _stop(pool)
-        raise FlameFitError("a worker process died (see the messages above); the photos done so far are kept: "
-                            "fix the cause and run again with --resume") from None
-    except BaseException:
-        _stop(pool)
-        raise
-    pool.shutdown(wait=True)
-    return time.perf_counter() - start
-
-
-def _stop(pool) -> None:
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        proc.terminate()  # our own workers only; their partial files have temporary names

@@ -1,0 +1,249 @@
+"""`flamefit batch PHOTOS_DIR -o OUT_DIR`: one bundle per photo, and a summary.
+
+- bundles are OUT_DIR/<name>, unique per photo (photos.bundle_names; summary.csv
+  records which photo went where); a failing photo is recorded and the others go on;
+  landmarks come from a sidecar file beside the photo (PHOTO_STEM.pts/.json/.npy);
+- an existing OUT_DIR/<name> is only ever replaced when it is a FlameFit bundle of the
+  same photo: with --overwrite, or with --resume when it is incomplete (a complete one
+  is skipped); anything else there is left alone and the photo reported as failed;
+- `--workers N` fits N at a time in separate processes (app.pool: each loads the
+  model once; a worker that dies is replaced and its photo retried alone);
+- OUT_DIR/summary.csv (written atomically, also when interrupted) lists every photo
+  handled and every bundle on disk; the command fails (exit 2) when any photo failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bundle import read_result, validate_bundle, write_bundle
+from ..bundle.reader import is_bundle
+from ..bundle.writer import check_path_text
+from ..errors import FlameFitError, Interrupted
+from . import pool
+from .photos import bundle_names, list_photos, sidecar_landmarks
+from .session import configure_threads, load_fit_inputs, resolve_device, settings_from
+
+COLUMNS = ("photo", "bundle", "status", "landmark_error_px", "landmark_error_eye_fraction", "psnr_db", "seconds", "message")
+SUMMARY = "summary.csv"
+
+
+@dataclass
+class BatchRequest:
+    photos_dir: Path
+    output: Path
+    fit_options: object  # fitting.FitOptions
+    detector: str | None = None  # None: landmarks.default_detector()
+    device: str = "auto"
+    overwrite: bool = False
+    resume: bool = False
+    workers: int = 1
+    settings: dict = field(default_factory=dict)  # flag values for session.settings_from
+    progress: object = None  # a JsonProgress for --json-progress, else None (lines on stderr)
+
+
+def _row(photo, bundle, status, metrics=None, seconds=None, message=""):
+    metrics = metrics or {}
+    return {"photo": str(photo), "bundle": str(bundle), "status": status,
+            "landmark_error_px": metrics.get("landmark_error_px", ""),
+            "landmark_error_eye_fraction": metrics.get("landmark_error_eye_fraction", ""),
+            "psnr_db": metrics.get("psnr_db", ""), "seconds": "" if seconds is None else round(seconds, 2),
+            "message": message}
+
+
+def fit_one(photo: Path, bundle: Path, model, space, options, detector: str, device: str, overwrite: bool) -> dict:
+    """Fit one photo and write its bundle; a summary row (an error is one photo's failure)."""
+    from ..fitting import fit_photo
+
+    start = time.perf_counter()
+    try:
+        result = fit_photo(photo, model, options, landmarks=sidecar_landmarks(photo), detector=detector,
+                           texture_space=space, device=device)
+        write_bundle(result, bundle, overwrite=overwrite)
+        return _row(photo, bundle, "ok", result.metrics, time.perf_counter() - start)
+    except FlameFitError as exc:
+        return _row(photo, bundle, "failed", seconds=time.perf_counter() - start, message=str(exc))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one photo's bug must not stop the batch
+        return _row(photo, bundle, "failed", seconds=time.perf_counter() - start,
+                    message=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+_WORKER: dict = {}
+
+
+def worker_init(state: dict) -> None:
+    """A pool worker: signals, one thread, and the model loaded once."""
+    pool.worker_signals()
+    configure_threads(1)
+    model, space = load_fit_inputs(settings_from(state["settings"]))[:2]
+    _WORKER.update(state, model=model, space=space)
+
+
+def worker_fit(photo: str, bundle: str, overwrite: bool) -> dict:
+    with pool.job():
+        w = _WORKER
+        return fit_one(Path(photo), Path(bundle), w["model"], w["space"], w["options"], w["detector"], w["device"],
+                       overwrite)
+
+
+def _printable(text) -> str:
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _plan(photos, names, out_dir: Path, request: BatchRequest, rows: dict) -> list[tuple[Path, Path, bool]]:
+    """(photo, bundle, overwrite) to fit; rows for photos skipped or refused up front."""
+    todo = []
+    for photo in photos:
+        bundle = out_dir / names[photo]
+        try:
+            check_path_text(photo, "photo file")
+        except FlameFitError as exc:
+            rows[photo] = _row(photo, bundle, "failed", message=str(exc))
+            continue
+        if not (bundle.exists() or bundle.is_symlink()):
+            todo.append((photo, bundle, False))
+            continue
+        if not is_bundle(bundle):
+            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} exists and is not a FlameFit bundle; "
+                               "not replaced (move it away or choose another output folder)")
+            continue
+        owner = Path(str((read_result(bundle).get("photo") or {}).get("path", ""))).name
+        if owner != photo.name:
+            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} holds the bundle of another photo "
+                               f"({owner}); not replaced")
+            continue
+        if request.resume and not validate_bundle(bundle, deep=False):
+            rows[photo] = _row(photo, bundle, "skipped", read_result(bundle).get("metrics"), message="already done")
+        elif request.resume or request.overwrite:
+            todo.append((photo, bundle, True))  # an incomplete bundle of ours (resume), or asked to (overwrite)
+        else:
+            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle}: output folder already exists "
+                               "(use --resume to skip done photos or --overwrite to replace them)")
+    return todo
+
+
+def _output_folder(output) -> Path:
+    out_dir = Path(output).expanduser().absolute()
+    check_path_text(out_dir, "output folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FlameFitError(f"{out_dir}: exists and is not a folder")
+    ancestor = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise FlameFitError(f"{ancestor}: is a file, so {out_dir} cannot be created")
+    import os
+
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FlameFitError(f"{ancestor}: folder is not writable")
+    summary = out_dir / SUMMARY
+    if summary.exists() and not summary.is_file():
+        raise FlameFitError(f"{summary}: exists and is not a file")
+    return out_dir
+
+
+def _write_summary(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buffer.getvalue(), encoding="utf-8", errors="backslashreplace")
+    tmp.replace(path)
+
+
+def run_batch(request: BatchRequest) -> dict:
+    """Fit every photo of request.photos_dir; the counts. FlameFitError when any failed,
+    Interrupted (with what was written) when stopped."""
+    folder = Path(request.photos_dir).expanduser()
+    if request.workers < 1:
+        raise FlameFitError(f"--workers {request.workers}: need at least 1")
+    out_dir = _output_folder(request.output)
+    photos = list_photos(folder)
+    names = bundle_names(photos)
+    device = str(resolve_device(request.device))
+    settings_from(request.settings)  # bad settings fail before anything is written
+    json_out = request.progress
+    info = sys.stderr
+
+    rows: dict[Path, dict] = {}
+    todo = _plan(photos, names, out_dir, request, rows)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FlameFitError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+    by_bundle = {str(bundle): photo for photo, bundle, _ in todo}
+    done = [0]
+
+    def report(row):
+        done[0] += 1
+        rows[by_bundle[row["bundle"]]] = row
+        if json_out:
+            json_out({"event": "photo", "photo": row["photo"], "bundle": row["bundle"], "status": row["status"],
+                      "index": done[0], "count": len(todo), "message": row["message"]})
+        else:
+            print(_printable(f"[{done[0]}/{len(todo)}] {Path(row['photo']).name}: {row['status']}"
+                             + (f" ({row['message']})" if row["message"] else f" in {row['seconds']} s")),
+                  file=info, flush=True)
+
+    interrupted = False
+    try:
+        if todo and request.workers == 1:
+            configure_threads()
+            model, space, _ = load_fit_inputs(settings_from(request.settings))
+            for photo, bundle, overwrite in todo:
+                report(fit_one(photo, bundle, model, space, request.fit_options, request.detector, device, overwrite))
+        elif todo:
+            state = {"settings": request.settings, "options": request.fit_options, "detector": request.detector,
+                     "device": device}
+            pool.run_jobs([(str(p), str(b), o) for p, b, o in todo], worker_fit, request.workers, worker_init,
+                          (state,), on_result=lambda job, row: report(row),
+                          on_crash=lambda job, message: report(_row(job[0], job[1], "failed", message=message)))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        # What is on disk decides: a bundle finished while stopping is listed as written.
+        for photo, bundle, _ in todo:
+            if photo not in rows and is_bundle(bundle) and not validate_bundle(bundle, deep=False):
+                rows[photo] = _row(photo, bundle, "ok", read_result(bundle).get("metrics"),
+                                   message="finished while stopping")
+        ordered = [rows[p] for p in photos if p in rows]
+        summary = out_dir / SUMMARY
+        _write_summary(summary, ordered)
+    counts = {status: sum(r["status"] == status for r in ordered) for status in ("ok", "failed", "skipped")}
+    if interrupted:
+        left = len(photos) - len(ordered)
+        written = counts["ok"]
+        raise Interrupted(f"interrupted; {written} bundle(s) written this run, {left} photo(s) not fitted, "
+                          f"listed in {summary}: run again with --resume to continue" if written else
+                          f"interrupted; no bundle was written this run ({left} photo(s) not fitted; {summary})")
+    _print_table(ordered, info if json_out else sys.stdout)
+    if json_out:
+        json_out({"event": "done", "summary": str(summary), **counts})
+    if counts["failed"]:
+        raise FlameFitError(f"{counts['failed']} of {len(ordered)} photos failed; see {summary}")
+    return counts
+
+
+def _print_table(rows: list[dict], stream) -> None:
+    headers = ("photo", "status", "lmk px", "lmk eye%", "PSNR dB", "s", "message")
+    table = [(_printable(Path(r["photo"]).name), r["status"], _fmt(r["landmark_error_px"]),
+              _fmt(r["landmark_error_eye_fraction"], 100), _fmt(r["psnr_db"]), _fmt(r["seconds"]),
+              _printable(r["message"] or "")[:70]) for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    print(line, file=stream)
+    print("-" * len(line), file=stream)
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths)), file=stream)
+
+
+def _fmt(value, scale=1.0) -> str:
+    if value in ("", None):
+        return "-"
+    return f"{float(value) * scale:.2f}"

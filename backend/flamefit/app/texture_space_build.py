@@ -1,0 +1,307 @@
+"""`flamefit texture-space build PHOTOS_DIR -o SPACE.npz`: an albedo space from photos.
+
+1. Every photo is fitted (the same fitter as `flamefit fit`, `fit_photo_view`), its
+   de-lit albedo is unwrapped into UV with a per-texel confidence (textures/unwrap.py),
+   and stored at once in the work folder `SPACE.work/` beside the output
+   (textures/work.py: one npz per photo, atomically; failures in `failed/`), by the
+   worker pool shared with `batch` (app/pool.py). `--resume` skips every photo stored.
+2. When all photos are done, textures/build.py turns the stored samples into the space
+   (mirror fill, weighted EM-PCA with per-photo gains, smooth fill, resampling), which is
+   written in FLAME_texture.npz's layout with metadata and a contact sheet `SPACE.png`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import FlameFitError
+from ..textures.build import BuildOptions, space_from_work, work_settings
+from ..textures.spaces import save_texture_space
+from ..textures.uv_masks import uv_face_core, uv_skin_prior
+from ..textures.work import WorkFolder, photo_id, work_dir_for
+from . import pool
+from .photos import list_photos, sidecar_landmarks
+from .session import configure_threads, load_model
+
+MAX_FACE_PIXELS = 768  # the photo is shrunk so that the fitting crop is at most this wide
+FITTER = "flamefit.app.texture_space_build:fit_photo_view"
+
+
+@dataclass
+class BuildReport:
+    output: Path
+    contact_sheet: Path
+    work_dir: Path
+    photos: int
+    used: int
+    failed: dict
+    dropped: list
+    fitted_now: int
+    fit_seconds: float
+    pca_seconds: float
+    explained_ratio: np.ndarray
+
+
+# ----------------------------------------------------------------------------- the fitter
+
+
+@dataclass
+class PhotoView:
+    """The fitted head as the camera saw it: what the unwrap needs from a fit."""
+
+    image_linear: np.ndarray  # (H, W, 3) float32 linear RGB in [0, 1]
+    vertices: np.ndarray  # (V, 3) fitted mesh, world space
+    camera: object  # render.PinholeCamera, in the pixels of image_linear
+    sh: np.ndarray  # (9, 3) fitted SH light (renderer convention)
+    image_srgb_max: np.ndarray | None = None  # (H, W) max sRGB channel in [0, 1]: clipping
+    info: dict = field(default_factory=dict)  # metrics etc., stored with the result
+
+
+def photo_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(linear RGB float32, max sRGB channel) of a photo file."""
+    from ..image import load_photo
+
+    return _arrays(load_photo(path).rgb)
+
+
+def _arrays(rgb8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from ..image import srgb_to_linear
+
+    rgb = rgb8.astype(np.float32) / 255.0
+    return srgb_to_linear(rgb).astype(np.float32), rgb.max(-1)
+
+
+def fit_photo_view(path: Path, model, context: dict) -> PhotoView:
+    """Fit one photo as `flamefit batch` does (same fit_photo, landmark sidecar files, the
+    configured texture space), without the texture stage (the build unwraps the albedo
+    itself) and without a bundle. context: "fit_options" (FitOptions fields), "detector",
+    "texture_space" (a loaded space or None). Tests plug in others (BuildOptions.fitter)."""
+    import cv2
+    import torch
+
+    from ..fitting import FitOptions, fit_photo
+    from ..render import PinholeCamera
+
+    fields = {"stages": ("landmarks", "photometric"), **context.get("fit_options", {})}
+    result = fit_photo(path, model, FitOptions(**fields), landmarks=sidecar_landmarks(Path(path)),
+                       detector=context.get("detector"), texture_space=context.get("texture_space"),
+                       device="cpu")
+    rgb = result.photo.rgb
+    scale = min(1.0, MAX_FACE_PIXELS / max(1, result.frame.crop.side))
+    camera = result.frame.camera(None, "cpu")
+    if scale < 1.0:
+        size = (max(8, round(rgb.shape[1] * scale)), max(8, round(rgb.shape[0] * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        sx, sy = size[0] / result.photo.width, size[1] / result.photo.height
+        s = torch.tensor([[sx, sy]], dtype=camera.focal.dtype)
+        camera = PinholeCamera(camera.focal * s, camera.principal * s, camera.R, camera.t, znear=camera.znear)
+    linear, srgb_max = _arrays(rgb)
+    sh = result.state.sh[0].detach().cpu().numpy()
+    info = {"metrics": result.metrics, "fit_seconds": round(sum(v for k, v in result.timings.items() if k != "total"), 3),
+            "detection": {k: v for k, v in result.detection.items() if k in ("source", "detector", "num_faces")}}
+    return PhotoView(linear, result.vertices, camera, sh, srgb_max, info)
+
+
+# ----------------------------------------------------------------------------- per-photo jobs
+
+_WORKER: dict = {}
+
+
+def _init_worker(state: dict, in_pool: bool = True) -> None:
+    """Load the UV texel map, the fitter and the texture space once per worker process."""
+    if in_pool:
+        pool.worker_signals()
+    if state.get("threads"):
+        configure_threads(state["threads"])
+    from ..fitting.uvs import texel_map
+
+    model = state["model"]
+    module, name = state["fitter"].split(":")
+    _WORKER.clear()
+    _WORKER.update(state)
+    _WORKER["texels"] = texel_map(model, state["uv_resolution"], "cpu")
+    _WORKER["fit"] = getattr(importlib.import_module(module), name)
+    space = None
+    if state.get("texture_space"):
+        from ..textures.spaces import load_texture_space
+
+        space = load_texture_space(state["texture_space"], model)
+    _WORKER["context"] = {"fit_options": state["fit_options"], "detector": state["detector"], "texture_space": space}
+
+
+def _process(photo: str, pid: str) -> tuple[str, str, float, str | None]:
+    """Fit + unwrap one photo and store the result. Returns (pid, photo, seconds, error)."""
+    from ..textures.unwrap import unwrap_albedo
+
+    start = time.perf_counter()
+    work = _WORKER["work"]
+    try:
+        view = _WORKER["fit"](Path(photo), _WORKER["model"], _WORKER["context"])
+        result = unwrap_albedo(view.image_linear, view.vertices, _WORKER["model"].faces, _WORKER["texels"], view.camera,
+                               view.sh, skin_prior=_WORKER["skin_prior"], face_core=_WORKER["face_core"],
+                               image_srgb_max=view.image_srgb_max)
+    except FlameFitError as exc:
+        work.save_failure(pid, Path(photo), str(exc))
+        return pid, photo, time.perf_counter() - start, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one photo's bug must not stop a long build
+        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        work.save_failure(pid, Path(photo), message)
+        return pid, photo, time.perf_counter() - start, message
+    seconds = time.perf_counter() - start
+    info = {"photo": photo, "seconds": round(seconds, 3), **(view.info or {})}
+    work.save(pid, result.albedo, result.confidence, info)
+    return pid, photo, seconds, None
+
+
+def _pool_process(photo: str, pid: str):
+    with pool.job():
+        return _process(photo, pid)
+
+
+def run_photos(jobs: list[tuple[str, str]], state: dict, workers: int, report) -> float:
+    """Process (photo, id) jobs, `workers` processes (1: in this process). Seconds spent."""
+    start = time.perf_counter()
+    if not jobs:
+        return 0.0
+    count = [0]
+
+    def finished(result):
+        count[0] += 1
+        report(count[0], len(jobs), *result)
+
+    if workers <= 1:
+        _init_worker(state, in_pool=False)
+        for photo, pid in jobs:
+            finished(_process(photo, pid))
+        return time.perf_counter() - start
+
+    def crashed(job, message):
+        photo, pid = job
+        state["work"].save_failure(pid, Path(photo), message)
+        finished((pid, photo, 0.0, message))
+
+    pool.run_jobs(jobs, _pool_process, workers, _init_worker, (state,), on_result=lambda job, r: finished(r),
+                  on_crash=crashed)
+    return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+def build_texture_space(photos_dir, output, options: BuildOptions, model, log=print) -> BuildReport:
+    """Fit every photo in photos_dir with `model` (a HeadModel; resumable), then the PCA;
+    write the space and its contact sheet."""
+    from ..fitting import prepare_model
+
+    photos_dir, output = Path(photos_dir), Path(output)
+    if output.suffix.lower() != ".npz":
+        raise FlameFitError(f"{output}: the texture space is written as .npz; give -o SPACE.npz")
+    model = prepare_model(model)  # as for a fit; a prepared model is returned as it is
+    photos = list_photos(photos_dir, exclude=[output.with_suffix(".png")])
+    ids = [photo_id(photos_dir, p) for p in photos]
+    work = WorkFolder(work_dir_for(output), work_settings(model, options), options.resume)
+    done = work.done()
+    jobs = [(str(p), pid) for p, pid in zip(photos, ids) if pid not in done]
+    log(f"texture-space build: {len(photos)} photos, {len(photos) - len(jobs)} already in {work.root}, "
+        f"{len(jobs)} to fit with {options.workers} worker(s)")
+
+    cores = os.cpu_count() or 1
+    threads = options.threads_per_worker or max(1, cores // max(1, options.workers))
+    state = {"model": model, "work": work, "fitter": options.fitter, "fit_options": dict(options.fit_options),
+             "detector": options.detector, "texture_space": options.texture_space,
+             "uv_resolution": options.uv_resolution, "threads": threads if options.workers > 1 else None,
+             "skin_prior": uv_skin_prior(model, options.uv_resolution),
+             "face_core": uv_face_core(model, options.uv_resolution)}
+
+    def report(k, total, pid, photo, seconds, error):
+        status = f"failed: {error}" if error else "ok"
+        log(f"  [{k}/{total}] {Path(photo).name}: {status} ({seconds:.1f} s)")
+
+    fit_seconds = run_photos(jobs, state, options.workers, report)
+    if jobs:
+        log(f"fitted {len(jobs)} photos in {fit_seconds:.1f} s ({60 * len(jobs) / max(fit_seconds, 1e-9):.1f} photos/min)")
+
+    start = time.perf_counter()
+    space, result, used, dropped = space_from_work(work, model, options, set(ids))
+    pca_seconds = time.perf_counter() - start
+    failures = work.failures()
+    meta = {
+        "num_photos": len(used),
+        "photos_failed": len(failures),
+        "photos_dropped": len(dropped),
+        "head_model": {"name": model.name, "version": model.version, "licence": model.licence,
+                       "faces": int(len(model.faces)), "uv_coords": int(len(model.uv_coords))},
+        "input_licence": options.licence,
+        "components": space.num_components,
+        "uv_resolution_pca": options.uv_resolution,
+        "size": options.size,
+        "normalisation": options.normalise,
+        "normalisation_note": "per-photo gains (exposure/white balance) divided out: overall skin-tone changes "
+                              "proportional to the mean are not in the space" if options.normalise != "none" else "",
+        "symmetric_fill": options.symmetric_fill,
+        "pca": {"method": "weighted EM-PCA (Srebro & Jaakkola 2003)", "iterations": result.iterations},
+        "explained_variance_ratio": [round(float(r), 6) for r in result.explained_ratio],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "flamefit_version": __version__,
+    }
+    save_texture_space(output, space, meta, explained_variance_ratio=result.explained_ratio)
+    from ..textures.contact_sheet import write_contact_sheet
+
+    coverage = result.coverage.reshape(options.uv_resolution, options.uv_resolution)
+    sheet = write_contact_sheet(output.with_suffix(".png"), space, result.explained_ratio, coverage,
+                                title=f"{output.name}: {len(used)} photos, {model.name}, K = {space.num_components}")
+    log(f"wrote {output} (K = {space.num_components}, {100 * float(result.explained_ratio.sum()):.1f}% of the "
+        f"variance) and {sheet}; PCA {pca_seconds:.1f} s")
+    return BuildReport(output=output, contact_sheet=sheet, work_dir=work.root, photos=len(photos), used=len(used),
+                       failed=failures, dropped=dropped, fitted_now=len(jobs), fit_seconds=fit_seconds,
+                       pca_seconds=pca_seconds, explained_ratio=result.explained_ratio)
+
+
+@dataclass
+class BuildRequest:
+    photos_dir: Path
+    output: Path
+    components: int = 50
+    workers: int = 1
+    resume: bool = False
+    uv_resolution: int = 256
+    size: int = 512
+    normalise: str = "white-balance"
+    symmetric_fill: float = 0.5
+    licence: str = "not stated (pass --licence)"
+    detector: str | None = None  # None: landmarks.default_detector()
+    settings: dict = field(default_factory=dict)
+
+
+def run_build(request: BuildRequest) -> BuildReport:
+    """`flamefit texture-space build` from its request; checks come before the model loads."""
+    from .session import settings_from
+
+    if request.workers < 1:
+        raise FlameFitError(f"--workers {request.workers}: need at least 1")
+    if not 2 <= request.components <= 1000:
+        raise FlameFitError(f"--components {request.components}: choose between 2 and 1000")
+    for flag, value in (("--uv-resolution", request.uv_resolution), ("--size", request.size)):
+        if not 16 <= value <= 4096:
+            raise FlameFitError(f"{flag} {value}: choose between 16 and 4096")
+    photos_dir = Path(request.photos_dir).expanduser()
+    list_photos(photos_dir)  # a bad folder fails before the model loads
+    settings = settings_from(request.settings)
+    if request.workers == 1:
+        configure_threads()
+    model = load_model(settings)
+    options = BuildOptions(components=request.components, workers=request.workers, resume=request.resume,
+                           uv_resolution=request.uv_resolution, size=request.size, normalise=request.normalise,
+                           symmetric_fill=request.symmetric_fill, licence=request.licence, detector=request.detector,
+                           texture_space=str(settings.texture_space) if settings.texture_space else None)
+    return build_texture_space(photos_dir, Path(request.output).expanduser().absolute(), options, model,
+                               log=lambda *a: print(*a, file=sys.stderr, flush=True))
