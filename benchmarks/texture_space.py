@@ -115,9 +115,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from flamefit.config import load_settings
+    from flamefit.fitting import prepare_model
     from flamefit.models import load_head_model
 
-    model = load_head_model(load_settings())
+    settings = load_settings()
+    model = prepare_model(load_head_model(settings), settings.cache_dir)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -10,13 +10,14 @@ import time
 import numpy as np
 import pytest
 from flamefit.landmarks import ibug68
-from flamefit.models.embedding import (
+from flamefit.fitting.embedding import (
     closest_points_on_triangles,
     embedding_cache_path,
-    ensure_ibug68_embedding,
+    ibug68_embedding,
     robust_mean,
 )
-from flamefit.models.embedding_views import mesh_components
+from flamefit.fitting.embedding_views import mesh_components
+from flamefit.fitting.prepare import prepare_model
 from flamefit.models.head_model import JOINT_NAMES, HeadModel, LandmarkEmbedding
 
 MAX_ERROR_MM = 5.0
@@ -46,7 +47,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def computed(flame_extract_path, cache_dir):
     model = extract_model(flame_extract_path)
-    embedding, report = ensure_ibug68_embedding(model, cache_dir)
+    embedding, report = ibug68_embedding(model, cache_dir)
     shutil.copyfile(report["overlay"], OVERLAY_COPY)
     return model, embedding, report
 
@@ -64,7 +65,7 @@ def test_every_view_found_and_views_agree(computed):
     assert report["cached"] is False and all(view["detected"] for view in report["views"])
     assert report["spread_mm"]["median"] < 3.0
     assert report["snap_mm_max"] < 2.0
-    assert model.landmarks["ibug68"] is embedding
+    assert "ibug68" not in model.landmarks  # the model is not changed: prepare_model makes a new one
     assert embedding.face_idx.shape == (68,) and embedding.bary.shape == (68, 3)
     assert np.allclose(embedding.bary.sum(1), 1, atol=1e-5) and (embedding.bary >= -1e-6).all()
     assert np.array_equal(embedding.point_ids, np.arange(68))
@@ -89,18 +90,20 @@ def test_cache_is_reused(computed, cache_dir):
     stamp = path.stat().st_mtime_ns
     fresh = HeadModel(**{**model.__dict__, "landmarks": {"mediapipe": model.landmarks["mediapipe"]}})
     start = time.perf_counter()
-    again, report = ensure_ibug68_embedding(fresh, cache_dir)
+    again, report = ibug68_embedding(fresh, cache_dir)
     assert time.perf_counter() - start < 1.0
     assert report["cached"] is True and path.stat().st_mtime_ns == stamp
     assert np.array_equal(again.face_idx, embedding.face_idx) and np.array_equal(again.bary, embedding.bary)
-    assert fresh.landmarks["ibug68"] is again
+    prepared = prepare_model(fresh, cache_dir)
+    assert np.array_equal(prepared.landmarks["ibug68"].face_idx, embedding.face_idx) and "ibug68" not in fresh.landmarks
+    assert prepared.is_read_only and prepared.landmarks["ibug68"].dynamic_face_idx is not None and prepared.has_uvs
 
 
 def test_model_with_its_own_embedding_is_left_alone(computed, cache_dir):
     model, _, _ = computed
     own = LandmarkEmbedding(face_idx=np.zeros(68, np.int64), bary=np.full((68, 3), 1 / 3, np.float32), source="file")
     other = HeadModel(**{**model.__dict__, "landmarks": {"ibug68": own}})
-    assert ensure_ibug68_embedding(other, cache_dir) == (own, {"cached": None})
+    assert ibug68_embedding(other, cache_dir) == (own, {"cached": None})
 
 
 # --- pieces that need no model file -------------------------------------------------

@@ -24,8 +24,7 @@ from flamefit.config import load_settings
 from flamefit.fitting import FitOptions, fit_photo
 from flamefit.fitting.geometry import CameraFrame, HeadRig, initial_state, project
 from flamefit.fitting.metrics import similarity_align
-from flamefit.fitting.contour import ensure_dynamic_contour
-from flamefit.fitting.uvs import ensure_uvs
+from flamefit.fitting.prepare import prepare_model
 from flamefit.image import Crop, Photo, linear_to_srgb
 from flamefit.models import load_head_model
 from flamefit.render.lighting import ambient_light_sh, directional_light_sh
@@ -43,7 +42,7 @@ def face_vertices(model) -> np.ndarray:
     "face" mask without the sides of the head)."""
     verts = model.v_template.astype(np.float64)
     lm = model.landmarks["ibug68"].points(verts, model.faces)
-    normals = vertex_normals(torch.as_tensor(verts[None], dtype=torch.float32), torch.as_tensor(model.faces))[0].numpy()
+    normals = vertex_normals(torch.tensor(verts[None], dtype=torch.float32), torch.tensor(model.faces))[0].numpy()
     lo, hi = lm.min(0), lm.max(0)
     inside = (verts[:, 0] > lo[0]) & (verts[:, 0] < hi[0]) & (verts[:, 1] > lo[1]) & (verts[:, 1] < hi[1] + 0.02)
     return np.nonzero(inside & (verts[:, 2] > lo[2] - 0.01) & (normals[:, 2] > 0.2))[0]
@@ -52,8 +51,6 @@ def face_vertices(model) -> np.ndarray:
 def synthetic_scene(model, seed=0):
     """(photo rgb uint8, true 2D landmarks (68,2), true vertices (V,3))."""
     rng = np.random.default_rng(seed)
-    ensure_uvs(model)
-    ensure_dynamic_contour(model)
     rig = HeadRig(model, "cpu", 100, 100)
     state = initial_state(rig)
     n = min(20, rig.num_identity)
@@ -82,6 +79,11 @@ def synthetic_scene(model, seed=0):
     return rgb, landmarks, verts[0].numpy().astype(np.float64)
 
 
+def prepared_model(overrides=None):
+    settings = load_settings(overrides)
+    return prepare_model(load_head_model(settings), settings.cache_dir)
+
+
 def fit_and_measure(model, tmp_path, seed=0):
     rgb, landmarks, true_verts = synthetic_scene(model, seed)
     photo = Photo(Path(tmp_path) / "synthetic.png", rgb)
@@ -105,14 +107,14 @@ def _check(result, mesh_mm):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_open_head_synthetic(tmp_path, seed):
-    model = load_head_model(load_settings())
+    model = prepared_model()
     result, mesh_mm = fit_and_measure(model, tmp_path, seed)
     _check(result, mesh_mm)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_flame_extract_synthetic(flame_extract_path, tmp_path, seed):
-    model = load_head_model(load_settings({"flame_model": flame_extract_path}))
+    model = prepared_model({"flame_model": flame_extract_path})
     result, mesh_mm = fit_and_measure(model, tmp_path, seed)
     _check(result, mesh_mm)
 
@@ -125,8 +127,7 @@ def test_landmark_model_matches_the_full_forward():
     from flamefit.fitting.landmark_model import LandmarkModel
     from flamefit.models.head_model import HeadLayer
 
-    base = load_head_model(load_settings())
-    ensure_dynamic_contour(base)
+    base = prepared_model()
     rng = np.random.default_rng(1)
     V = base.num_vertices
     model = dataclasses.replace(base, posedirs=(rng.normal(size=(36, V * 3)) * 1e-3).astype(np.float32))

@@ -466,18 +466,17 @@ def test_flame_with_bfm_space_takes_uvs_from_the_template_only(flame_extract_pat
     bfm = tmp_path / "FLAME_albedo_from_BFM.npz"
     np.savez(bfm, MU=rng.random(8 * 8 * 3), PC=rng.normal(0, 0.01, (8 * 8 * 3, 4)))
     with pytest.raises(ModelFileError, match=r"no UV layout .*--uv-template head_template_mesh\.obj"):
-        load_head_model(Settings(flame_model=flame_extract_path, texture_space=bfm), with_ibug68=False)
+        load_head_model(Settings(flame_model=flame_extract_path, texture_space=bfm))
 
     extract = np.load(flame_extract_path)
     verts, faces = extract["v_template"], extract["faces"]
     uvs = (verts[:, :2] - verts[:, :2].min(0)) / np.ptp(verts[:, :2], 0)
     obj = write_obj(tmp_path / "head_template_mesh.obj", verts, faces, uvs, faces)
-    model = load_head_model(Settings(flame_model=flame_extract_path, uv_template=obj, texture_space=bfm),
-                            with_ibug68=False)
+    model = load_head_model(Settings(flame_model=flame_extract_path, uv_template=obj, texture_space=bfm))
     assert model.provenance["uv"] == str(obj) and len(model.uv_faces) == 9976
     assert read_texture_space(bfm, model).num_components == 4  # FLAME's layout: accepted
 
     flame_space = tmp_path / "FLAME_texture.npz"  # with vt/ft: the UVs come from it
     np.savez(flame_space, mean=np.zeros((8, 8, 3)), tex_dir=np.zeros((8, 8, 3, 2)), vt=uvs, ft=faces)
-    model = load_head_model(Settings(flame_model=flame_extract_path, texture_space=flame_space), with_ibug68=False)
+    model = load_head_model(Settings(flame_model=flame_extract_path, texture_space=flame_space))
     assert model.provenance["uv"] == str(flame_space)

@@ -77,13 +77,9 @@ def test_skin_model_rejects_grass_shirts_and_grey():
 
 @pytest.fixture(scope="module")
 def head(flame_extract_path):
-    """FLAME 2023 Open geometry with the fitter's cylindrical UV layout (the extract has none)."""
-    from flamefit.fitting.uvs import ensure_uvs
-    from flamefit.models.flame import load_flame
-
-    model = load_flame(flame_extract_path)
-    ensure_uvs(model)
-    return model
+    """FLAME 2023 Open geometry, prepared for fitting: the cylindrical UV layout (the
+    extract has none) and the iBUG-68 embedding (cached)."""
+    return _load_head(flame_extract_path)
 
 
 def smooth_patterns(rng, count, size):
@@ -300,12 +296,9 @@ def test_bfm_albedo_npz_is_converted_and_assumes_flame_layout(head, tmp_path):
 
 
 def _other_topology(model):
-    import copy
+    import dataclasses
 
-    other = copy.copy(model)
-    other.name = "open head (test stand-in)"
-    other.uv_faces = model.uv_faces[:-10]
-    return other
+    return dataclasses.replace(model, name="open head (test stand-in)", uv_faces=model.uv_faces[:-10])
 
 
 def test_space_for_another_uv_layout_is_refused(head, tmp_path):
@@ -406,6 +399,7 @@ def test_only_the_requested_components_are_read(tmp_path, monkeypatch):
 def test_fit_and_batch_load_only_the_components_the_fitter_uses(tmp_path, monkeypatch):
     import types
 
+    import flamefit.fitting.prepare
     import flamefit.models
     from flamefit.app import batch
     from flamefit.app.session import load_fit_inputs, settings_from
@@ -416,6 +410,7 @@ def test_fit_and_batch_load_only_the_components_the_fitter_uses(tmp_path, monkey
     with np.load(path) as data:
         stand_in = types.SimpleNamespace(name="stand-in head", uv_coords=data["vt"], uv_faces=data["ft"].astype(np.int64))
     monkeypatch.setattr(flamefit.models, "load_head_model", lambda settings: stand_in)
+    monkeypatch.setattr(flamefit.fitting.prepare, "prepare_model", lambda model, cache_dir=None: model)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
     for key in [k for k in os.environ if k.startswith("FLAMEFIT_")]:
         monkeypatch.delenv(key)
@@ -569,12 +564,11 @@ def test_build_killed_by_a_signal_resumes(head, photo_folder, flame_extract_path
 
 
 def _load_head(path):
-    from flamefit.fitting.uvs import ensure_uvs
+    from flamefit.config import load_settings
+    from flamefit.fitting import prepare_model
     from flamefit.models.flame import load_flame
 
-    model = load_flame(path)
-    ensure_uvs(model)
-    return model
+    return prepare_model(load_flame(path), load_settings().cache_dir)
 
 
 def test_cli_refuses_bad_arguments(tmp_path, capsys):
@@ -629,6 +623,7 @@ def test_real_photo_build_gives_a_space_the_fitter_uses(real_photos, tmp_path, m
     from flamefit.config import load_settings
     from flamefit.fitting import FitOptions, fit_photo
     from flamefit.fitting.albedo import TextureSpaceAlbedo
+    from flamefit.fitting import prepare_model
     from flamefit.models import load_head_model
 
     monkeypatch.setenv("FLAMEFIT_CONFIG", str(tmp_path / "none.toml"))  # the default model: the open head
@@ -637,7 +632,7 @@ def test_real_photo_build_gives_a_space_the_fitter_uses(real_photos, tmp_path, m
     code = main(["texture-space", "build", str(real_photos), "-o", str(out), "--components", "4",
                  "--uv-resolution", "128", "--size", "256", "--workers", "2", "--licence", "test photos (public domain)"])
     assert code == 0 and out.exists() and out.with_suffix(".png").exists()
-    model = load_head_model(load_settings())
+    model = prepare_model(load_head_model(load_settings()), load_settings().cache_dir)
     space = read_texture_space(out, model)
     photos = len(list(real_photos.iterdir()))
     assert space.meta["num_photos"] == photos and space.num_components == photos - 1

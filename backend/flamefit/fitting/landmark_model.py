@@ -28,7 +28,7 @@ class LandmarkModel:
         corners = model.faces[np.concatenate(face_sets)]
         sub, inverse = np.unique(corners.reshape(-1), return_inverse=True)
         remap = {int(v): i for i, v in enumerate(sub)}
-        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
+        t = lambda a: torch.tensor(np.asarray(a), dtype=dt, device=device)
         S, E = num_identity, num_expression
         self.device = torch.device(device)
         self.v_template = t(model.v_template[sub])

@@ -54,7 +54,7 @@ def region_weights(rig: HeadRig) -> torch.Tensor | None:
     if face is None or len(face) == 0:
         return None
     w = torch.zeros(1, rig.model.num_vertices, 1, dtype=rig.dtype, device=rig.device)
-    w[0, torch.as_tensor(face, device=rig.device).long()] = 1.0
+    w[0, torch.tensor(face, device=rig.device).long()] = 1.0
     return w
 
 

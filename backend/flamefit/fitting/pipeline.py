@@ -28,8 +28,7 @@ from .photometric import fit_photometric, linear_crop, region_weights, render, s
 from .rigid import fit_rigid
 from .schedule import FitOptions
 from .shape import fit_shape
-from .uvs import ensure_uvs
-from .contour import ensure_dynamic_contour
+from .prepare import is_prepared
 
 MIN_EYE_DISTANCE_PX = 20.0
 OVERLAY_RESOLUTION = 512  # the mesh drawn into overlay.png is rendered at most this size
@@ -87,7 +86,7 @@ class _Stages:
             self.current = None
 
 
-def find_landmarks(photo: Photo, landmarks=None, detector: str = "dlib", face_index=None) -> tuple[np.ndarray, dict]:
+def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, face_index=None) -> tuple[np.ndarray, dict]:
     """(68, 2) points in original pixels and a description of where they came from."""
     if landmarks is not None:
         from ..landmarks import load_landmarks_file
@@ -129,9 +128,11 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, landmarks=None, detector: str = "dlib",
+def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, landmarks=None, detector: str | None = None,
               face_index: int | None = None, texture_space=None, device="cpu", progress=None) -> FitResult:
     """Fit `model` to one photo (a path or a loaded Photo). Raises FlameFitError on bad input."""
+    if not is_prepared(model):
+        raise ValueError("fit_photo needs a prepared head model: flamefit.fitting.prepare_model(model, cache_dir)")
     options = options or FitOptions()
     progress = progress or NullProgress()
     device = resolve_device(str(device) if device is not None else None)
@@ -148,10 +149,6 @@ def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, lan
     run.begin("landmarks")
     points, detection = find_landmarks(photo, landmarks, detector, face_index)
     valid = np.isfinite(points).all(1)
-    if "ibug68" not in model.landmarks:
-        raise FlameFitError(f"the head model '{model.name}' has no iBUG-68 landmark embedding")
-    ensure_uvs(model)
-    ensure_dynamic_contour(model)
     crop = crop_around(points, options.landmark_resolution, options.crop_margin)
     frame = CameraFrame(photo.width, photo.height, crop)
     rig = HeadRig(model, device, options.identity_components, options.expression_components)

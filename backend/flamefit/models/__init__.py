@@ -10,9 +10,9 @@ from .head_model import JOINT_NAMES, HeadLayer, HeadModel, LandmarkEmbedding
 __all__ = ["HeadModel", "HeadLayer", "LandmarkEmbedding", "JOINT_NAMES", "load_head_model"]
 
 
-def load_head_model(settings: Settings, with_ibug68: bool = True) -> HeadModel:
-    """The configured FLAME file with its extras, else the open head; with an iBUG-68
-    landmark embedding (computed once and cached when the model brings none)."""
+def load_head_model(settings: Settings) -> HeadModel:
+    """The configured FLAME file with its extras, else the open head, as loaded from its
+    files (`flamefit.fitting.prepare_model` adds what a fit needs)."""
     if settings.flame_model is not None:
         from .flame import load_flame
 
@@ -28,10 +28,6 @@ def load_head_model(settings: Settings, with_ibug68: bool = True) -> HeadModel:
         from .open_head import load_open_head
 
         model = load_open_head(settings.cache_dir)
-    if with_ibug68 and "ibug68" not in model.landmarks:
-        from .embedding import ensure_ibug68_embedding
-
-        ensure_ibug68_embedding(model, settings.cache_dir)
     return model
 
 

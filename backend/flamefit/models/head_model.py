@@ -15,7 +15,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -29,6 +28,36 @@ JOINT_PARENTS = np.array([-1, 0, 1, 1, 1])
 JAW_JOINT, EYE_JOINTS = 2, (3, 4)
 
 
+def _corner_positions(verts: np.ndarray, faces: np.ndarray, face_idx: np.ndarray) -> np.ndarray:
+    """(..., L, 3 corners, 3) positions of the landmark triangles' corners (numpy)."""
+    corners = faces[face_idx]  # (L, 3) or (B, L, 3)
+    if verts.ndim == 2:
+        return verts[corners]
+    if corners.ndim == 2:
+        return verts[:, corners]
+    return verts[np.arange(verts.shape[0])[:, None, None], corners]
+
+
+class FrozenDict(dict):
+    """A dict that refuses changes (a read-only model's landmarks, regions, provenance);
+    unlike MappingProxyType it pickles, so worker processes receive prepared models."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("this dict belongs to a read-only HeadModel (dataclasses.replace makes a changed copy)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return FrozenDict, (dict(self),)
+
+
+def _frozen_array(value):
+    if isinstance(value, np.ndarray) and value.flags.writeable:
+        value = value.view()
+        value.flags.writeable = False
+    return value
+
+
 def vertices2landmarks(vertices, faces, face_idx, bary):
     """Landmarks on a surface: sum_k bary[..., k] * vertices[faces[face_idx][..., k]].
 
@@ -37,10 +66,8 @@ def vertices2landmarks(vertices, faces, face_idx, bary):
     (then vertices may be (V, 3), giving (L, 3)).
     """
     if not torch.is_tensor(vertices):
-        verts = torch.as_tensor(np.asarray(vertices, np.float64))
-        out = vertices2landmarks(verts if verts.dim() == 3 else verts[None], torch.as_tensor(np.asarray(faces)),
-                                 torch.as_tensor(np.asarray(face_idx)), torch.as_tensor(np.asarray(bary), dtype=verts.dtype))
-        return out.numpy() if verts.dim() == 3 else out[0].numpy()
+        return np.einsum("...lkc,...lk->...lc", _corner_positions(np.asarray(vertices, np.float64), np.asarray(faces),
+                                                                   np.asarray(face_idx)), np.asarray(bary, np.float64))
     B = vertices.shape[0]
     faces = torch.as_tensor(faces, device=vertices.device)
     corners = faces[torch.as_tensor(face_idx, device=vertices.device).expand(B, -1)]  # (B, L, 3)
@@ -82,7 +109,7 @@ class LandmarkEmbedding:
         if rows is None and yaw_degrees is not None:
             rows = self.contour_rows(yaw_degrees)
         if rows is None or self.dynamic_face_idx is None:
-            return self.face_idx[None], self.bary[None]
+            return self.face_idx[None].copy(), self.bary[None].copy()
         rows = np.asarray(rows).reshape(-1)
         face_idx = np.repeat(self.face_idx[None], len(rows), axis=0)
         bary = np.repeat(self.bary[None], len(rows), axis=0)
@@ -130,26 +157,34 @@ class HeadModel:
 
     @property
     def is_read_only(self) -> bool:
-        return not self.v_template.flags.writeable and isinstance(self.landmarks, MappingProxyType)
+        return self.__dict__.get("_read_only", False)
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get("_read_only"):
+            raise dataclasses.FrozenInstanceError(f"cannot set '{name}': the head model is read-only "
+                                                  "(dataclasses.replace makes a changed copy)")
+        super().__setattr__(name, value)
+
+    def __reduce__(self):
+        return _rebuild_model, ({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, self.is_read_only)
 
     def read_only(self) -> "HeadModel":
-        """The same model with every array read-only and the dicts immutable (no copies):
-        what `flamefit.fitting.prepare_model` hands to the fit, which never changes it."""
-        def frozen(value):
-            if isinstance(value, np.ndarray):
-                view = value.view()
-                view.flags.writeable = False
-                return view
-            return value
-
-        landmarks = {key: dataclasses.replace(emb, **{f.name: frozen(getattr(emb, f.name)) for f in dataclasses.fields(emb)})
+        """The same model with every array read-only, the dicts frozen and no attribute
+        assignable (no array copies): what `flamefit.fitting.prepare_model` hands to the
+        fit, which never changes it."""
+        if self.is_read_only:
+            return self
+        landmarks = {key: dataclasses.replace(emb, **{f.name: _frozen_array(getattr(emb, f.name))
+                                                      for f in dataclasses.fields(emb)})
                      for key, emb in self.landmarks.items()}
-        changes = {f.name: frozen(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        changes.update(landmarks=MappingProxyType(landmarks),
-                       regions=MappingProxyType({k: frozen(v) for k, v in self.regions.items()}),
+        changes = {f.name: _frozen_array(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        changes.update(landmarks=FrozenDict(landmarks),
+                       regions=FrozenDict({k: _frozen_array(v) for k, v in self.regions.items()}),
                        identity_names=tuple(self.identity_names), expression_names=tuple(self.expression_names),
-                       provenance=MappingProxyType(dict(self.provenance)))
-        return dataclasses.replace(self, **changes)
+                       provenance=FrozenDict(self.provenance))
+        model = dataclasses.replace(self, **changes)
+        object.__setattr__(model, "_read_only", True)
+        return model
 
     def validate(self, source="model") -> "HeadModel":
         """Check shapes and values; raise ModelFileError naming the problem."""
@@ -198,8 +233,8 @@ class HeadModel:
             elif f.name == "regions":
                 for key, idx in value.items():
                     arrays[f"regions/{key}"] = idx
-            elif value is not None and len(value) if isinstance(value, (list, tuple, dict, MappingProxyType)) else value is not None:
-                meta[f.name] = dict(value) if isinstance(value, MappingProxyType) else value
+            elif value is not None and (len(value) if isinstance(value, (list, tuple, dict)) else True):
+                meta[f.name] = dict(value) if isinstance(value, dict) else list(value) if isinstance(value, tuple) else value
         from ..fsutil import atomic_save_npz  # a private temporary per writer: parallel saves never collide
 
         atomic_save_npz(path, __meta__=np.array(json.dumps(meta)), **arrays)
@@ -240,6 +275,11 @@ class HeadModel:
             "units": self.units,
             "axes": self.axes,
         }
+
+
+def _rebuild_model(fields: dict, read_only: bool) -> HeadModel:
+    model = HeadModel(**fields)
+    return model.read_only() if read_only else model
 
 
 @dataclass(frozen=True)
@@ -285,7 +325,7 @@ class HeadLayer(torch.nn.Module):
         self.model = model
 
         def buffer(name, array):
-            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=dtype), persistent=False)
+            self.register_buffer(name, torch.tensor(np.asarray(array), dtype=dtype), persistent=False)  # a copy: models are read-only
 
         buffer("v_template", model.v_template)
         buffer("identity_basis", model.identity_basis)
@@ -296,7 +336,7 @@ class HeadLayer(torch.nn.Module):
             buffer("posedirs", model.posedirs)
         else:
             self.posedirs = None
-        self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.int64), persistent=False)
+        self.register_buffer("faces", torch.tensor(model.faces, dtype=torch.int64), persistent=False)
         self.register_buffer("parents", torch.as_tensor(JOINT_PARENTS), persistent=False)
 
     def shaped(self, identity=None, expression=None, batch_size=1):

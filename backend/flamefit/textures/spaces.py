@@ -302,14 +302,15 @@ def _uv_arrays(path, data):
 def check_uv_layout(space: TextureSpaceData, model, path="texture space", tol: float = UV_TOLERANCE) -> None:
     """Refuse a space whose UV layout is not the model's (ModelFileError)."""
     name = getattr(model, "name", "the head model")
-    if getattr(model, "uv_coords", None) is None and space.uv_faces is not None:
-        from ..fitting.uvs import ensure_uvs
+    uv_coords, uv_faces = getattr(model, "uv_coords", None), getattr(model, "uv_faces", None)
+    if uv_coords is None and space.uv_faces is not None:
+        from ..models.uv_layout import uv_layout
 
-        ensure_uvs(model)  # what the fitter does with a model that has none: compare with that
-    if getattr(model, "uv_coords", None) is None or getattr(model, "uv_faces", None) is None:
+        uv_coords, uv_faces = uv_layout(model)  # what prepare_model gives a model that has none
+    if uv_coords is None or uv_faces is None:
         raise ModelFileError(path, f"cannot use a texture space: {name} has no UV layout",
                              "pass --uv-template head_template_mesh.obj, or a texture space with vt/ft as the UV template")
-    faces = len(model.uv_faces)
+    faces = len(uv_faces)
     if space.uv_faces is None:  # BFM conversion: FLAME's layout by construction
         if faces != FLAME_FACE_COUNT:
             raise ModelFileError(path, f"texture space is on FLAME's UV layout ({FLAME_FACE_COUNT} faces) but {name} "
@@ -318,7 +319,7 @@ def check_uv_layout(space: TextureSpaceData, model, path="texture space", tol: f
     if len(space.uv_faces) != faces:
         raise ModelFileError(path, f"texture space was built for another UV layout ({len(space.uv_faces)} faces; "
                                    f"{name} has {faces})", BUILD_HINT)
-    ours = np.asarray(model.uv_coords, np.float32)[np.asarray(model.uv_faces)]
+    ours = np.asarray(uv_coords, np.float32)[np.asarray(uv_faces)]
     theirs = space.uv_coords[space.uv_faces]
     diff = float(np.abs(ours - theirs).max()) if faces else 0.0
     if diff > tol:

@@ -71,9 +71,9 @@ def uv_overlap(model, size: int) -> np.ndarray:
 
     from ..render.rasterizer import rasterize
 
-    uv = torch.as_tensor(np.asarray(model.uv_coords), dtype=torch.float32)
+    uv = torch.tensor(np.asarray(model.uv_coords), dtype=torch.float32)
     screen = torch.stack((uv[:, 0] * size, (1 - uv[:, 1]) * size, torch.zeros_like(uv[:, 0])), -1)[None]
-    uv_faces = torch.as_tensor(np.asarray(model.uv_faces), dtype=torch.int64)
+    uv_faces = torch.tensor(np.asarray(model.uv_faces), dtype=torch.int64)
     first = rasterize(screen, uv_faces, (size, size))
     rest = torch.ones(len(uv_faces), dtype=torch.bool)
     rest[first.pixel_face] = False  # faces that own a texel; do the others cover texels too?

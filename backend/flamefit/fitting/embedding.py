@@ -12,8 +12,10 @@ points that lie near their medoid, which is then snapped onto the skin surface
   frontal view only, taken on the nearest front surface (the detector puts them on the
   occluding edge, where a ray may just miss the cheek).
 
-`ensure_ibug68_embedding(model, cache_dir)` caches the result beside the model, keyed
-by a hash of v_template and faces, so it is computed once per model.
+`ibug68_embedding(model, cache_dir)` caches the result beside the model, keyed by a
+hash of v_template and faces, so it is computed once per model; `prepare_model` (in
+prepare.py) puts it into the prepared model. It lives in the fitting layer, not in
+models/, because it runs the landmark detector and the renderer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..errors import FlameFitError
 from ..fsutil import atomic_save_npz, file_lock
 from ..landmarks import detect_landmarks, ibug68
 from .embedding_views import View, mesh_components, render_views
-from .head_model import HeadModel, LandmarkEmbedding
+from ..models.head_model import HeadModel, LandmarkEmbedding
 
 EMBEDDING_VERSION = 1  # bump when the method changes: old cache entries are ignored
 VIEW_POSES = ((0, 0), (-20, 0), (-10, 0), (10, 0), (20, 0), (0, -10), (0, 10))  # (yaw, pitch) degrees
@@ -305,12 +307,12 @@ def _usable_cache(path: Path, model: HeadModel):
     return cached if cached is not None and cached[0].face_idx.max(initial=-1) < len(model.faces) else None
 
 
-def ensure_ibug68_embedding(model: HeadModel, cache_dir, detector: str = "dlib"):
+def ibug68_embedding(model: HeadModel, cache_dir, detector: str = "dlib"):
     """The model's iBUG-68 embedding: its own if it has one, else the cached automatic
     one, else computed now (several seconds) and cached, with a PNG of the renders and
-    points beside it (report["overlay"]) to check it by eye. Attaches it to
-    model.landmarks["ibug68"]. Returns (embedding, report); report["cached"] says
-    whether it came from the cache ({"cached": None} when the model had its own)."""
+    points beside it (report["overlay"]) to check it by eye. The model is not changed.
+    Returns (embedding, report); report["cached"] says whether it came from the cache
+    ({"cached": None} when the model had its own)."""
     if "ibug68" in model.landmarks:
         return model.landmarks["ibug68"], {"cached": None}
     path = embedding_cache_path(model, cache_dir, detector)
@@ -329,5 +331,4 @@ def ensure_ibug68_embedding(model: HeadModel, cache_dir, detector: str = "dlib")
     if cached is not None:
         embedding, report = cached
         report["cached"] = True
-    model.landmarks["ibug68"] = embedding
     return embedding, report
