@@ -61,6 +61,25 @@ def test_astronaut_blend_with_weights_and_sources(astronaut):
     assert np.linalg.norm(found.points - dlib.points, axis=1).mean() < 3.0
 
 
+@needs_retinaface
+@needs_mesh
+@pytest.mark.parametrize("degrees", [60, 135, 180])
+def test_rolled_face_that_hog_misses(astronaut, degrees):
+    """The astronaut rolled: dlib's HOG finds nothing from 60 degrees on; the upright crop
+    gives the upright photo's points, rolled (within 3 px at 60 px between the eyes)."""
+    from flamefit.landmarks import dlib_detector
+
+    upright = detect_landmarks(astronaut)
+    matrix = cv2.getRotationMatrix2D((256, 256), degrees, 1.0)
+    rolled = cv2.warpAffine(astronaut, matrix, (512, 512), borderMode=cv2.BORDER_REFLECT)
+    truth = (upright.points - 0.5) @ matrix[:, :2].T + matrix[:, 2] + 0.5  # pixel centres
+    hog = dlib_detector._hog_detector()
+    assert all(len(hog.run(rolled, level, 0.0)[0]) == 0 for level in (0, 1))
+    found = detect_landmarks(rolled)
+    assert found.detector == "retinaface+mediapipe"
+    assert np.linalg.norm(found.points - truth, axis=1).mean() < 3.0
+
+
 AFW_TURNED = "3363054468.jpg"  # one strongly turned face (nose tip 0.25+ eye widths off centre)
 
 

@@ -37,8 +37,9 @@ JAW_WEIGHT = (0.5, 0.3)  # frontal, turned
 # Plausibility (animal faces get RetinaFace boxes too; a squirrel scored 0.65 and got a
 # mesh): a human face's 68 points agree with RetinaFace's five and the two landmark
 # sources agree with each other. Mean distances, on AFW photos 60-140 (148 faces) at
-# most 0.056 x the box size and 0.13 x the eye-corner distance; the squirrel 0.15 and 0.30.
-MAX_FIVE_POINT_DISTANCE = 0.1  # x box size
+# most 0.056 x the box size and 0.13 x the eye-corner distance, the astronaut rolled by
+# 90 degrees 0.12 and 0.03; the squirrel 0.15 (0.30 without the mesh) and 0.30.
+MAX_FIVE_POINT_DISTANCE = 0.2  # x box size
 MAX_SOURCE_DISAGREEMENT = 0.2  # x eye-corner distance
 
 
