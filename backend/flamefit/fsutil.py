@@ -7,7 +7,7 @@ flamefit but its errors).
   see either the old file, or a complete new one. Temporaries of dead writers are removed.
 * `file_lock(path)`: an exclusive advisory lock (a lock file), e.g. so that parallel
   processes build a cache once instead of each building it.
-* `require_regular_file(path, what)`: refuse a missing file, a folder, or a FIFO, device
+* `require_regular_file(path, what)` / `regular_file_problem(path, what)`: refuse a missing file, a folder, or a FIFO, device
   or socket up front (opening a FIFO blocks forever) with one clear line.
 """
 
@@ -27,19 +27,26 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
 
 def require_regular_file(path, what: str = "file") -> Path:
     """`path` as a Path when it names a regular file (symlinks followed); FlameFitError otherwise."""
-    path = Path(path)
+    problem = regular_file_problem(path, what)
+    if problem:
+        raise FlameFitError(f"{path}: {problem}")
+    return Path(path)
+
+
+def regular_file_problem(path, what: str = "file") -> str | None:
+    """Why `path` is not a readable regular file ("photo not found", "is a FIFO ..."), or None."""
     try:
         mode = os.stat(path).st_mode  # stat never blocks, unlike open() on a FIFO
     except FileNotFoundError:
-        raise FlameFitError(f"{path}: {what} not found") from None
+        return f"{what} not found"
     except OSError as exc:
-        raise FlameFitError(f"{path}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+        return f"cannot read the {what} ({exc.strerror or type(exc).__name__})"
     if stat.S_ISDIR(mode):
-        raise FlameFitError(f"{path}: is a folder, not a {what}")
+        return f"is a folder, not a {what}"
     if not stat.S_ISREG(mode):
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise FlameFitError(f"{path}: is {kind}, not a regular file; FlameFit reads the {what} only from a regular file")
-    return path
+        return f"is {kind}, not a regular file; FlameFit reads the {what} only from a regular file"
+    return None
 
 
 def temp_name_for(path) -> Path:

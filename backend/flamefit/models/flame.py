@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .head_model import JOINT_NAMES, JOINT_PARENTS, HeadModel, LandmarkEmbedding
-from .safe_pickle import ChumpyExpression, load_npy, load_npz, load_pickle, npy_header, npz_headers
+from .safe_pickle import ChumpyExpression, load_npy, load_npz, load_pickle, npy_header, npz_headers, require_regular
 
 FLAME_VERTICES = 5023
 FLAME_FACES = 9976
@@ -304,6 +304,7 @@ def parse_obj(path):
     """(positions (V,3), uvs (T,2) or None, faces (F,3), uv_faces (F,3) or None), indices
     kept exactly as written (trimesh would merge or split vertices at UV seams)."""
     positions, uvs, faces, uv_faces = [], [], [], []
+    require_regular(path)  # a FIFO would block open() forever
     try:
         with open(path, encoding="utf-8", errors="replace") as stream:
             for number, line in enumerate(stream, 1):

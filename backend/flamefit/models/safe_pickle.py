@@ -6,12 +6,20 @@ whatever callable a file names, so `SafeUnpickler.find_class` resolves only an
 allow-list of array types; chumpy and scipy.sparse classes are replaced by inert
 stand-ins that merely keep their state, converted to plain arrays afterwards.
 Anything else is refused before it can run.
+
+Resource bounds (a small file must not expand without limit): a pickle's objects are
+counted as expanded (shared sub-lists count each time they are reached) and nested at
+most MAX_DEPTH deep; every array's declared shape x itemsize (the .npy header, inside a
+zip or not) is checked against MAX_READ_BYTES and against the bytes the file really holds
+before anything is allocated. Allow-listed functions reach the pickle as wrappers that
+refuse BUILD, so a pickle cannot change them (their __name__, __defaults__...).
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import os
 import pickle
 import zipfile
 
@@ -20,6 +28,10 @@ import numpy as np
 from ..errors import ModelFileError
 
 REFUSAL_HINT = "FlameFit unpickles only arrays; use the file from the official download or convert it to .npz"
+MAX_OBJECTS = 1_000_000  # containers and values in one pickle, counted as expanded
+MAX_DEPTH = 100  # nesting of containers in one pickle
+MAX_READ_BYTES = 1 << 30  # array data read from one file (FLAME 2023: ~60 MB; a texture space's K directions)
+MAX_NPZ_MEMBERS = 10_000
 
 
 class ChumpyStandIn:
@@ -105,16 +117,59 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     return text.encode(encoding, errors)
 
 
+class _Allowed:
+    """An allow-listed function as a pickle sees it: calls through, and refuses BUILD
+    (which would otherwise setattr on the shared function object for the whole process)."""
+
+    __slots__ = ("function", "qualified_name")
+
+    def __init__(self, function, qualified_name):
+        self.function = function
+        self.qualified_name = qualified_name
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise MutatedGlobal(self.qualified_name)
+
+
+class _NdarrayMarker:
+    """numpy.ndarray as a pickle sees it: only an argument of numpy's _reconstruct (how
+    every ndarray pickles); calling it (an uninitialised array of any size) is refused."""
+
+    __slots__ = ()
+
+    def __call__(self, *args, **kwargs):
+        raise RefusedGlobal("numpy.ndarray (called directly)")
+
+    def __setstate__(self, state):
+        raise MutatedGlobal("numpy.ndarray")
+
+
+_NDARRAY = _NdarrayMarker()
+
+
+def _reconstruct_array(subtype, shape, dtype):
+    """numpy's _reconstruct for plain ndarrays (shape is (0,) in every numpy pickle; the
+    data comes with BUILD, whose length numpy checks)."""
+    if subtype is not _NDARRAY:
+        raise RefusedGlobal(f"numpy _reconstruct of {type(subtype).__name__}")
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > MAX_READ_BYTES:
+        raise pickle.UnpicklingError(f"an array of shape {tuple(shape)} is too large")
+    return _numpy_attr("multiarray", "_reconstruct")(np.ndarray, shape, dtype)
+
+
 def _allowed_globals() -> dict:
     import collections
     import copyreg
 
     table = {}
     for package in ("numpy.core", "numpy._core"):
-        table[(f"{package}.multiarray", "_reconstruct")] = lambda: _numpy_attr("multiarray", "_reconstruct")
+        table[(f"{package}.multiarray", "_reconstruct")] = lambda: _reconstruct_array
         table[(f"{package}.multiarray", "scalar")] = lambda: _numpy_attr("multiarray", "scalar")
         table[(f"{package}.numeric", "_frombuffer")] = lambda: _numpy_attr("numeric", "_frombuffer")
-    table[("numpy", "ndarray")] = lambda: np.ndarray
+    table[("numpy", "ndarray")] = lambda: _NDARRAY
     table[("numpy", "dtype")] = lambda: np.dtype
     for module in ("copyreg", "copy_reg"):  # copy_reg: Python 2
         table[(module, "_reconstructor")] = lambda: copyreg._reconstructor
@@ -144,10 +199,19 @@ class RefusedGlobal(pickle.UnpicklingError):
         self.qualified_name = qualified_name
 
 
+class MutatedGlobal(pickle.UnpicklingError):
+    def __init__(self, qualified_name):
+        super().__init__(qualified_name)
+        self.qualified_name = qualified_name
+
+
 class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]()
+            found = _ALLOWED[(module, name)]()
+            if isinstance(found, type) or isinstance(found, _NdarrayMarker):
+                return found  # classes: builtins are immutable, the stand-ins' __setstate__ needs an instance
+            return _Allowed(found, f"{module}.{name}")  # a fresh wrapper: BUILD on it is refused
         if module in _CHUMPY_MODULES and name.isidentifier() and not name.startswith("_"):
             return _chumpy_stand_in(f"{module}.{name}")
         raise RefusedGlobal(f"{module}.{name}")
@@ -169,8 +233,12 @@ def unpickle_stream(stream, path) -> object:
         return to_plain(raw, path)
     except RefusedGlobal as exc:
         raise _refusal(path, exc.qualified_name) from None
+    except MutatedGlobal as exc:
+        raise ModelFileError(path, f"refuses to load: the pickle tries to modify {exc.qualified_name}", REFUSAL_HINT) from None
     except ModelFileError:
         raise
+    except RecursionError:
+        raise _too_big(path, f"nests objects deeper than Python can follow (FlameFit follows {MAX_DEPTH})") from None
     except Exception as exc:  # any malformed stream: EOFError, UnpicklingError, ValueError...
         raise _corrupt(path, "a pickle", exc) from None
 
@@ -183,26 +251,62 @@ def load_pickle(path) -> object:
         return unpickle_stream(stream, path)
 
 
+def _too_big(path, what):
+    return ModelFileError(path, f"refuses to load: the file {what}", "a FLAME file holds a few dozen arrays; "
+                          "this looks like a decompression bomb or not a FLAME file")
+
+
 def to_plain(obj, path="pickle"):
-    """Replace stand-ins by arrays, recursively through dicts, lists and tuples."""
+    """Replace stand-ins by arrays, recursively through dicts, lists and tuples. Shared
+    objects are converted once (and stay shared); their expanded count is bounded."""
+    counts: dict[int, int] = {}  # id -> objects inside, counted as expanded
+    done: dict[int, object] = {}
+    keep = []  # the originals stay alive, so their ids stay unique
+
+    def convert(value, depth):
+        key = id(value)
+        if key in done:
+            return done[key]
+        if depth > MAX_DEPTH:
+            raise _too_big(path, f"nests objects more than {MAX_DEPTH} deep")
+        out, inside = _convert_one(value, depth, convert, counts, path)
+        if inside > MAX_OBJECTS:
+            raise _too_big(path, f"expands to more than {MAX_OBJECTS:,} objects")
+        counts[key] = inside
+        done[key] = out
+        keep.append(value)
+        return out
+
+    return convert(obj, 0)
+
+
+def _convert_one(obj, depth, convert, counts, path):
+    """(converted obj, objects it expands to); children through `convert`."""
+    def size(child):
+        return counts.get(id(child), 1)
+
     if isinstance(obj, ChumpyStandIn):
         value = obj.state.get("x") if isinstance(obj.state, dict) else None
         if value is None:
-            return ChumpyExpression(obj.chumpy_name)
-        value = to_plain(value, path)
-        return value if isinstance(value, ChumpyExpression) else np.asarray(value)
+            return ChumpyExpression(obj.chumpy_name), 1
+        plain = convert(value, depth + 1)
+        return (plain if isinstance(plain, ChumpyExpression) else np.asarray(plain)), 1 + size(value)
     if isinstance(obj, SparseStandIn):
-        return _sparse_from_state(obj, path)
+        return _sparse_from_state(obj, path), 1
     if isinstance(obj, dict):
-        return {key: to_plain(value, path) for key, value in obj.items()}
+        out = {key: convert(value, depth + 1) for key, value in obj.items()}
+        return out, 1 + sum(size(value) for value in obj.values())
     if isinstance(obj, (list, tuple)):
-        return type(obj)(to_plain(value, path) for value in obj)
+        items = [convert(value, depth + 1) for value in obj]
+        return type(obj)(items), 1 + sum(size(value) for value in obj)
     if isinstance(obj, np.ndarray) and obj.dtype == object:
-        flat = [to_plain(value, path) for value in obj.ravel()]
+        if obj.size > MAX_OBJECTS:
+            return None, obj.size + 1  # refused by the caller
+        flat = [convert(value, depth + 1) for value in obj.ravel()]
         out = np.empty(len(flat), dtype=object)
         out[:] = flat
-        return out.reshape(obj.shape)
-    return obj
+        return out.reshape(obj.shape), 1 + sum(size(value) for value in obj.ravel())
+    return obj, 1
 
 
 def _sparse_from_state(obj, path):
@@ -222,12 +326,43 @@ def _sparse_from_state(obj, path):
 
 
 def _open(path):
+    require_regular(path)
     try:
         return open(path, "rb")
     except FileNotFoundError:
         raise ModelFileError(path, "file not found") from None
     except OSError as exc:
         raise ModelFileError(path, f"cannot be read ({exc.strerror})") from None
+
+
+def require_regular(path) -> None:
+    """A FIFO, device or folder is refused before open() (which blocks forever on a FIFO)."""
+    from ..fsutil import regular_file_problem
+
+    problem = regular_file_problem(path, "file")
+    if problem:
+        raise ModelFileError(path, problem)
+
+
+class _Budget:
+    """Array bytes still allowed from one file (MAX_READ_BYTES in all)."""
+
+    def __init__(self, limit=MAX_READ_BYTES):
+        self.left = limit
+
+    def take(self, path, shape, dtype, available):
+        """Check an array's declared size before it is allocated: within the budget and
+        no larger than the bytes the file (or zip member) really holds."""
+        nbytes = dtype.itemsize
+        for n in shape:
+            nbytes *= int(n)  # Python ints: no overflow on absurd shapes
+        if nbytes > self.left:
+            raise _too_big(path, f"declares an array of shape {tuple(shape)} {dtype} ({nbytes / 1e9:.1f} GB); FlameFit "
+                                 f"reads at most {MAX_READ_BYTES / 1e9:.1f} GB of arrays from one file")
+        if available is not None and nbytes > available:
+            raise _corrupt(path, "a numpy array file", EOFError(
+                f"the header declares {nbytes} bytes of data, the file holds {max(available, 0)}"))
+        self.left -= nbytes
 
 
 def _read_npy_header(stream):
@@ -239,12 +374,16 @@ def _read_npy_header(stream):
     return np.lib.format._read_array_header(stream, version)  # 3.0: utf-8 header
 
 
-def read_npy_stream(stream, path):
-    """One array from an .npy stream; object arrays go through the safe unpickler and
-    a 0-d object array (a pickled dict, as in DECA's embedding) returns its item."""
+def read_npy_stream(stream, path, size=None, budget=None):
+    """One array from an .npy stream of `size` bytes (when known); object arrays go
+    through the safe unpickler and a 0-d object array (a pickled dict, as in DECA's
+    embedding) returns its item. The declared size is checked before reading."""
+    budget = budget or _Budget()
     try:
         start = stream.tell()
         shape, _, dtype = _read_npy_header(stream)
+        if not dtype.hasobject:
+            budget.take(path, shape, dtype, None if size is None else size - (stream.tell() - start))
         if dtype.hasobject:
             value = unpickle_stream(stream, path)
             if isinstance(value, np.ndarray) and value.shape == () and value.dtype == object:
@@ -260,7 +399,7 @@ def read_npy_stream(stream, path):
 
 def load_npy(path):
     with _open(path) as stream:
-        return read_npy_stream(stream, path)
+        return read_npy_stream(stream, path, size=os.fstat(stream.fileno()).st_size)
 
 
 def _npz_members(archive: zipfile.ZipFile) -> dict[str, str]:
@@ -270,21 +409,26 @@ def _npz_members(archive: zipfile.ZipFile) -> dict[str, str]:
 def _open_npz(path) -> zipfile.ZipFile:
     _open(path).close()  # uniform "file not found" message
     try:
-        return zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise _corrupt(path, "an .npz (zip) archive", exc) from None
+    if len(archive.infolist()) > MAX_NPZ_MEMBERS:
+        archive.close()
+        raise _too_big(path, f"holds more than {MAX_NPZ_MEMBERS:,} arrays")
+    return archive
 
 
 def load_npz(path, only=None) -> dict:
     """Arrays of an .npz as a dict, `only` those keys when given (big texture spaces)."""
     with _open_npz(path) as archive:
         out = {}
+        budget = _Budget()  # for all members together
         for key, member in _npz_members(archive).items():
             if only is not None and key not in only:
                 continue
             try:
                 with archive.open(member) as stream:  # read in chunks: texture spaces are big
-                    out[key] = read_npy_stream(stream, f"{path}[{key}]")
+                    out[key] = read_npy_stream(stream, f"{path}[{key}]", archive.getinfo(member).file_size, budget)
             except ModelFileError:
                 raise
             except Exception as exc:
@@ -309,10 +453,15 @@ def load_npz_leading(path, key: str, count: int | None) -> np.ndarray:
                 shape, fortran, dtype = _read_npy_header(stream)
                 if dtype.hasobject or fortran or len(shape) == 0:  # rare layouts: read it all
                     stream.seek(start_of_member)
-                    whole = np.asarray(read_npy_stream(stream, f"{path}[{key}]"))
+                    whole = np.asarray(read_npy_stream(stream, f"{path}[{key}]", archive.getinfo(member).file_size))
                     return np.ascontiguousarray(whole if count is None or whole.ndim == 0 else whole[..., :count])
                 total = shape[-1]
                 keep = total if count is None else max(0, min(int(count), total))
+                header = stream.tell() - start_of_member
+                # The member may be big (only `keep` of its `total` columns are read), but it
+                # must hold what it declares, and what is kept must fit the budget.
+                _Budget(limit=float("inf")).take(f"{path}[{key}]", shape, dtype, archive.getinfo(member).file_size - header)
+                _Budget().take(f"{path}[{key}]", (*shape[:-1], keep), dtype, None)
                 rows = int(np.prod(shape[:-1], dtype=np.int64))
                 out = np.empty((rows, keep), dtype)
                 row_bytes = total * dtype.itemsize
