@@ -7,10 +7,14 @@ With the installed add-on (enabled in your preferences, so its settings apply):
     blender -b --python-exit-code 1 --python-expr "import blender_flamefit.batch as b; b.main()" -- PHOTO_OR_DIR OUT_DIR
     (extension in Blender 4.2+: "import bl_ext.user_default.flamefit.batch as b; b.main()")
 
-Writes OUT_DIR/<stem>.blend (images packed), OUT_DIR/<stem>.png (Cycles CPU preview of the
-head over the photo) and keeps the bundle in OUT_DIR/<stem>.flamefit/. The backend
-interpreter comes from FLAMEFIT_PYTHON, else the add-on preferences. Exit code 1 when any
-photo failed (the others are still processed).
+A folder is fitted by ONE `flamefit batch --json-progress` process (the interpreter start
+and the model load are paid once); each photo is imported, saved and rendered here as soon
+as the backend reports its bundle, while the backend fits the next one. A single photo is
+one `flamefit fit`. Writes OUT_DIR/<name>.blend (images packed), OUT_DIR/<name>.png (Cycles
+CPU preview of the head over the photo) and keeps the bundle in OUT_DIR/<name>/ (<name>: the
+photo's stem, made unique by the backend; a folder run also writes OUT_DIR/summary.csv).
+The backend interpreter comes from FLAMEFIT_PYTHON, else the add-on preferences. Exit code
+1 when any photo failed (the others are still processed).
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ import time
 from array import array
 
 import bpy
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def _package():
@@ -54,15 +56,15 @@ def parse_args(argv, options):
     parser.add_argument("--preview-size", type=int, default=512, help="longest side of the preview in pixels")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="backend device (default: preferences)")
     parser.add_argument("--no-preview", action="store_true", help="skip the preview render")
-    # the import options (io/options.py); a .blend of the batch carries its images
+    # the fit and import options (io/options.py); a .blend of the batch carries its images
+    options.add_arguments(parser, options.FIT_OPTIONS)
     options.add_arguments(parser, options.IMPORT_OPTIONS, defaults={"pack_images": True})
     return parser.parse_args(argv)
 
 
-def photos_in(path):
+def photos_in(path, suffixes):
     if os.path.isdir(path):
-        return sorted(os.path.join(path, f) for f in os.listdir(path)
-                      if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+        return sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.splitext(f)[1].lower() in suffixes)
     return [path]
 
 
@@ -74,6 +76,7 @@ def clear_data():
         ids.extend(coll)
     if ids:
         bpy.data.batch_remove(ids)
+        bpy.context.view_layer.update()  # the view layer's object list must not keep removed objects
 
 
 def has_oidn() -> bool:
@@ -145,51 +148,86 @@ def render_preview(scene, photo_image, path: str, longest: int) -> None:
     os.remove(tmp)
 
 
-def fit_one(pkg, context, photo: str, out_dir: str, python: str, args) -> str:
-    """Fit, import, save .blend and preview. Returns '' or an error sentence."""
-    bp, prefs_mod = _sub(pkg, "io.backend_process"), _sub(pkg, "ui.preferences")
-    options, bundle = _sub(pkg, "io.options"), _sub(pkg, "io.bundle")
+def backend_job(pkg, context, args, python: str):
+    """The one backend process: `flamefit batch` for a folder, `flamefit fit` for a photo."""
+    bp, prefs_mod, options = _sub(pkg, "io.backend_process"), _sub(pkg, "ui.preferences"), _sub(pkg, "io.options")
     prefs = prefs_mod.get_prefs(context)
-    stem = os.path.splitext(os.path.basename(photo))[0]
-    bundle_dir = os.path.join(out_dir, f"{stem}.flamefit")
-    argv = bp.backend_command(python, os.path.abspath(photo), bundle_dir, device=args.device or prefs.device,
-                              detector=prefs.detector, texture_size=prefs.texture_size,
-                              model_files=prefs_mod.model_file_flags(prefs), extra=["--overwrite"])
-    job = bp.FitJob(argv, bundle_dir, env=bp.child_env())
-    last = 0.0
-    try:
-        while True:
-            res = job.step()
-            if res.state != bp.RUNNING:
-                break
-            if time.monotonic() - last > 2.0:
-                print(f"flamefit batch: {stem}: {res.message}", flush=True)
-                last = time.monotonic()
-            time.sleep(0.1)
-    finally:
-        job.stop()
-    if res.state != bp.DONE:
-        return res.message
+    folder = os.path.isdir(args.input)
+    target = os.path.abspath(args.input)
+    out = args.out_dir if folder else os.path.join(args.out_dir, os.path.splitext(os.path.basename(target))[0])
+    argv = bp.backend_command(python, target, out, device=args.device or prefs.device, detector=prefs_mod.detector_flag(prefs),
+                              texture_size=prefs.texture_size, model_files=prefs_mod.model_file_flags(prefs),
+                              extra=["--overwrite"], command="batch" if folder else "fit",
+                              **bp.fit_flags(**options.as_keywords(args, options.FIT_OPTIONS)))
+    return (bp.BatchJob if folder else bp.FitJob)(argv, out, env=bp.child_env())
 
+
+def save_blend(pkg, context, bundle_dir: str, args) -> str:
+    """Import one bundle into an emptied file, save OUT_DIR/<name>.blend and the preview.
+    Returns '' or an error sentence."""
+    options, bundle = _sub(pkg, "io.options"), _sub(pkg, "io.bundle")
+    name = os.path.basename(os.path.normpath(bundle_dir))
     clear_data()
     scene = context.scene
     try:
         result = _sub(pkg, "blender.importer").import_bundle(
-            context, res.result_path, **options.as_keywords(args, options.IMPORT_OPTIONS))
+            context, bundle_dir, **options.as_keywords(args, options.IMPORT_OPTIONS))
     except bundle.BundleError as exc:
         return str(exc)
     _sub(pkg, "ui.operators").record_result(scene, result)
     configure_cycles(scene, args.samples)
-    blend = os.path.join(out_dir, f"{stem}.blend")
+    blend = os.path.join(args.out_dir, f"{name}.blend")
     bpy.ops.wm.save_as_mainfile(filepath=blend, check_existing=False, copy=True)
-    print(f"flamefit batch: {stem}: wrote {blend} (light fit error {result.rig.error:.1%}, "
+    print(f"flamefit batch: {name}: wrote {blend} (light fit error {result.rig.error:.1%}, "
           f"metrics {result.bundle.metrics})", flush=True)
     if not args.no_preview:
         photo_img = result.camera.data.background_images[0].image if result.camera.data.background_images else None
-        preview = os.path.join(out_dir, f"{stem}.png")
+        preview = os.path.join(args.out_dir, f"{name}.png")
         render_preview(scene, photo_img, preview, args.preview_size)
-        print(f"flamefit batch: {stem}: wrote {preview}", flush=True)
+        print(f"flamefit batch: {name}: wrote {preview}", flush=True)
     return ""
+
+
+def run(pkg, context, args, python: str, count: int) -> int:
+    """Fit everything with one backend process, saving each photo as its bundle arrives.
+    Returns the number of photos that failed."""
+    bp = _sub(pkg, "io.backend_process")
+    job = backend_job(pkg, context, args, python)
+    saved = failed = 0
+
+    def finished(photo, bundle_dir, error):
+        nonlocal saved, failed
+        error = error or save_blend(pkg, context, bundle_dir, args)
+        if error:
+            failed += 1
+            print(f"flamefit batch: error: {os.path.basename(photo)}: {error}", file=sys.stderr, flush=True)
+        else:
+            saved += 1
+
+    last = time.monotonic()
+    try:
+        while True:
+            res = job.step()
+            for event in res.events:
+                if event.get("event") == "photo":
+                    ok = event.get("status") in ("ok", "skipped")
+                    finished(str(event.get("photo", "")), str(event.get("bundle", "")),
+                             "" if ok else str(event.get("message") or "the fit failed"))
+            if res.state != bp.RUNNING:
+                break
+            if time.monotonic() - last > 5.0:
+                print(f"flamefit batch: fitting… ({saved + failed} of {count} done)", flush=True)
+                last = time.monotonic()
+            time.sleep(0.1)
+    finally:
+        job.stop()
+    if isinstance(job, bp.BatchJob):
+        if res.state != bp.DONE:  # the backend stopped before the end: the rest failed with it
+            print(f"flamefit batch: error: {res.message}", file=sys.stderr, flush=True)
+            failed = max(failed, count - saved)
+    else:
+        finished(args.input, job.out_dir, "" if res.state == bp.DONE else res.message)
+    return failed
 
 
 def main(argv=None) -> int:
@@ -205,22 +243,16 @@ def main(argv=None) -> int:
         print(f"flamefit batch: error: {source}; set FLAMEFIT_PYTHON or the add-on preferences", file=sys.stderr)
         sys.exit(1)
     args.out_dir = os.path.abspath(args.out_dir)  # Blender saves .blend files to absolute paths only
-    photos = photos_in(args.input)
+    photos = photos_in(args.input, _sub(pkg, "io.bundle").photo_suffixes())
     if not photos:
         print(f"flamefit batch: error: no photos in {args.input}", file=sys.stderr)
         sys.exit(1)
+    if not os.path.isdir(args.input) and not os.path.isfile(args.input):
+        print(f"flamefit batch: error: {args.input}: no such file", file=sys.stderr)
+        sys.exit(1)
     os.makedirs(args.out_dir, exist_ok=True)
-    failed = 0
-    for photo in photos:
-        if not os.path.isfile(photo):
-            print(f"flamefit batch: error: {photo}: no such file", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"flamefit batch: fitting {photo} with {python}", flush=True)
-        error = fit_one(pkg, context, photo, args.out_dir, python, args)
-        if error:
-            failed += 1
-            print(f"flamefit batch: error: {os.path.basename(photo)}: {error}", file=sys.stderr, flush=True)
+    print(f"flamefit batch: fitting {len(photos)} photo(s) from {args.input} with {python}", flush=True)
+    failed = run(pkg, context, args, python, len(photos))
     print(f"flamefit batch: {len(photos) - failed} of {len(photos)} photos done", flush=True)
     if failed:
         sys.exit(1)

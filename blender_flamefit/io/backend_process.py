@@ -40,9 +40,10 @@ atexit.register(_kill_all_at_exit)
 
 def backend_command(python: str, photo: str, out_dir: str, *, device: str = "auto", detector: str = "",
                     texture_size: int = 0, stages=None, expression: bool = True, model_files=None,
-                    extra=None) -> list:
-    """The argument list of one `flamefit fit` run (INTERFACE.md section 1)."""
-    cmd = [python, "-m", "flamefit.cli", "fit", photo, "-o", out_dir, "--json-progress"]
+                    extra=None, command: str = "fit") -> list:
+    """The argument list of one `flamefit fit PHOTO` run, or with command="batch" of one
+    `flamefit batch PHOTOS_DIR` run (INTERFACE.md section 1)."""
+    cmd = [python, "-m", "flamefit.cli", command, photo, "-o", out_dir, "--json-progress"]
     if device:
         cmd += ["--device", device]
     if detector:
@@ -353,6 +354,35 @@ class FitJob:
         if self.process is not None:
             self.cancelled = self.cancelled or self.finished is None
             self.process.kill_now()
+
+
+class BatchJob(FitJob):
+    """One `flamefit batch --json-progress` run: every finished photo arrives as a "photo"
+    event (`photos` holds them all, `StepResult.events` the new ones); DONE once the batch
+    reported its summary, even when some photos failed (their events say why)."""
+
+    def __init__(self, argv, out_dir: str, env=None, cancel_grace: float = 5.0):
+        self._events: list = []
+        super().__init__(argv, out_dir, env=env, cancel_grace=cancel_grace)
+
+    @property
+    def photos(self) -> list:
+        return [e for e in self._events if e.get("event") == "photo"]
+
+    def _handle_line(self, line: str, events: list) -> None:
+        before = len(events)
+        super()._handle_line(line, events)
+        self._events.extend(events[before:])
+
+    def _outcome(self, code: int) -> StepResult:
+        if self.cancelled:
+            return StepResult(CANCELLED, "Batch cancelled")
+        if self.done_event is not None and "summary" in self.done_event:
+            d = self.done_event
+            return StepResult(DONE, f"{d.get('ok', 0)} fitted, {d.get('failed', 0)} failed, "
+                                    f"{d.get('skipped', 0)} skipped", result_path=str(d["summary"]))
+        return super()._outcome(code) if code != 0 else \
+            StepResult(FAILED, "the backend batch ended without its summary")
 
 
 def resolve_python(preference_path: str = "", managed_python: str = "") -> tuple:

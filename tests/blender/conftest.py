@@ -41,6 +41,7 @@ def env_patch(monkeypatch):
 def addon():
     """The add-on package registered once in this bpy session."""
     import bpy  # noqa: F401
+
     import blender_flamefit
 
     blender_flamefit.register()

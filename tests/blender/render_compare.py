@@ -18,7 +18,6 @@ import os
 
 import bpy
 import numpy as np
-
 from synth_bundle import sh_shading
 
 

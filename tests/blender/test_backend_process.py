@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
+from testenv import BACKEND_PYTHON, backend_env
 
 from blender_flamefit.io import backend_process as bp
-from testenv import BACKEND_PYTHON, backend_env
 
 
 def _alive(pid: int) -> bool:

@@ -8,7 +8,6 @@ import sys
 import zipfile
 
 import pytest
-
 from testenv import BLENDER, REPO, backend_env, requires_blender34
 
 
@@ -164,7 +163,8 @@ def _run_batch(photo_or_dir, out_dir, env, tmp_path, extra=(), cwd=REPO):
 
 @requires_blender34
 def test_headless_batch_blender34(tmp_path):
-    """The documented batch command (fake backend, fast) -> .blend + preview; checked by reopening."""
+    """The documented batch command (fake backend, fast) on a folder -> one backend process,
+    .blend + preview per photo; checked by reopening."""
     import synth_bundle
 
     photos = tmp_path / "photos"
@@ -173,14 +173,18 @@ def test_headless_batch_blender34(tmp_path):
         synth_bundle.write_png(str(photos / f"{stem}.png"), synth_bundle.albedo_texture(96))
     (photos / "notes.txt").write_text("not a photo")
     out = tmp_path / "out"
+    calls = tmp_path / "calls.jsonl"
     # relative paths, as a user types them
-    proc = _run_batch("photos", "out", backend_env(fake=True), tmp_path, extra=["--samples", "8", "--preview-size", "128"],
-                      cwd=tmp_path)
+    proc = _run_batch("photos", "out", backend_env(fake=True, FAKE_FLAMEFIT_CALLS=calls), tmp_path,
+                      extra=["--samples", "8", "--preview-size", "128", "--no-use-expression"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 of 2 photos done" in proc.stdout
+    (argv,) = [json.loads(line) for line in calls.read_text().splitlines()]  # one process for the folder
+    assert argv[:4] == ["batch", str(photos), "-o", str(out)] and "--json-progress" in argv
+    assert "--no-expression" in argv  # the fit options reach the backend
     for stem in ("anna", "ben"):
         assert (out / f"{stem}.png").stat().st_size > 1000
-        assert (out / f"{stem}.flamefit" / "result.json").is_file()
+        assert (out / stem / "result.json").is_file()
         info = _check_blend(out / f"{stem}.blend", tmp_path)
         assert info["collections"] == [stem]
         assert info["types"] == ["CAMERA", "LIGHT", "LIGHT", "MESH"]
@@ -188,24 +192,6 @@ def test_headless_batch_blender34(tmp_path):
         assert info["image_packed"] and info["image_size"] == [256, 256]
         assert info["camera"] == f"{stem}_camera" and info["bg"] and info["world"] == f"{stem}_world"
         assert info["engine"] == "CYCLES" and info["res"] == [320, 256]
-
-
-@requires_blender34
-def test_headless_batch_blender34_real_backend(tmp_path, real_backend, astronaut_png):
-    """The documented batch command with the real backend on a real photo."""
-    out = tmp_path / "out"
-    proc = _run_batch(astronaut_png, out, backend_env(fake=False), tmp_path,
-                      extra=["--samples", "8", "--preview-size", "128"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    info = _check_blend(out / "astronaut.blend", tmp_path)
-    result = json.loads((out / "astronaut.flamefit" / "result.json").read_text())
-    assert info["collections"] == ["astronaut"]
-    assert info["types"] == ["CAMERA", "LIGHT", "LIGHT", "MESH"]
-    assert info["keys"][0] == "Basis" and len(info["keys"]) > 50  # expression and identity keys
-    assert info["uv"] == 1 and info["image_packed"] and info["image_size"][0] >= 256
-    assert info["res"] == [result["photo"]["width"], result["photo"]["height"]]
-    assert info["camera"] == "astronaut_camera" and info["bg"]
-    assert (out / "astronaut.png").stat().st_size > 1000
 
 
 @requires_blender34
@@ -218,6 +204,16 @@ def test_headless_batch_reports_failures(tmp_path):
     assert proc.returncode == 1
     assert "no face found in noface.png" in proc.stderr
     assert not (tmp_path / "out" / "noface.blend").exists()
+    # in a folder: the failed photo is reported, the others are still saved
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for stem in ("a", "b"):
+        synth_bundle.write_png(str(photos / f"{stem}.png"), synth_bundle.albedo_texture(32))
+    proc = _run_batch(photos, tmp_path / "out2", backend_env(fake=True, FAKE_FLAMEFIT_MODE="noface-first"), tmp_path,
+                      extra=["--no-preview"])
+    assert proc.returncode == 1 and "1 of 2 photos done" in proc.stdout
+    assert "flamefit batch: error: a.png: no face found in a.png" in proc.stderr
+    assert (tmp_path / "out2" / "b.blend").is_file() and not (tmp_path / "out2" / "a.blend").exists()
     # no interpreter at all
     proc = _run_batch(photo, tmp_path / "out", {}, tmp_path)
     assert proc.returncode == 1 and "backend is not set up" in proc.stderr
@@ -225,21 +221,26 @@ def test_headless_batch_reports_failures(tmp_path):
 
 @requires_blender34
 def test_headless_batch_real_backend(real_backend, astronaut_png, tmp_path):
-    """The documented batch command with the real backend on the astronaut photo (~15 s)."""
+    """The documented batch command with the real `flamefit batch` on a folder with the astronaut photo."""
     import numpy as np
 
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    os.symlink(astronaut_png, photos / "astronaut.png")
     out = tmp_path / "out"
-    proc = _run_batch(astronaut_png, out, backend_env(fake=False), tmp_path,
-                      extra=["--samples", "16", "--preview-size", "256"])
+    proc = _run_batch(photos, out, backend_env(fake=False), tmp_path, extra=["--samples", "16", "--preview-size", "256"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     info = _check_blend(out / "astronaut.blend", tmp_path)
-    names = np.load(out / "astronaut.flamefit" / "mesh.npz")["shape_key_names"]
-    assert info["collections"] == ["astronaut"] and info["types"].count("MESH") == 1
-    assert "CAMERA" in info["types"] and "LIGHT" in info["types"]
-    assert info["keys"] == ["Basis", *map(str, names)] and info["uv"] == 1
-    assert info["image_packed"] and info["camera"] == "astronaut_camera" and info["bg"]
-    assert info["res"] == [512, 512] and info["engine"] == "CYCLES"
+    result = json.loads((out / "astronaut" / "result.json").read_text())
+    names = np.load(out / "astronaut" / "mesh.npz")["shape_key_names"]
+    assert info["collections"] == ["astronaut"]
+    assert info["types"] == ["CAMERA", "LIGHT", "LIGHT", "MESH"]
+    assert info["keys"] == ["Basis", *map(str, names)] and len(names) > 50  # expression and identity keys
+    assert info["uv"] == 1 and info["image_packed"] and info["image_size"][0] >= 256
+    assert info["res"] == [result["photo"]["width"], result["photo"]["height"]] == [512, 512]
+    assert info["camera"] == "astronaut_camera" and info["bg"] and info["engine"] == "CYCLES"
     assert (out / "astronaut.png").stat().st_size > 10000
+    assert (out / "summary.csv").is_file()
 
 
 def test_batch_entry_point_in_bpy5(tmp_path):

@@ -9,8 +9,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
 import synth_bundle
+
 from blender_flamefit.io import npyio
 from blender_flamefit.io.bundle import BundleError, image_size, load_bundle, readable_versions, schema
 

@@ -8,9 +8,8 @@ import time
 
 import bpy
 import pytest
-
-from testenv import backend_env
 from helpers import Recorder, scene_snapshot
+from testenv import backend_env
 
 
 def _alive(pid):
@@ -89,7 +88,7 @@ def test_progress_then_completion_imports(addon, fit_setup, tmp_path):
     # the panel shows the last result's metrics
     rec = Recorder()
     addon.ui.panel.FLAMEFIT_PT_result.draw(type("P", (), {"layout": rec})(), bpy.context)
-    assert "Landmark error" in rec.texts() and "0.70 px" in rec.texts()
+    assert "Landmarks" in rec.texts() and "0.70 px" in rec.texts()
 
 
 def test_options_reach_the_command_line(addon, fit_setup, tmp_path):

@@ -7,10 +7,9 @@ import json
 import bpy
 import numpy as np
 import pytest
-from mathutils import Vector
-
 import render_compare
 from helpers import project_px
+from mathutils import Vector
 
 FACE_REL_RMSE_MAX = 0.10  # lights vs the backend's SH shading on the face; see the test's docstring
 MAE_MAX = 0.04  # face, linear units

@@ -8,7 +8,6 @@ noise is about half (2.3% at 512 samples). The real backend's bundle: test_real_
 """
 
 import bpy
-
 import render_compare
 
 REL_RMSE_MAX = 0.05

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import bpy
-
-from testenv import BACKEND_PYTHON
 from helpers import Recorder
+from testenv import BACKEND_PYTHON
 
 OFFLINE = ["--no-deps", "--no-index", "--no-build-isolation"]
 

@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 import pytest
+from synth_bundle import SH_DEFAULT, head_mesh, sh_shading
 
 from blender_flamefit.io import sh_math
-from synth_bundle import SH_DEFAULT, head_mesh, sh_shading
 
 
 def test_shading_matches_numpy_reference():

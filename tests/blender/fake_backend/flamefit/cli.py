@@ -1,6 +1,8 @@
 """Fake `flamefit` CLI. FAKE_FLAMEFIT_MODE selects the behaviour:
-ok | noface | crash | segv | hang | hang-ignore-term | schema-new | missing-albedo | garbage.
-FAKE_FLAMEFIT_PIDFILE: where `hang*` modes write the pids of themselves and their child."""
+ok | noface | crash | segv | hang | hang-ignore-term | schema-new | missing-albedo | garbage;
+`batch` knows ok | noface | noface-first.
+FAKE_FLAMEFIT_PIDFILE: where `hang*` modes write the pids of themselves and their child.
+FAKE_FLAMEFIT_CALLS: a file that gets one line (the arguments) per process started."""
 
 import argparse
 import json
@@ -34,8 +36,22 @@ def main(argv=None):
     for flag in ("--model", "--texture-space", "--uv-template", "--landmark-embedding", "--detector",
                  "--device", "--stages", "--texture-size", "--landmarks", "--face"):
         p.add_argument(flag)
+    b = sub.add_parser("batch")
+    b.add_argument("photos")
+    b.add_argument("-o", dest="out", required=True)
+    for flag in ("--json-progress", "--overwrite", "--no-expression", "--resume"):
+        b.add_argument(flag, action="store_true")
+    for flag in ("--model", "--texture-space", "--uv-template", "--landmark-embedding", "--detector",
+                 "--device", "--stages", "--texture-size", "--workers"):
+        b.add_argument(flag)
     args = parser.parse_args(argv)
     mode = os.environ.get("FAKE_FLAMEFIT_MODE", "ok")
+    calls = os.environ.get("FAKE_FLAMEFIT_CALLS")
+    if calls:  # one line per backend process
+        with open(calls, "a") as fh:
+            fh.write(json.dumps(sys.argv[1:]) + "\n")
+    if args.command == "batch":
+        return batch(args, mode)
     record = os.environ.get("FAKE_FLAMEFIT_ARGV")
     if record:
         with open(record, "w") as fh:
@@ -102,6 +118,39 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("flamefit: interrupted; nothing was written", file=sys.stderr)
         return 130
+
+
+def batch(args, mode):
+    """Like `flamefit batch --json-progress`: one "photo" event per photo, then "done"."""
+    import synth_bundle  # noqa: PLC0415
+
+    record = os.environ.get("FAKE_FLAMEFIT_ARGV")
+    if record:
+        with open(record, "w") as fh:
+            json.dump(sys.argv, fh)
+    suffixes = synth_bundle.SCHEMA["photo_suffixes"]
+    photos = sorted(f for f in os.listdir(args.photos) if os.path.splitext(f)[1].lower() in suffixes)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    for i, name in enumerate(photos, start=1):
+        photo = os.path.abspath(os.path.join(args.photos, name))
+        bundle = os.path.join(out, os.path.splitext(name)[0])
+        message = ""
+        if mode == "noface" or (mode == "noface-first" and i == 1):
+            message = f"no face found in {name}: the detector saw no face; try another photo"
+        else:
+            if os.path.exists(bundle):
+                shutil.rmtree(bundle)
+            synth_bundle.write_bundle(bundle, photo_path=photo)
+        status = "failed" if message else "ok"
+        counts[status] += 1
+        emit(event="photo", photo=photo, bundle=bundle, status=status, index=i, count=len(photos), message=message)
+    emit(event="done", summary=os.path.join(out, "summary.csv"), **counts)
+    if counts["failed"]:
+        print(f"flamefit: error: {counts['failed']} of {len(photos)} photos failed", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
