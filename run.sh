@@ -68,7 +68,7 @@ case "$cmd" in
         # The headless batch fits the photo with the backend and writes <stem>.blend + a preview.
         FLAMEFIT_PYTHON=$REPO/.venv/bin/python blender -b --factory-startup --python-exit-code 1 \
             --python blender_flamefit/batch.py -- "$photo" "$out"
-        log "done: $out/$(basename "${photo%.*}").blend, preview $out/$(basename "${photo%.*}").png, bundle in $out/$(basename "${photo%.*}").flamefit/"
+        log "done: $out/$(basename "${photo%.*}").blend, preview $out/$(basename "${photo%.*}").png, bundle in $out/$(basename "${photo%.*}")/"
         ;;
     *)
         sed -n '2,4p' "$0"; exit 2;;
