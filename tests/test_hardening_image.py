@@ -137,7 +137,7 @@ DETECT_PROBE = textwrap.dedent("""
     import cv2, numpy as np
     from skimage import data
     from flamefit.image import Photo
-    from flamefit.fitting.pipeline import find_landmarks
+    from flamefit.fitting.inputs import find_landmarks
     face = cv2.resize(data.astronaut(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
     canvas = np.full((10000, 10000, 3), 128, np.uint8)
     canvas[3000:5048, 5000:7048] = face
@@ -158,3 +158,16 @@ def test_a_100_megapixel_photo_is_detected_on_a_downscaled_copy(tmp_path):
     peak, error = (float(v) for v in run.stdout.split())
     assert error < 0.05  # of the eye distance: same face, same place
     assert peak < 400e6, f"{peak / 1e9:.2f} GB"
+
+
+def test_texture_size_is_bounded_by_what_fits_in_memory(tmp_path, astronaut):
+    """The texture stage keeps per-texel arrays: 4096 peaks at 3.8 GB, 8192 needed > 5 GiB."""
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), astronaut[..., ::-1])
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "flamefit.cli", "fit", str(photo), "-o", str(out), "--texture-size", "8192"],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--texture-size 8192: choose between 16 and 4096" in lines[0], run.stderr
+    assert not out.exists()
