@@ -357,8 +357,8 @@ class _Budget:
         for n in shape:
             nbytes *= int(n)  # Python ints: no overflow on absurd shapes
         if nbytes > self.left:
-            raise _too_big(path, f"declares an array of shape {tuple(shape)} {dtype} ({nbytes / 1e9:.1f} GB); FlameFit "
-                                 f"reads at most {MAX_READ_BYTES / 1e9:.1f} GB of arrays from one file")
+            raise _too_big(path, f"declares an array of shape {tuple(shape)} {dtype} ({nbytes / 2**30:.2f} GiB); FlameFit "
+                                 f"reads at most {MAX_READ_BYTES / 2**30:.2f} GiB of arrays from one file")
         if available is not None and nbytes > available:
             raise _corrupt(path, "a numpy array file", EOFError(
                 f"the header declares {nbytes} bytes of data, the file holds {max(available, 0)}"))
