@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import FlameFitError
 from ..fsutil import atomic_save_npz, file_lock
 from ..landmarks import detect_landmarks, ibug68
-from .embedding_views import View, mesh_components, render_views
 from ..models.head_model import HeadModel, LandmarkEmbedding
+from .embedding_views import View, mesh_components, render_views
 
 EMBEDDING_VERSION = 1  # bump when the method changes: old cache entries are ignored
 VIEW_POSES = ((0, 0), (-20, 0), (-10, 0), (10, 0), (20, 0), (0, -10), (0, 10))  # (yaw, pitch) degrees

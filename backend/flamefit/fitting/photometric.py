@@ -16,13 +16,14 @@ import math
 import numpy as np
 import torch
 
+from ..image import srgb_to_linear
 from ..render.lighting import sh_basis
 from ..render.shading import interpolate_packed, render_rgb
-from ..image import srgb_to_linear
 from .albedo import SmoothAlbedo, TextureSpaceAlbedo
-from .optim import Adam
-from .geometry import CameraFrame, FitState, HeadRig, project
+from .context import FitContext, Stage
+from .geometry import CameraFrame, HeadRig, project
 from .masks import photometric_mask
+from .optim import Adam
 from .priors import coefficient_prior, landmark_loss, pose_prior
 from .shape import PoseParams, expression_is_nonnegative, landmark_setup
 
@@ -150,13 +151,14 @@ class Objective:
         return rendering.fragments
 
 
-def fit_photometric(rig: HeadRig, state: FitState, frame: CameraFrame, rgb: np.ndarray, points: np.ndarray,
-                    valid: np.ndarray, options, texture_space=None, reporter=None) -> dict:
-    """Run the coarse-to-fine photometric schedule; updates `state` in place.
+def fit_photometric(ctx: FitContext) -> dict:
+    """Run the coarse-to-fine photometric schedule; updates `ctx.state` in place.
 
     Adam, one step per evaluation; face ids and the IRLS weights of the light solve
     are refreshed every `visibility_every` steps, barycentrics every step.
     """
+    rig, state, frame, options, reporter = ctx.rig, ctx.state, ctx.frame, ctx.options, ctx.reporter
+    rgb, points, valid, texture_space = ctx.photo.rgb, ctx.points, ctx.valid, ctx.texture_space
     # Never upsample the photo: a level finer than the crop's own pixels only adds blur.
     schedule = [(min(int(r), frame.crop.side), n) for r, n in options.photometric_schedule]
     total = sum(n for _, n in schedule)
@@ -170,8 +172,6 @@ def fit_photometric(rig: HeadRig, state: FitState, frame: CameraFrame, rgb: np.n
     first = Target(rig, frame, rgb, points, schedule[0][0])
     albedo = state.albedo if state.albedo is not None else make_albedo(rig, first, options, texture_space)
     state.albedo = albedo
-    free = [t for t in (identity, expression, params.global_rot, params.neck, params.jaw, params.delta)
-            if t.requires_grad] + albedo.parameters()
     history = state.history.setdefault("photometric", [])
     optimiser = Adam(_adam_groups(identity, expression, params, albedo, options, nonneg), betas=(0.8, 0.95))
     base_lrs = [g["lr"] for g in optimiser.param_groups]
@@ -216,3 +216,32 @@ def _adam_groups(identity, expression, params, albedo, options, nonneg):
         {"params": albedo.parameters(), "lr": 0.01 if isinstance(albedo, SmoothAlbedo) else 0.05},
     ]
     return [g for g in groups if all(p.requires_grad for p in g["params"])]
+
+
+def light_only(ctx: FitContext) -> None:
+    """No photometric stage: an albedo from the photo's skin colour and the SH light
+    solved in closed form for the landmark-fitted mesh."""
+    rig, state = ctx.rig, ctx.state
+    target = Target(rig, ctx.frame, ctx.photo.rgb, ctx.points, 128)
+    state.albedo = make_albedo(rig, target, ctx.options, ctx.texture_space)
+    with torch.no_grad():
+        verts = rig.vertices(state)
+        rendering = render(rig, verts, state.albedo.texture().detach(), state.sh, target.camera, 128)
+        pix = rendering.fragments.pixel_index
+        weight = target.mask[pix]
+        if weight.sum() > 10:
+            state.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix], weight,
+                                state.sh)
+
+
+class PhotometricStage(Stage):
+    """Albedo, SH light and geometry refined on the face-skin pixels."""
+
+    name = "photometric"
+    option = "photometric"
+
+    def run(self, ctx: FitContext) -> None:
+        fit_photometric(ctx)
+
+    def skip(self, ctx: FitContext) -> None:
+        light_only(ctx)

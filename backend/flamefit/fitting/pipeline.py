@@ -2,43 +2,47 @@
 
     image -> landmarks -> rigid -> shape -> photometric -> texture  (-> bundle, by the writer)
 
-Every stage emits {"event": "stage", ...} then {"event": "progress", ...} through one
-callback, and its wall time goes into `FitResult.timings`.
+The stages are the objects in PIPELINE (context.py: name, option, run(ctx), skip(ctx)),
+all working on one FitContext. Every stage that runs emits {"event": "stage", ...} then
+{"event": "progress", ...} through one callback, and its wall time goes into
+`FitResult.timings`; `planned_stages` is the list of those that run.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import FlameFitError
-from ..image import Crop, Photo, crop_around, linear_to_srgb, load_photo
-from ..landmarks import ibug68
+from ..image import Crop, Photo, linear_to_srgb
 from ..models.head_model import HeadModel
 from ..progress import NullProgress, StageReporter
 from . import metrics
-from .geometry import CameraFrame, FitState, HeadRig, initial_state, project
-from .landmark_model import LandmarkModel
+from .context import FitContext
+from .geometry import CameraFrame, FitState, HeadRig, project
+from .inputs import ImageStage, LandmarksStage
 from .masks import face_polygon_mask
-from .photometric import fit_photometric, linear_crop, region_weights, render, solve_sh
-from .rigid import fit_rigid
-from .schedule import FitOptions
-from .shape import fit_shape
+from .photometric import PhotometricStage, linear_crop, region_weights, render
 from .prepare import is_prepared
+from .rigid import RigidStage
+from .schedule import FitOptions
+from .shape import ShapeStage
+from .texture import TextureStage
 
-MIN_EYE_DISTANCE_PX = 20.0
 OVERLAY_RESOLUTION = 512  # the mesh drawn into overlay.png is rendered at most this size
 
 
+# The fit, stage by stage (context.py: the Stage protocol). The bundle stage is the writer's.
+PIPELINE = (ImageStage(), LandmarksStage(), RigidStage(), ShapeStage(), PhotometricStage(), TextureStage())
+WRITER_STAGE = "bundle"
+
+
 def planned_stages(options: FitOptions) -> list[str]:
-    stages = ["image", "landmarks", "rigid"]
-    stages += [s for s, key in (("shape", "landmarks"), ("photometric", "photometric"), ("texture", "texture"))
-               if options.runs(key)]
-    return stages + ["bundle"]
+    """The stage names a fit with these options reports, in order."""
+    return [stage.name for stage in PIPELINE if stage.runs(options)] + [WRITER_STAGE]
 
 
 @dataclass
@@ -86,38 +90,6 @@ class _Stages:
             self.current = None
 
 
-def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, face_index=None) -> tuple[np.ndarray, dict]:
-    """(68, 2) points in original pixels and a description of where they came from."""
-    if landmarks is not None:
-        from ..landmarks import load_landmarks_file
-
-        points = np.asarray(load_landmarks_file(landmarks) if isinstance(landmarks, (str, Path)) else landmarks,
-                            dtype=np.float64)
-        if points.shape != (68, 2):
-            raise FlameFitError(f"expected 68 landmarks of (x, y), got shape {points.shape}")
-        finite = np.isfinite(points).all(1)
-        inside = finite & (points[:, 0] >= -0.5 * photo.width) & (points[:, 0] <= 1.5 * photo.width) \
-            & (points[:, 1] >= -0.5 * photo.height) & (points[:, 1] <= 1.5 * photo.height)
-        if not inside[finite].all() or finite.sum() < 20:
-            raise FlameFitError(f"the landmarks do not lie on {photo.path.name} ({photo.width}x{photo.height} px): "
-                                "wrong file, or coordinates for another image size?")
-        a, b = ibug68.OUTER_EYE_CORNERS
-        eye = float(np.linalg.norm(points[a] - points[b]))
-        if not eye >= MIN_EYE_DISTANCE_PX:
-            raise FlameFitError(f"the face in {photo.path.name} is too small: {eye:.0f} px between the outer eye "
-                                f"corners, at least {MIN_EYE_DISTANCE_PX:.0f} needed")
-        return points, {"source": "file" if isinstance(landmarks, (str, Path)) else "given",
-                        "path": str(landmarks) if isinstance(landmarks, (str, Path)) else None}
-    from ..image import detection_copy
-    from ..landmarks import detect_landmarks
-
-    small, scale = detection_copy(photo.rgb)  # a huge photo: detect on a downscaled copy (#11.6)
-    found = detect_landmarks(small, detector=detector, face_index=face_index, image_name=photo.path.name)
-    return found.points.astype(np.float64) / scale, {"source": "detector", "detector": found.detector,
-                                                     "num_faces": found.num_faces, "face_index": found.face_index,
-                                                     "box": [float(v) / scale for v in found.box], "score": float(found.score)}
-
-
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,96 +102,31 @@ def resolve_device(device: str | None) -> torch.device:
 
 def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, landmarks=None, detector: str | None = None,
               face_index: int | None = None, texture_space=None, device="cpu", progress=None) -> FitResult:
-    """Fit `model` to one photo (a path or a loaded Photo). Raises FlameFitError on bad input."""
+    """Fit a prepared `model` (prepare_model) to one photo (a path or a loaded Photo),
+    running PIPELINE. Raises FlameFitError on bad input."""
     if not is_prepared(model):
         raise ValueError("fit_photo needs a prepared head model: flamefit.fitting.prepare_model(model, cache_dir)")
     options = options or FitOptions()
-    progress = progress or NullProgress()
-    device = resolve_device(str(device) if device is not None else None)
+    ctx = FitContext(model=model, options=options, device=resolve_device(str(device) if device is not None else None),
+                     texture_space=texture_space, photo_source=photo, landmarks_source=landmarks, detector=detector,
+                     face_index=face_index)
     torch.manual_seed(options.seed)
     stages = planned_stages(options)
-    run = _Stages(progress, stages)
-
-    # 1. Image
-    run.begin("image")
-    if not isinstance(photo, Photo):
-        photo = load_photo(photo)
-
-    # 2. Landmarks
-    run.begin("landmarks")
-    points, detection = find_landmarks(photo, landmarks, detector, face_index)
-    valid = np.isfinite(points).all(1)
-    crop = crop_around(points, options.landmark_resolution, options.crop_margin)
-    frame = CameraFrame(photo.width, photo.height, crop)
-    rig = HeadRig(model, device, options.identity_components, options.expression_components)
-    state = initial_state(rig)
-    lmodel = LandmarkModel(model, rig.num_identity, rig.num_expression, device)
-    res = options.landmark_resolution
-    points_crop = frame.to_crop(points, res)
-
-    # 3. Rigid
-    reporter = run.begin("rigid")
-    fit_rigid(rig, lmodel, state, frame, points_crop, valid, res, options, reporter)
-
-    # 4. Shape, expression, jaw, neck from the landmarks
-    if "shape" in stages:
-        reporter = run.begin("shape")
-        fit_shape(rig, lmodel, state, frame, points_crop, valid, res, options, reporter)
-
-    # 5. Photometric: albedo, SH light, geometry refined on the face-skin pixels
-    if "photometric" in stages:
-        reporter = run.begin("photometric")
-        fit_photometric(rig, state, frame, photo.rgb, points, valid, options, texture_space, reporter)
-    else:
-        _light_only(rig, state, frame, photo.rgb, points, options, texture_space)
-
-    # 6. Texture: the UV albedo itself
-    T = int(options.texture_size)
-    if "texture" in stages:
-        from .texture import unwrap
-
-        reporter = run.begin("texture")
-        texture, coverage, _ = unwrap(rig, state, frame, photo.rgb, options, reporter)
-    else:
-        texture = _albedo_texture(state, T)
-        coverage = None
-    state.texture = torch.as_tensor(texture, dtype=rig.dtype, device=rig.device).permute(2, 0, 1)[None]
+    run = _Stages(progress or NullProgress(), stages)
+    for stage in PIPELINE:
+        if stage.runs(options):
+            ctx.reporter = run.begin(stage.name)
+            stage.run(ctx)
+        else:
+            stage.skip(ctx)
     run.end()
 
     start = time.perf_counter()
-    result = _finish(photo, model, options, frame, rig, state, points, valid, texture, detection, run.timings, stages)
+    result = _finish(ctx, run.timings, stages)
     result.timings["evaluation"] = round(time.perf_counter() - start, 3)  # metrics and pictures
-    if coverage is not None:
-        result.pictures["coverage"] = coverage
+    if ctx.coverage is not None:
+        result.pictures["coverage"] = ctx.coverage
     return result
-
-
-def _albedo_texture(state: FitState, size: int) -> np.ndarray:
-    albedo = state.albedo
-    if hasattr(albedo, "full_texture"):
-        tex = albedo.full_texture(size)
-    else:
-        tex = torch.nn.functional.interpolate(albedo.texture().detach(), size=(size, size), mode="bilinear",
-                                              align_corners=False)
-    return tex[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy().astype(np.float32)
-
-
-def _light_only(rig, state, frame, rgb, points, options, texture_space):
-    """No photometric stage: an albedo from the photo's skin colour and the SH light
-    solved in closed form for the landmark-fitted mesh."""
-    from .photometric import Target, make_albedo
-    from ..render.lighting import sh_basis
-
-    target = Target(rig, frame, rgb, points, 128)
-    state.albedo = make_albedo(rig, target, options, texture_space)
-    with torch.no_grad():
-        verts = rig.vertices(state)
-        rendering = render(rig, verts, state.albedo.texture().detach(), state.sh, target.camera, 128)
-        pix = rendering.fragments.pixel_index
-        weight = target.mask[pix]
-        if weight.sum() > 10:
-            state.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix], weight,
-                                state.sh)
 
 
 def view_light(rig) -> torch.Tensor:
@@ -233,8 +140,10 @@ def view_light(rig) -> torch.Tensor:
                                      torch.tensor([[0.7, 0.7, 0.7]], dtype=dt, device=dev))
 
 
-def _finish(photo, model, options, frame, rig, state, points, valid, texture, detection, timings, stages):
+def _finish(ctx: FitContext, timings, stages):
     """Original-image landmarks, mesh, metrics and the pictures for the report."""
+    photo, model, options, frame, rig, state = ctx.photo, ctx.model, ctx.options, ctx.frame, ctx.rig, ctx.state
+    points, valid, texture, detection = ctx.points, ctx.valid, ctx.texture, ctx.detection
     with torch.no_grad():
         verts = rig.vertices(state)
         lmk3d = rig.landmarks(verts, state.pose)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..landmarks import ibug68
-from .geometry import GLOBAL, CameraFrame, FitState, HeadRig
+from .context import FitContext, Stage
+from .geometry import GLOBAL, CameraFrame, FitState
 from .optim import levenberg_marquardt
 
 D = np.diag([1.0, -1.0, -1.0])
@@ -64,17 +65,23 @@ def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.nda
     state.translation[:] = torch.as_tensor(translation, dtype=state.translation.dtype, device=state.translation.device)
 
 
-def fit_rigid(rig: HeadRig, lmodel, state: FitState, frame: CameraFrame, points_crop: np.ndarray, valid: np.ndarray,
-              resolution: int, options, reporter=None) -> float:
+def fit_rigid(ctx: FitContext) -> float:
     """Closed-form pose, then Levenberg-Marquardt on rotation + translation with all 68
-    points. points_crop: (68,2) in the crop at `resolution`. Returns the final cost."""
+    points (in the crop at options.landmark_resolution). Returns the final cost."""
     from .shape import landmark_problem
 
-    closed_form_pose(lmodel, state, frame, points_crop, valid, resolution)
-    problem = landmark_problem(rig, lmodel, state, frame, points_crop, valid, resolution, options,
-                               ["global", "translation"], priors=False)
-    theta = levenberg_marquardt(problem.residuals, problem.pack(), options.rigid_iterations, reporter,
+    state = ctx.state
+    closed_form_pose(ctx.lmodel, state, ctx.frame, ctx.points_crop, ctx.valid, ctx.options.landmark_resolution)
+    problem = landmark_problem(ctx, ["global", "translation"], priors=False)
+    theta = levenberg_marquardt(problem.residuals, problem.pack(), ctx.options.rigid_iterations, ctx.reporter,
                                 state.history.setdefault("rigid", []), before_iteration=problem.fix_row)
     problem.commit(theta)
     r = problem.residuals(theta[None])[0]
     return 0.5 * float(r @ r)
+
+
+class RigidStage(Stage):
+    name = "rigid"
+
+    def run(self, ctx: FitContext) -> None:
+        fit_rigid(ctx)

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..landmarks import ibug68
-from .geometry import GLOBAL, JAW, NECK, CameraFrame, FitState, HeadRig, project
+from .context import FitContext, Stage
+from .geometry import GLOBAL, JAW, NECK, FitState, HeadRig, project
 from .optim import levenberg_marquardt
 from .priors import JAW_OPEN_MAX, JAW_OPEN_MIN, JAW_SIDE, landmark_weights
 
@@ -140,18 +141,19 @@ class LandmarkProblem:
             st.translation[:] = translation.to(st.translation)
 
 
-def landmark_problem(rig: HeadRig, lmodel, state: FitState, frame: CameraFrame, points_crop, valid, resolution,
-                     options, free, priors=True) -> LandmarkProblem:
-    camera = frame.camera(resolution, lmodel.device, torch.float64)
-    target, weights, sigma = landmark_setup(rig, points_crop, valid, options)
-    return LandmarkProblem(lmodel, state, camera, target.to(lmodel.device), weights.to(lmodel.device), sigma, options,
-                           free, priors, expression_is_nonnegative(rig))
+def landmark_problem(ctx: FitContext, free, priors=True) -> LandmarkProblem:
+    """The landmark residuals of the fit's landmarks for the parameter blocks `free`."""
+    lmodel, options = ctx.lmodel, ctx.options
+    camera = ctx.frame.camera(options.landmark_resolution, lmodel.device, torch.float64)
+    target, weights, sigma = landmark_setup(ctx.rig, ctx.points_crop, ctx.valid, options)
+    return LandmarkProblem(lmodel, ctx.state, camera, target.to(lmodel.device), weights.to(lmodel.device), sigma,
+                           options, free, priors, expression_is_nonnegative(ctx.rig))
 
 
-def fit_shape(rig: HeadRig, lmodel, state: FitState, frame: CameraFrame, points_crop: np.ndarray, valid: np.ndarray,
-              resolution: int, options, reporter=None) -> float:
+def fit_shape(ctx: FitContext) -> float:
     """Levenberg-Marquardt on identity, expression, jaw, neck, global rotation and
     translation from the landmarks, with the priors."""
+    rig, state, options = ctx.rig, ctx.state, ctx.options
     free = ["identity"] if rig.num_identity > 0 else []
     if options.expression and rig.num_expression > 0:
         free.append("expression")
@@ -161,9 +163,17 @@ def fit_shape(rig: HeadRig, lmodel, state: FitState, frame: CameraFrame, points_
         if options.expression:
             free.append("jaw")
     free.append("translation")
-    problem = landmark_problem(rig, lmodel, state, frame, points_crop, valid, resolution, options, free)
-    theta = levenberg_marquardt(problem.residuals, problem.pack(), options.shape_iterations, reporter,
+    problem = landmark_problem(ctx, free)
+    theta = levenberg_marquardt(problem.residuals, problem.pack(), options.shape_iterations, ctx.reporter,
                                 state.history.setdefault("shape", []), before_iteration=problem.fix_row)
     problem.commit(theta)
     r = problem.residuals(theta[None])[0]
     return 0.5 * float(r @ r)
+
+
+class ShapeStage(Stage):
+    name = "shape"
+    option = "landmarks"  # `--stages landmarks`
+
+    def run(self, ctx: FitContext) -> None:
+        fit_shape(ctx)

@@ -22,7 +22,8 @@ import torch
 from ..render.lighting import sh_basis
 from ..render.rasterizer import rasterize
 from ..render.shading import sample_image, vertex_normals
-from .geometry import CameraFrame, FitState, HeadRig
+from .context import FitContext, Stage
+from .geometry import FitState, HeadRig
 from .photometric import linear_crop
 from .uvs import mirror_texels, texel_map
 
@@ -69,8 +70,10 @@ def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return sample_image(image[None], xy[None], padding="border")[0]
 
 
-def unwrap(rig: HeadRig, state: FitState, frame: CameraFrame, rgb: np.ndarray, options, reporter=None):
-    """(texture (T, T, 3) linear float32 with every texel filled, confidence (T, T))."""
+def unwrap(ctx: FitContext):
+    """(texture (T, T, 3) linear float32 with every texel filled, texel weight (T, T),
+    per-texel confidence (N,))."""
+    rig, state, frame, rgb, options, reporter = ctx.rig, ctx.state, ctx.frame, ctx.photo.rgb, ctx.options, ctx.reporter
     T = int(options.texture_size)
     device, dtype = rig.device, rig.dtype
     steps = 5 + options.texture_refine_steps
@@ -153,3 +156,33 @@ def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, s
     covered[rendering.fragments.pixel_index] = 1.0
     residual = (residual * covered[:, None]).view(R, R, 3)
     return _sample(residual, screen[:, :2]) / shading
+
+
+def albedo_texture(state: FitState, size: int) -> np.ndarray:
+    """(size, size, 3) texture of the fitted albedo model (no texture stage)."""
+    albedo = state.albedo
+    if hasattr(albedo, "full_texture"):
+        tex = albedo.full_texture(size)
+    else:
+        tex = torch.nn.functional.interpolate(albedo.texture().detach(), size=(size, size), mode="bilinear",
+                                              align_corners=False)
+    return tex[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy().astype(np.float32)
+
+
+def _keep(ctx: FitContext, texture: np.ndarray) -> None:
+    ctx.texture = texture
+    ctx.state.texture = torch.as_tensor(texture, dtype=ctx.rig.dtype, device=ctx.rig.device).permute(2, 0, 1)[None]
+
+
+class TextureStage(Stage):
+    """The UV albedo itself, de-lit; without this stage, the albedo model's texture."""
+
+    name = "texture"
+    option = "texture"
+
+    def run(self, ctx: FitContext) -> None:
+        texture, ctx.coverage, _ = unwrap(ctx)
+        _keep(ctx, texture)
+
+    def skip(self, ctx: FitContext) -> None:
+        _keep(ctx, albedo_texture(ctx.state, int(ctx.options.texture_size)))

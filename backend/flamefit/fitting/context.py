@@ -1,0 +1,71 @@
+"""What the fitting stages share: one `FitContext` per fit, and the `Stage` protocol.
+
+A stage is an object with a `name` (one of INTERFACE.md section 2's stage names), an
+`option` (the `--stages` name that switches it on; None: it always runs), `run(ctx)`,
+and `skip(ctx)`: what the later stages need from it when it does not run. The
+pipeline (pipeline.py) is the list of stages; stage events, progress totals and
+timings come from that list. Adding a stage: its module, one entry in
+`pipeline.PIPELINE` and its name in bundle/schema.json's "stages".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..image import Photo
+from ..models.head_model import HeadModel
+from ..progress import StageReporter
+from .geometry import CameraFrame, FitState, HeadRig
+from .schedule import FitOptions
+
+
+@dataclass
+class FitContext:
+    """The inputs of one fit and what the stages have found so far (set in stage order)."""
+
+    model: HeadModel  # prepared (fitting.prepare_model): read-only
+    options: FitOptions
+    device: torch.device
+    texture_space: object = None  # a textures TextureSpace, or None
+    photo_source: object = None  # what fit_photo was given: a path or a Photo
+    landmarks_source: object = None  # a landmarks file, (68, 2) points, or None: detect
+    detector: str = "dlib"
+    face_index: int | None = None
+    reporter: StageReporter | None = None  # the running stage's progress
+    # image
+    photo: Photo | None = None
+    # landmarks
+    points: np.ndarray | None = None  # (68, 2) original pixels, NaN where the detector has none
+    valid: np.ndarray | None = None  # (68,) bool
+    detection: dict = field(default_factory=dict)
+    frame: CameraFrame | None = None
+    rig: HeadRig | None = None
+    lmodel: object = None  # landmark_model.LandmarkModel
+    state: FitState | None = None
+    # texture
+    texture: np.ndarray | None = None  # (T, T, 3) linear UV albedo
+    coverage: np.ndarray | None = None  # (T, T) texel confidence (texture stage only)
+
+    @property
+    def points_crop(self) -> np.ndarray:
+        """The landmarks in the crop at the landmark stages' resolution."""
+        return self.frame.to_crop(self.points, self.options.landmark_resolution)
+
+
+class Stage:
+    """Base of the fitting stages (see the module docstring)."""
+
+    name: str = ""
+    option: str | None = None
+
+    def runs(self, options: FitOptions) -> bool:
+        return self.option is None or options.runs(self.option)
+
+    def run(self, ctx: FitContext) -> None:
+        raise NotImplementedError
+
+    def skip(self, ctx: FitContext) -> None:
+        """Called instead of run() when the stage is switched off."""

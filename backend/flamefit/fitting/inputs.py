@@ -1,0 +1,77 @@
+"""The first two stages: the photo, and its 68 landmarks with the fit's frame and rig.
+
+image: load the photo (a path) or take a loaded Photo. landmarks: the detector, or
+points from a file / the caller; then the crop around them, the camera frame, the head
+rig on the device, the initial state and the fast landmark model of the landmark stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FlameFitError
+from ..image import Photo, crop_around, load_photo
+from ..landmarks import ibug68
+from .context import FitContext, Stage
+from .geometry import CameraFrame, HeadRig, initial_state
+from .landmark_model import LandmarkModel
+
+MIN_EYE_DISTANCE_PX = 20.0
+
+
+class ImageStage(Stage):
+    name = "image"
+
+    def run(self, ctx: FitContext) -> None:
+        source = ctx.photo_source
+        ctx.photo = source if isinstance(source, Photo) else load_photo(source)
+
+
+class LandmarksStage(Stage):
+    name = "landmarks"
+
+    def run(self, ctx: FitContext) -> None:
+        o = ctx.options
+        ctx.points, ctx.detection = find_landmarks(ctx.photo, ctx.landmarks_source, ctx.detector, ctx.face_index)
+        ctx.valid = np.isfinite(ctx.points).all(1)
+        crop = crop_around(ctx.points, o.landmark_resolution, o.crop_margin)
+        ctx.frame = CameraFrame(ctx.photo.width, ctx.photo.height, crop)
+        ctx.rig = HeadRig(ctx.model, ctx.device, o.identity_components, o.expression_components)
+        ctx.state = initial_state(ctx.rig)
+        ctx.lmodel = LandmarkModel(ctx.model, ctx.rig.num_identity, ctx.rig.num_expression, ctx.device)
+
+
+def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, face_index=None) -> tuple[np.ndarray, dict]:
+    """(68, 2) points in original pixels and a description of where they came from."""
+    if landmarks is not None:
+        from ..landmarks import load_landmarks_file
+
+        points = np.asarray(load_landmarks_file(landmarks) if isinstance(landmarks, (str, Path)) else landmarks,
+                            dtype=np.float64)
+        if points.shape != (68, 2):
+            raise FlameFitError(f"expected 68 landmarks of (x, y), got shape {points.shape}")
+        finite = np.isfinite(points).all(1)
+        inside = finite & (points[:, 0] >= -0.5 * photo.width) & (points[:, 0] <= 1.5 * photo.width) \
+            & (points[:, 1] >= -0.5 * photo.height) & (points[:, 1] <= 1.5 * photo.height)
+        if not inside[finite].all() or finite.sum() < 20:
+            raise FlameFitError(f"the landmarks do not lie on {photo.path.name} ({photo.width}x{photo.height} px): "
+                                "wrong file, or coordinates for another image size?")
+        a, b = ibug68.OUTER_EYE_CORNERS
+        eye = float(np.linalg.norm(points[a] - points[b]))
+        if not eye >= MIN_EYE_DISTANCE_PX:
+            raise FlameFitError(f"the face in {photo.path.name} is too small: {eye:.0f} px between the outer eye "
+                                f"corners, at least {MIN_EYE_DISTANCE_PX:.0f} needed")
+        return points, {"source": "file" if isinstance(landmarks, (str, Path)) else "given",
+                        "path": str(landmarks) if isinstance(landmarks, (str, Path)) else None}
+    from ..image import detection_copy
+    from ..landmarks import detect_landmarks
+
+    small, scale = detection_copy(photo.rgb)  # a huge photo: detect on a downscaled copy (#11.6)
+    found = detect_landmarks(small, detector=detector, face_index=face_index, image_name=photo.path.name)
+    return found.points.astype(np.float64) / scale, {"source": "detector", "detector": found.detector,
+                                                     "num_faces": found.num_faces, "face_index": found.face_index,
+                                                     "box": [float(v) / scale for v in found.box], "score": float(found.score)}
+
+
