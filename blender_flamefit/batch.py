@@ -136,7 +136,7 @@ def render_preview(scene, photo_image, path: str, longest: int) -> None:
     alpha = fg[3::4]
     out = array("f", bg)
     for c in range(3):
-        out[c::4] = array("f", (f * a + b * (1.0 - a) for f, b, a in zip(fg[c::4], bg[c::4], alpha)))
+        out[c::4] = array("f", (f * a + b * (1.0 - a) for f, b, a in zip(fg[c::4], bg[c::4], alpha, strict=False)))
     out[3::4] = array("f", [1.0]) * (w * h)
     result = bpy.data.images.new("flamefit_preview", w, h, alpha=False)
     result.pixels.foreach_set(out)

@@ -298,7 +298,7 @@ def _check_mesh(mesh: dict, path: str, version: int) -> None:
             raise BundleError(f"{path}: {name} has dtype {arr.dtype}, expected {spec['dtype']}")
         want = spec["shape"]
         ok = arr.ndim == len(want)
-        for dim, got in zip(want, arr.shape):
+        for dim, got in zip(want, arr.shape, strict=False):
             if isinstance(dim, int):
                 ok = ok and dim == got
             else:

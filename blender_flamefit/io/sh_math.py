@@ -61,7 +61,7 @@ def sh_basis(n):
     """Unit normal (x, y, z) -> the 9 weighted basis values c_k P_k(n)."""
     x, y, z = n
     p = (1.0, x, y, z, x * y, x * z, y * z, x * x - y * y, 3 * z * z - 1)
-    return [c * v for c, v in zip(SH_CONSTANTS, p)]
+    return [c * v for c, v in zip(SH_CONSTANTS, p, strict=False)]
 
 
 def sh_shade(n, sh):
@@ -141,7 +141,7 @@ class LightRig:
     def shade(self, n):
         out = list(self.ambient)
         for sun in self.suns:
-            f = cap_falloff(sum(a * b for a, b in zip(n, sun.direction)), sun.angle)
+            f = cap_falloff(sum(a * b for a, b in zip(n, sun.direction, strict=False)), sun.angle)
             for c in range(3):
                 out[c] += sun.colour[c] * f
         return tuple(out)
@@ -185,7 +185,7 @@ def _nnls_small(G, b, tt):
             if sol is None or min(sol) < 0:
                 continue
             x = [0.0] * n
-            for i, v in zip(subset, sol):
+            for i, v in zip(subset, sol, strict=False):
                 x[i] = v
             err = tt - 2 * sum(b[i] * x[i] for i in range(n)) + sum(
                 x[i] * G[i][j] * x[j] for i in range(n) for j in range(n))
@@ -203,8 +203,8 @@ class _Problem:
         self.weights = weights
         self.targets = [displayable(sh_shade(n, sh)) for n in normals]
         self.wsum = sum(weights)
-        self.tt = [sum(w * t[c] * t[c] for w, t in zip(weights, self.targets)) for c in range(3)]
-        self.bt = [sum(w * t[c] for w, t in zip(weights, self.targets)) for c in range(3)]
+        self.tt = [sum(w * t[c] * t[c] for w, t in zip(weights, self.targets, strict=False)) for c in range(3)]
+        self.bt = [sum(w * t[c] for w, t in zip(weights, self.targets, strict=False)) for c in range(3)]
         self._stats = {}  # key -> (column, sum w f, [sum w f t_c])
         self._cross = {}
 
@@ -216,8 +216,8 @@ class _Problem:
                 col = [max(0.0, n[0] * dx + n[1] * dy + n[2] * dz) for n in self.normals]
             else:
                 col = [cap_falloff(n[0] * dx + n[1] * dy + n[2] * dz, angle) for n in self.normals]
-            wf = [a * b for a, b in zip(self.weights, col)]
-            self._stats[key] = (wf, col, sum(wf), [sum(a * t[c] for a, t in zip(wf, self.targets)) for c in range(3)])
+            wf = [a * b for a, b in zip(self.weights, col, strict=False)]
+            self._stats[key] = (wf, col, sum(wf), [sum(a * t[c] for a, t in zip(wf, self.targets, strict=False)) for c in range(3)])
             if len(self._stats) > 4000:  # keep memory bounded during long searches
                 self._stats = {key: self._stats[key]}
                 self._cross.clear()
@@ -226,7 +226,7 @@ class _Problem:
     def _dot(self, a, b):
         k = (a, b) if a <= b else (b, a)
         if k not in self._cross:
-            self._cross[k] = sum(x * y for x, y in zip(self._stats[a][0], self._stats[b][1]))
+            self._cross[k] = sum(x * y for x, y in zip(self._stats[a][0], self._stats[b][1], strict=False))
         return self._cross[k]
 
     def solve(self, keys):
@@ -286,9 +286,9 @@ def rig_error(rig: LightRig, sh, normals, weights=None) -> float:
     the SH shading with negative values clipped (`displayable`)."""
     weights = weights or [1.0] * len(normals)
     num = den = 0.0
-    for n, w in zip(normals, weights):
+    for n, w in zip(normals, weights, strict=False):
         t, r = displayable(sh_shade(n, sh)), rig.shade(n)
-        num += w * sum((a - b) ** 2 for a, b in zip(r, t))
+        num += w * sum((a - b) ** 2 for a, b in zip(r, t, strict=False))
         den += w * sum(a * a for a in t)
     return math.sqrt(num / den) if den > 0 else 0.0
 
@@ -346,7 +346,7 @@ def fit_lights(sh, normals=None, weights=None, max_suns: int = 2, soft: bool = T
                 error = _refine(problem, suns, i, error, step=0.2 if i == len(suns) - 1 else 0.08, soft=soft)
 
     _, amb, powers = problem.solve([problem.feature(*s) for s in suns])
-    out = [Sun(tuple(d), tuple(p), angle=a) for (d, a), p in zip(suns, powers) if max(p) > 1e-6]
+    out = [Sun(tuple(d), tuple(p), angle=a) for (d, a), p in zip(suns, powers, strict=False) if max(p) > 1e-6]
     out.sort(key=lambda s: -s.intensity)
     for i, sun in enumerate(out):
         sun.role = ROLES[i] if i < len(ROLES) else f"fill_{i}"
@@ -377,7 +377,7 @@ def convex_hull(points):
 def inside_convex(hull, p) -> bool:
     if len(hull) < 3:
         return False
-    for a, b in zip(hull, hull[1:] + hull[:1]):
+    for a, b in zip(hull, hull[1:] + hull[:1], strict=False):
         if (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]) < 0:
             return False
     return True
@@ -410,7 +410,7 @@ def head_normals(vertices, faces, view_dir=None, back_weight=0.05, emphasis=None
         unit = (n[0] / length, n[1] / length, n[2] / length)
         w = length
         if view_dir is not None:
-            w *= max(0.0, sum(a * b for a, b in zip(unit, view_dir))) + back_weight
+            w *= max(0.0, sum(a * b for a, b in zip(unit, view_dir, strict=False))) + back_weight
         if emphasis is not None:
             w *= emphasis[v]
         normals.append(unit)

@@ -59,7 +59,7 @@ def inside_hull(hull, shape):
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
     inside = np.ones(shape, bool)
-    for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+    for a, b in zip(hull, np.roll(hull, -1, axis=0), strict=False):
         inside &= (b[0] - a[0]) * (yy - a[1]) - (b[1] - a[1]) * (xx - a[0]) >= 0
     return inside
 

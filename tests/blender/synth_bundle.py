@@ -136,12 +136,12 @@ def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560
     sh = np.asarray(sh if sh is not None else SH_DEFAULT, dtype=np.float64)
     W, H = size
     verts, faces, uvs, uv_faces = head_mesh()
-    V = len(verts)
     # shape keys: jaw-ish, smile-ish, width
     low_front = np.clip(-verts[:, 1] / 0.1, 0, 1) * np.clip(verts[:, 2] / 0.09, 0, 1)
-    d0 = np.zeros_like(verts); d0[:, 1] = -0.01 * low_front
-    d1 = np.zeros_like(verts); d1[:, 0] = 0.006 * np.sign(verts[:, 0]) * low_front
-    d2 = np.zeros_like(verts); d2[:, 0] = 0.05 * verts[:, 0]
+    d0, d1, d2 = np.zeros_like(verts), np.zeros_like(verts), np.zeros_like(verts)
+    d0[:, 1] = -0.01 * low_front
+    d1[:, 0] = 0.006 * np.sign(verts[:, 0]) * low_front
+    d2[:, 0] = 0.05 * verts[:, 0]
     names = np.array(["exp_000", "exp_001", "id_000"])
     deltas = np.stack([d0, d1, d2]).astype(np.float32)
     ranges = np.array([[-3, 3], [-3, 3], [-2.5, 2.5]], dtype=np.float32)
@@ -154,7 +154,8 @@ def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560
     lmk3d = (verts[faces[lmk_faces]] * bary[..., None]).sum(1)
     R = rot("x", pitch) @ rot("y", yaw)
     t = np.array([0.004, -0.01, -0.62])
-    w2c = np.eye(4); w2c[:3, :3] = R; w2c[:3, 3] = t
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = R, t
     lmk2d = project(lmk3d.astype(np.float64), R, t, focal, principal)
 
     names_of = file_names(schema_version) if schema_version in SCHEMA["readable_versions"] else file_names(1)
@@ -179,7 +180,7 @@ def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560
         fh.writelines(f"v {a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in verts)
         fh.writelines(f"vt {a:.6f} {b:.6f}\n" for a, b in uvs)
         fh.write("usemtl albedo\n")
-        fh.writelines(f"f {a+1}/{x+1} {b+1}/{y+1} {c+1}/{z+1}\n" for (a, b, c), (x, y, z) in zip(faces, uv_faces))
+        fh.writelines(f"f {a+1}/{x+1} {b+1}/{y+1} {c+1}/{z+1}\n" for (a, b, c), (x, y, z) in zip(faces, uv_faces, strict=False))
     with open(os.path.join(out_dir, "mesh.mtl"), "w") as fh:
         fh.write("newmtl albedo\nKd 1 1 1\nmap_Kd albedo.png\n")
     if photo_path is None:
