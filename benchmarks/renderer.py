@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "backend"))
 FLAME_EXTRACT = REPO.parent / "shared" / "models" / "flame2023_open_identity60.npz"
 
-from flamefit.render import PinholeCamera, render_rgb  # noqa: E402
+from flamefit.render import PinholeCamera, RasterizationSettings, render_rgb  # noqa: E402
 
 
 def load_mesh():
@@ -102,7 +102,7 @@ CULL_BACKFACES = False  # --cull-backfaces: what the fitter uses
 
 def run_forward(scene, size, visibility=None):
     return render_rgb(scene["camera"], scene["verts"], scene["faces"], scene["face_uvs"], scene["texture"],
-                      scene["sh"], (size, size), visibility=visibility, cull_backfaces=CULL_BACKFACES)
+                      scene["sh"], RasterizationSettings((size, size), cull_backfaces=CULL_BACKFACES), visibility=visibility)
 
 
 def run_forward_backward(scene, size, visibility=None):

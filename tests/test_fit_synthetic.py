@@ -28,6 +28,7 @@ from flamefit.fitting.prepare import prepare_model
 from flamefit.image import Crop, Photo, linear_to_srgb
 from flamefit.models import load_head_model
 from flamefit.render.lighting import ambient_light_sh, directional_light_sh
+from flamefit.render.rasterizer import RasterizationSettings
 from flamefit.render.shading import render_rgb, vertex_normals
 
 SIZE = 256
@@ -72,7 +73,7 @@ def synthetic_scene(model, seed=0):
         torch.tensor([[0.4, 0.5, 0.8]]), torch.tensor([[0.6, 0.58, 0.55]]))
     with torch.no_grad():
         verts = rig.vertices(state)
-        r = render_rgb(camera, verts, rig.faces, rig.face_uvs, albedo, sh, (SIZE, SIZE), cull_backfaces=True)
+        r = render_rgb(camera, verts, rig.faces, rig.face_uvs, albedo, sh, RasterizationSettings((SIZE, SIZE), cull_backfaces=True))
         image = r.image[0] * r.mask[0] + 0.3 * (1 - r.mask[0])
         landmarks = project(camera, rig.landmarks(verts, state.pose))[0].double().numpy()
     rgb = (linear_to_srgb(image.numpy()) * 255 + 0.5).astype(np.uint8)

@@ -9,6 +9,8 @@ import torch
 from flamefit.render import (
     OrthographicCamera,
     PinholeCamera,
+    RasterizationSettings,
+    SHLight,
     composite,
     directional_light_sh,
     face_region_mask,
@@ -28,8 +30,6 @@ from flamefit.render import (
 )
 from flamefit.render.lighting import ambient_light_sh
 
-trimesh = pytest.importorskip("trimesh")
-
 EYE = torch.eye(3)[None]
 
 
@@ -40,8 +40,31 @@ def ortho_camera(scale, size, dtype=torch.float32):
 
 
 def sphere(subdivisions=4, radius=1.0, dtype=torch.float32):
-    mesh = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
-    return torch.tensor(mesh.vertices, dtype=dtype)[None], torch.tensor(mesh.faces, dtype=torch.int64)
+    """An icosphere: an icosahedron, each triangle split in four `subdivisions` times,
+    vertices pushed onto the sphere; faces counter-clockwise seen from outside."""
+    t = (1 + math.sqrt(5)) / 2
+    verts = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
+             (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
+    faces = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2),
+             (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5), (2, 4, 11),
+             (6, 2, 10), (8, 6, 7), (9, 8, 1)]
+    verts = [np.array(v, float) / np.linalg.norm(v) for v in verts]
+    for _ in range(subdivisions):
+        midpoint, split = {}, []
+
+        def middle(a, b):
+            key = (min(a, b), max(a, b))
+            if key not in midpoint:
+                m = verts[a] + verts[b]
+                verts.append(m / np.linalg.norm(m))
+                midpoint[key] = len(verts) - 1
+            return midpoint[key]
+
+        for a, b, c in faces:
+            ab, bc, ca = middle(a, b), middle(b, c), middle(c, a)
+            split += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
+        faces = split
+    return torch.tensor(np.array(verts) * radius, dtype=dtype)[None], torch.tensor(faces, dtype=torch.int64)
 
 
 def white_texture():
@@ -172,6 +195,35 @@ def test_backface_culling_drops_the_far_side_only():
     culled = rasterize(screen, faces, (80, 80), cull_backfaces=True)
     full = rasterize(screen, faces, (80, 80))
     assert torch.equal(culled.face_ids, full.face_ids)  # a closed convex mesh: same visible faces
+
+
+def test_fragments_are_immutable_and_detach_keeps_the_visibility():
+    import dataclasses
+
+    verts, faces = sphere(2)
+    verts.requires_grad_(True)
+    frags = rasterize_mesh(ortho_camera(30.0, 64), verts, faces, RasterizationSettings((64, 64), cull_backfaces=True))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frags.pixel_face = frags.pixel_face[:1]
+    ids = frags.face_ids
+    detached = frags.detach()
+    assert frags.bary_cn.requires_grad and not detached.bary_cn.requires_grad and not detached.pixel_depth.requires_grad
+    assert detached.face_ids is ids and torch.equal(detached.bary_cn, frags.bary_cn.detach())
+    # Culling in the settings: a closed convex mesh shows the same faces either way.
+    assert torch.equal(ids, rasterize_mesh(ortho_camera(30.0, 64), verts, faces, (64, 64)).face_ids)
+
+
+def test_sh_light_diffuse_is_the_renderers_shading():
+    verts, faces = sphere(2)
+    light = SHLight.ambient(torch.tensor([[0.3, 0.3, 0.3]])) + SHLight.directional(
+        torch.tensor([[0.2, 0.5, 1.0]]), torch.tensor([[0.8, 0.7, 0.6]]))
+    rendering = render_rgb(ortho_camera(30.0, 48), verts, faces, torch.full((len(faces), 3, 2), 0.5), white_texture(),
+                           light, (48, 48))
+    expected = light.diffuse(rendering.pixel_normals[None])[0]
+    assert torch.allclose(rendering.pixel_shading, expected, atol=1e-6)
+    with_tensor = render_rgb(ortho_camera(30.0, 48), verts, faces, torch.full((len(faces), 3, 2), 0.5),
+                             white_texture(), light.coefficients, (48, 48))
+    assert torch.equal(with_tensor.pixel_shading, rendering.pixel_shading)
 
 
 def test_refresh_bary_matches_a_fresh_rasterisation_while_visibility_holds():

@@ -20,6 +20,7 @@ import torch
 
 from ..render import (
     PinholeCamera,
+    RasterizationSettings,
     ambient_light_sh,
     directional_light_sh,
     interpolate,
@@ -122,7 +123,7 @@ def render_views(verts: np.ndarray, faces: np.ndarray, poses, image_size: int = 
     with torch.no_grad():
         # Back faces culled: through a template's parted lips one would see the inside of
         # the head, and points there would land on the back of the skull.
-        fragments = rasterize_mesh(camera, posed, faces_t, (image_size, image_size), cull_backfaces=True)
+        fragments = rasterize_mesh(camera, posed, faces_t, RasterizationSettings((image_size, image_size), cull_backfaces=True))
         normals = torch.nn.functional.normalize(interpolate(fragments, vertex_normals(posed, faces_t)), dim=-1, eps=1e-12)
         shading = sh_shading(normals, _sh_light(batch, dtype))
         albedo = interpolate(fragments, torch.as_tensor(vertex_albedo(verts, components), dtype=dtype)[None])

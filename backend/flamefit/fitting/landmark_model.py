@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.head_model import JOINT_PARENTS, HeadModel
+from ..models.head_model import JOINT_PARENTS, HeadModel, vertices2landmarks
 from ..models.lbs import chain_transforms, rodrigues
 from .geometry import GLOBAL, NECK
 
@@ -44,12 +44,16 @@ class LandmarkModel:
             P = model.posedirs.shape[0]
             self.posedirs = t(model.posedirs.reshape(P, -1, 3)[:, sub].reshape(P, -1))
         self.parents = torch.as_tensor(JOINT_PARENTS)
-        local = lambda faces: torch.as_tensor(np.vectorize(remap.get)(model.faces[faces]), device=device)
-        self.face_corners = local(emb.face_idx)  # (68, 3) into the subset
+        # The landmark triangles with corners renumbered into the subset; face k of this
+        # table is model face used[k].
+        used, local_idx = np.unique(np.concatenate(face_sets), return_inverse=True)
+        self.faces = torch.as_tensor(np.vectorize(remap.get)(model.faces[used]), device=device)
+        self.face_idx = torch.as_tensor(local_idx[:len(emb.face_idx)], device=device)  # (68,)
         self.bary = t(emb.bary)
         self.dynamic = None
         if emb.dynamic_face_idx is not None:
-            self.dynamic = (local(emb.dynamic_face_idx), t(emb.dynamic_bary), np.asarray(emb.dynamic_yaw_degrees))
+            dyn_idx = torch.as_tensor(local_idx[len(emb.face_idx):].reshape(emb.dynamic_face_idx.shape), device=device)
+            self.dynamic = (dyn_idx, t(emb.dynamic_bary), np.asarray(emb.dynamic_yaw_degrees))
 
     def joints(self, identity, expression) -> torch.Tensor:
         """(B, J, 3) rest-pose joints of the shaped head."""
@@ -84,9 +88,9 @@ class LandmarkModel:
         per_vertex = torch.einsum("vj,bjmn->bvmn", self.skin, transforms)
         posed = (per_vertex[..., :3, :3] @ rest[..., None])[..., 0] + per_vertex[..., :3, 3]
         posed = posed + translation[:, None]
-        corners, bary = self.face_corners, self.bary
+        face_idx, bary = self.face_idx, self.bary
         if self.dynamic is not None:
             row = self.contour_row(pose) if row is None else row
-            corners = torch.cat([self.dynamic[0][row], corners[17:]])
+            face_idx = torch.cat([self.dynamic[0][row], face_idx[17:]])
             bary = torch.cat([self.dynamic[1][row], bary[17:]])
-        return (posed[:, corners] * bary[None, :, :, None]).sum(2)
+        return vertices2landmarks(posed, self.faces, face_idx, bary)

@@ -18,6 +18,7 @@ import torch
 
 from ..image import srgb_to_linear
 from ..render.lighting import sh_basis
+from ..render.rasterizer import RasterizationSettings
 from ..render.shading import interpolate_packed, render_rgb
 from .albedo import SmoothAlbedo, TextureSpaceAlbedo
 from .context import FitContext, Stage
@@ -93,8 +94,8 @@ def robust(e: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def render(rig: HeadRig, verts, texture, sh, camera, resolution, visibility=None):
-    return render_rgb(camera, verts, rig.faces, rig.face_uvs, texture, sh, (resolution, resolution),
-                      visibility=visibility, cull_backfaces=True)
+    return render_rgb(camera, verts, rig.faces, rig.face_uvs, texture, sh,
+                      RasterizationSettings((resolution, resolution), cull_backfaces=True), visibility=visibility)
 
 
 class Objective:

@@ -143,13 +143,14 @@ def unwrap(ctx: FitContext):
 
 def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, shading, T):
     """Photo minus render (with this texel albedo), de-lit, sampled at each texel."""
+    from ..render.rasterizer import RasterizationSettings
     from ..render.shading import render_rgb
 
     tex = torch.zeros(T * T, 3, dtype=albedo.dtype, device=albedo.device)
     tex[texels.texel_index] = albedo
     tex = tex.view(1, T, T, 3).permute(0, 3, 1, 2)
     R = photo.shape[0]
-    rendering = render_rgb(camera, verts, rig.faces, rig.face_uvs, tex, sh, (R, R), cull_backfaces=True)
+    rendering = render_rgb(camera, verts, rig.faces, rig.face_uvs, tex, sh, RasterizationSettings((R, R), cull_backfaces=True))
     residual = (photo.reshape(-1, 3) - torch.zeros_like(photo.reshape(-1, 3)).index_copy(
         0, rendering.fragments.pixel_index, rendering.pixel_rgb))
     covered = torch.zeros(R * R, dtype=albedo.dtype, device=albedo.device)

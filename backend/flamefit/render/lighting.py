@@ -24,6 +24,7 @@ is FLAME's world frame, so the light is fixed relative to the camera, not the he
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -109,3 +110,37 @@ def directional_light_sh(direction: torch.Tensor, color: torch.Tensor) -> torch.
 def _check_sh(sh: torch.Tensor) -> None:
     if not torch.is_tensor(sh) or sh.dim() != 3 or tuple(sh.shape[1:]) != (9, 3):
         raise ValueError(f"sh must have shape (B, 9, 3), got {tuple(getattr(sh, 'shape', ()))}")
+
+
+@dataclass(frozen=True)
+class SHLight:
+    """A 9x3 SH light (as pytorch3d's light objects): `diffuse(normals)` is the shading."""
+
+    coefficients: torch.Tensor  # (B or 1, 9, 3)
+
+    def __post_init__(self):
+        _check_sh(self.coefficients)
+
+    @classmethod
+    def of(cls, light) -> "SHLight":
+        """An SHLight, or one made from (B, 9, 3) coefficients."""
+        return light if isinstance(light, cls) else cls(light)
+
+    @classmethod
+    def ambient(cls, color: torch.Tensor) -> "SHLight":
+        return cls(ambient_light_sh(color))
+
+    @classmethod
+    def directional(cls, direction: torch.Tensor, color: torch.Tensor) -> "SHLight":
+        return cls(directional_light_sh(direction, color))
+
+    def __add__(self, other: "SHLight") -> "SHLight":
+        return SHLight(self.coefficients + SHLight.of(other).coefficients)
+
+    def diffuse(self, normals: torch.Tensor) -> torch.Tensor:
+        """(B, ..., 3) unit camera-space normals -> (B, ..., 3) shading."""
+        return sh_shading(normals, self.coefficients)
+
+    def diffuse_packed(self, normals: torch.Tensor, pixels_per_image: list[int]) -> torch.Tensor:
+        """Shading (N, 3) of packed (N, 3) normals (the renderer's per-pixel lists)."""
+        return sh_shading_packed(normals, self.coefficients, pixels_per_image)

@@ -24,7 +24,8 @@ times faster on CPU; `.t()` gives the contiguous (C, N) tensor back for free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
@@ -105,9 +106,32 @@ def topology(faces, num_verts: int, device) -> Topology:
     return topo
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
+class RasterizationSettings:
+    """How a mesh is rasterised (as pytorch3d's): the image size (H, W) and the culling.
+
+    The camera says whether interpolation is perspective-correct and where its near
+    plane is (camera.znear); `znear` here overrides it. Entry points that take settings
+    also take a plain (H, W) size, meaning the defaults.
+    """
+
+    image_size: tuple[int, int]
+    cull_backfaces: bool = False  # drop triangles seen from behind (clockwise on screen)
+    znear: float | None = None
+
+    @classmethod
+    def of(cls, settings) -> "RasterizationSettings":
+        return settings if isinstance(settings, cls) else cls(image_size=_check_image_size(settings))
+
+
+_CACHED = ("pixel_batch", "pixel_centres", "corner_verts", "corner_slots", "corner_index", "face_ids")
+
+
+@dataclass(frozen=True, eq=False)
 class Fragments:
     """Rasteriser output, packed per foreground pixel and sorted by flat pixel index.
+    Immutable (the discrete caches below are computed once); `detach()` and
+    `refresh_bary` return new Fragments sharing the visibility.
 
     pixel_index: (N,) int64, flat index b * H * W + i * W + j of each foreground pixel
     pixel_face:  (N,) int64, index into `faces` of the visible triangle
@@ -132,6 +156,17 @@ class Fragments:
     def faces(self) -> torch.Tensor:
         """(F, 3) int64 faces that were rasterised."""
         return self.topology.faces
+
+    def _replace(self, **changes) -> "Fragments":
+        new = dataclasses.replace(self, **changes)
+        for name in _CACHED:  # same pixels, same faces: reuse the discrete caches
+            if name in self.__dict__:
+                new.__dict__[name] = self.__dict__[name]
+        return new
+
+    def detach(self) -> "Fragments":
+        """The same fragments without the autograd graph (barycentrics and depth)."""
+        return self._replace(bary_cn=self.bary_cn.detach(), pixel_depth=self.pixel_depth.detach())
 
     @property
     def num_pixels(self) -> int:
@@ -275,32 +310,29 @@ def refresh_bary(fragments: Fragments, screen_verts: torch.Tensor) -> Fragments:
     if tuple(screen_verts.shape[:2]) != (fragments.batch_size, fragments.num_verts):
         raise ValueError(f"screen_verts shape {tuple(screen_verts.shape)} does not match the fragments "
                          f"(B={fragments.batch_size}, V={fragments.num_verts})")
-    new = Fragments(**{f.name: getattr(fragments, f.name) for f in fields(Fragments)})
-    # Reuse the discrete caches (same pixels, same faces).
-    for name in ("pixel_batch", "pixel_centres", "corner_verts", "corner_slots", "corner_index", "face_ids"):
-        if name in fragments.__dict__:
-            new.__dict__[name] = fragments.__dict__[name]
-    new.bary_cn, new.pixel_depth = _barycentrics(new, screen_verts)
-    return new
+    bary_cn, pixel_depth = _barycentrics(fragments, screen_verts)
+    return fragments._replace(bary_cn=bary_cn, pixel_depth=pixel_depth)
 
 
-def rasterize_mesh(camera, verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], *,
-                   cull_backfaces: bool = False, visibility: Fragments | None = None) -> Fragments:
-    """Project world vertices with `camera` and rasterise with its culling settings.
+def rasterize_mesh(camera, verts: torch.Tensor, faces: torch.Tensor, settings, *,
+                   visibility: Fragments | None = None) -> Fragments:
+    """Project world vertices with `camera` and rasterise them.
 
+    settings: RasterizationSettings, or an (H, W) size for the defaults.
     visibility: Fragments of an earlier call; if given, only barycentrics are recomputed.
     """
-    return rasterize_screen(camera, camera.transform_points(verts), faces, image_size,
-                            cull_backfaces=cull_backfaces, visibility=visibility)
+    return rasterize_screen(camera, camera.transform_points(verts), faces, settings, visibility=visibility)
 
 
-def rasterize_screen(camera, screen: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], *,
-                     cull_backfaces: bool = False, visibility: Fragments | None = None) -> Fragments:
+def rasterize_screen(camera, screen: torch.Tensor, faces: torch.Tensor, settings, *,
+                     visibility: Fragments | None = None) -> Fragments:
     """`rasterize_mesh` for vertices already projected with `camera` (screen space)."""
     if visibility is not None:
         return refresh_bary(visibility, screen)
-    return rasterize(screen, faces, image_size, perspective_correct=camera.perspective_correct,
-                     znear=camera.znear, cull_backfaces=cull_backfaces)
+    settings = RasterizationSettings.of(settings)
+    return rasterize(screen, faces, settings.image_size, perspective_correct=camera.perspective_correct,
+                     znear=camera.znear if settings.znear is None else settings.znear,
+                     cull_backfaces=settings.cull_backfaces)
 
 
 # ----------------------------------------------------------------------------- checks

@@ -13,7 +13,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from .lighting import sh_shading_packed
+from .lighting import SHLight
 from .rasterizer import Fragments, Topology, rasterize_screen, require_finite, topology
 
 
@@ -181,21 +181,21 @@ class Rendering:
 
 
 def render_rgb(camera, verts: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor, texture: torch.Tensor,
-               sh: torch.Tensor, image_size: tuple[int, int], *, visibility: Fragments | None = None,
-               cull_backfaces: bool = False) -> Rendering:
-    """Render a textured, SH-lit mesh: colour = texture(uv) * sh_shading(normal).
+               light, settings, *, visibility: Fragments | None = None) -> Rendering:
+    """Render a textured, SH-lit mesh: colour = texture(uv) * light.diffuse(normal).
 
     verts: (B, V, 3) world; faces: (F, 3); face_uvs: (F, 3, 2) per-corner UVs
-    (= uv_coords[uv_faces]); texture: (B or 1, 3, Ht, Wt); sh: (B or 1, 9, 3).
+    (= uv_coords[uv_faces]); texture: (B or 1, 3, Ht, Wt); light: an SHLight or its
+    (B or 1, 9, 3) coefficients; settings: RasterizationSettings or an (H, W) size.
     visibility: `rendering.fragments` of an earlier call to reuse its face ids (only the
     barycentrics are recomputed; call without it every few steps to refresh visibility).
     """
-    require_finite(face_uvs=face_uvs, texture=texture, sh=sh)  # verts: by the camera
+    light = SHLight.of(light)
+    require_finite(face_uvs=face_uvs, texture=texture, sh=light.coefficients)  # verts: by the camera
     topo = topology(faces, verts.shape[1], verts.device)
     verts_cam = camera.world_to_camera(verts)
     screen = camera.project(verts_cam)
-    fragments = rasterize_screen(camera, screen, faces, image_size, cull_backfaces=cull_backfaces,
-                                 visibility=visibility)
+    fragments = rasterize_screen(camera, screen, faces, settings, visibility=visibility)
     # Normals of the camera-space mesh are camera-space normals.
     normals = _vertex_normals_cn(verts_cam, topo).t().view(verts.shape)
     pixel_normals = _normalize_cn(interpolate_packed(fragments, normals).t()).t()
@@ -204,7 +204,7 @@ def render_rgb(camera, verts: torch.Tensor, faces: torch.Tensor, face_uvs: torch
     return Rendering(
         fragments=fragments,
         pixel_albedo=sample_texture_packed(texture, pixel_uv, per_image),
-        pixel_shading=sh_shading_packed(pixel_normals, sh, per_image),
+        pixel_shading=light.diffuse_packed(pixel_normals, per_image),
         pixel_normals=pixel_normals,
         pixel_uv=pixel_uv,
         screen_verts=screen,
