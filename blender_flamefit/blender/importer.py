@@ -4,13 +4,15 @@ bundle raises BundleError before anything is created; a failure while creating r
 whatever was already made, so the scene is left unchanged.
 
 Made for one bundle, in a new collection named after the photo:
-- the head mesh (Blender axes: (x, y, z) -> (x, -z, y)), per-corner UVs, smooth shading,
-  a Basis shape key plus one key per expression / identity component (value 0 = the fit);
+- the head mesh (Blender axes: (x, y, z) -> (x, -z, y)) at the 3D cursor, origin at the
+  head's centre, per-corner UVs, smooth shading, a neutral Basis shape key plus one key per
+  expression / identity component at its fitted value (schema 1: Basis = the fit, keys 0);
 - a Principled BSDF material with the albedo texture (sRGB);
 - a key sun and a fill sun, and a new world whose colour is the ambient term, fitted to
   the SH lighting (io/sh_math.py explains the approximation);
 - a camera reproducing the fit's pinhole projection, with the photo as background image;
-  it becomes the scene camera and the render size becomes the photo's.
+  it becomes the scene camera and the render size becomes the photo's (each an option;
+  `ImportResult.changes` says what changed in the scene).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from ..io.bundle import Bundle, BundleError, load_bundle
 from . import lights as light_rig
 from .camera import build_camera
 from .material import build_material
-from .mesh import add_shape_keys, build_mesh
-from .scene import restore_state, save_state, use_as_scene
+from .mesh import add_shape_keys, bbox_centre, build_mesh, to_blender_flat
+from .scene import free_offset, lights_off_in_renders, restore_state, save_state, select_and_frame, use_as_scene
 
 
 @dataclass
@@ -40,18 +42,27 @@ class ImportResult:
     bundle: Bundle
     rig: object
     warnings: list = field(default_factory=list)
+    changes: list = field(default_factory=list)  # what the import did to the scene, in words
 
 
 # --- the whole import ---------------------------------------------------------------
 def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: bool = True,
-                  set_scene: bool = True, standard_view: bool = True, pack_images: bool = False,
+                  set_scene: bool = True, set_camera: bool = True, set_render_size: bool = True,
+                  set_world: bool = True, standard_view: bool = True, other_lights_off: bool = True,
+                  avoid_occluders: bool = True, pack_images: bool = True, select: bool = True,
                   collection_name: str = "") -> ImportResult:
-    """Import one result bundle. Raises BundleError (nothing created) on a bad bundle."""
+    """Import one result bundle. Raises BundleError (nothing created) on a bad bundle.
+
+    The head goes to the 3D cursor with its origin at the head's centre (moved sideways when
+    `avoid_occluders` and other objects would hide it from its camera); camera and lights keep
+    their place relative to it. `set_scene=False` leaves every scene-wide setting alone."""
     bundle = load_bundle(path)
     name = collection_name or bundle.name
     scene = context.scene
     created = []  # (collection of bpy.data, id) for rollback
     old = save_state(scene)
+    turned_off = []
+    changes = []
 
     def track(datablock, id_):
         created.append((datablock, id_))
@@ -62,11 +73,13 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
         scene.collection.children.link(coll)
         name = coll.name  # Blender may have added a .001 suffix
 
-        me, verts_bl = build_mesh(f"{name}_head", bundle)
+        posed = to_blender_flat(bundle.mesh["vertices"].data)  # the fitted head, fit's coordinates
+        centre = Vector(bbox_centre(posed))
+        me, _basis = build_mesh(f"{name}_head", bundle, centre)
         track(bpy.data.meshes, me)
         head = track(bpy.data.objects, bpy.data.objects.new(f"{name}_head", me))
         coll.objects.link(head)
-        n_keys = add_shape_keys(head, verts_bl, bundle)
+        n_keys = add_shape_keys(head, _basis, bundle)
 
         mat, albedo = build_material(name, bundle.files["albedo"], faithful_lighting)
         track(bpy.data.images, albedo)
@@ -80,19 +93,38 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
             track(bpy.data.images, photo)
         coll.objects.link(cam_obj)
 
+        # place: head centre at the cursor (beside whatever would hide it), camera relative to it
+        location = scene.cursor.location.copy()
+        half = Vector([(max(posed[c::3]) - min(posed[c::3])) / 2 for c in range(3)])
+        cam_rel = cam_obj.matrix_world.translation - centre
+        if avoid_occluders:
+            right = cam_obj.matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))
+            offset, blockers = free_offset(scene, location - half, location + half, location + cam_rel,
+                                           right.normalized(), exclude={head.name})
+            if blockers:
+                location += Vector(offset)
+                how = f"moved {Vector(offset).length:.2f} m sideways" if Vector(offset).length else \
+                    "could not find a free place nearby"
+                changes.append(f"{', '.join(blockers[:3])} would hide the head from its camera: {how}")
+        head.location = location
+        head["flamefit_centre"] = list(centre)  # fit coordinates (Blender axes) of the origin
+        shift = location - centre
+        m = cam_obj.matrix_world.copy()
+        m.translation += shift
+        cam_obj.matrix_world = m
+
         # lights fitted to the normals the camera sees
-        cam_pos_world = light_rig.from_blender(tuple(cam_obj.matrix_world.translation))
+        cam_pos_world = light_rig.from_blender(tuple(cam_rel + centre))  # the fit's coordinates
         verts_world = bundle.mesh["vertices"].data
         emphasis = None
         if bundle.landmarks_2d and len(bundle.landmarks_2d) >= 3:
             emphasis = light_rig.face_emphasis(verts_world, bundle.camera.project, bundle.landmarks_2d)
         rig = light_rig.rig_for_mesh(bundle.sh, verts_world, bundle.mesh["faces"].data,
                                      cam_pos_world, fill=fill_light, emphasis=emphasis)
-        head_centre = Vector([sum(verts_bl[c::3]) / (len(verts_bl) // 3) for c in range(3)])
         lights = []
         for sun in rig.suns:
-            lobj = light_rig.make_sun(f"{name}_{sun.role}", sun, target=head_centre,
-                                      distance=max(0.5, (cam_obj.matrix_world.translation - head_centre).length))
+            lobj = light_rig.make_sun(f"{name}_{sun.role}", sun, target=location,
+                                      distance=light_rig.sun_distance(cam_rel, half.length))
             track(bpy.data.lights, lobj.data)
             track(bpy.data.objects, lobj)
             coll.objects.link(lobj)
@@ -115,22 +147,36 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
         coll["flamefit_model"] = bundle.model_name
 
         if set_scene:
-            use_as_scene(scene, cam_obj, world, intr, standard_view=standard_view)
+            changes += use_as_scene(scene, cam_obj, world, intr, set_camera=set_camera,
+                                    set_render_size=set_render_size, set_world=set_world,
+                                    standard_view=standard_view)
+            if other_lights_off:
+                turned_off = lights_off_in_renders(scene, exclude={o.name for o in lights})
+                if turned_off:
+                    changes.append(f"off in renders: {', '.join(turned_off[:4])}")
         if pack_images:
             albedo.pack()
             if photo is not None:
                 photo.pack()
+            changes.append("albedo and photo packed into the .blend")
+        if select:
+            select_and_frame(context, head)
     except BundleError:
-        _rollback(created, scene, old)
+        _rollback(created, scene, old, turned_off)
         raise
     except Exception as exc:
-        _rollback(created, scene, old)
+        _rollback(created, scene, old, turned_off)
         raise BundleError(f"importing {bundle.folder} failed: {exc}") from exc
-    return ImportResult(coll, head, cam_obj, lights, world, mat, bundle, rig, list(bundle.warnings))
+    coll["flamefit_changes"] = json.dumps(changes)
+    return ImportResult(coll, head, cam_obj, lights, world, mat, bundle, rig, list(bundle.warnings), changes)
 
 
-def _rollback(created, scene, old) -> None:
+def _rollback(created, scene, old, turned_off=()) -> None:
     restore_state(scene, old, bpy.data.objects)
+    for obj_name in turned_off:
+        obj = scene.objects.get(obj_name)
+        if obj is not None:
+            obj.hide_render = False
     for datablock, id_ in reversed(created):
         try:
             datablock.remove(id_)
@@ -142,4 +188,5 @@ def landmark_points_blender(result: ImportResult):
     """The bundle's landmark points on the imported head, in Blender world space."""
     pts = result.bundle.landmark_points() or []
     mw = result.head.matrix_world
-    return [mw @ Vector(light_rig.to_blender(p)) for p in pts]
+    centre = Vector(result.head.get("flamefit_centre", (0.0, 0.0, 0.0)))
+    return [mw @ (Vector(light_rig.to_blender(p)) - centre) for p in pts]

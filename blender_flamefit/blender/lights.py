@@ -53,6 +53,12 @@ def make_world(name: str, ambient) -> "bpy.types.World":
     return world
 
 
+def sun_distance(camera_offset, head_radius: float) -> float:
+    """How far from the head a sun sits (its place does not change its light): well beyond the
+    camera, so that its icon and direction line stay outside the camera's view of the face."""
+    return max(2.0, 2.5 * camera_offset.length, 10.0 * head_radius)
+
+
 def make_sun(name: str, sun: "sh_math.Sun", target=(0.0, 0.0, 0.0), distance: float = 1.0) -> "bpy.types.Object":
     data = bpy.data.lights.new(name, "SUN")
     colour, peak = _split(sun.colour)

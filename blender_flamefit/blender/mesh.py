@@ -1,5 +1,9 @@
 """The head mesh: vertices in Blender axes, triangles, per-corner UVs, smooth shading, and
-a Basis shape key plus one key per identity / expression component."""
+a Basis shape key plus one key per identity / expression component.
+
+Schema 2 bundles carry the neutral fitted identity (`basis_vertices`) and each key's fitted
+value: the Basis is that neutral face and the keys hold the fitted expression/jaw, so a user
+can dial it up, down or off. Schema 1 bundles: the Basis is the fitted mesh, every key 0."""
 
 from __future__ import annotations
 
@@ -20,10 +24,25 @@ def to_blender_flat(flat):
     return out
 
 
-def build_mesh(name: str, bundle):
-    """A new mesh datablock of the bundle's head; returns (mesh, flat Blender-axes vertices)."""
+def centred(flat, centre):
+    """Flat xyz array minus `centre` (the object's origin goes to the head's centre)."""
+    out = array("f", flat)
+    for c in range(3):
+        out[c::3] = array("f", (v - centre[c] for v in out[c::3]))
+    return out
+
+
+def bbox_centre(flat):
+    return [(min(flat[c::3]) + max(flat[c::3])) / 2 for c in range(3)]
+
+
+def build_mesh(name: str, bundle, centre=(0.0, 0.0, 0.0)):
+    """A new mesh datablock of the bundle's head, in Blender axes minus `centre` (the object's
+    origin). Its vertices are the shape keys' Basis (schema 2: the neutral face). Returns
+    (mesh, flat Basis vertices)."""
     mesh_np = bundle.mesh
-    verts = to_blender_flat(mesh_np["vertices"].data)
+    basis = bundle.basis_vertices if bundle.shape_keys else None
+    verts = centred(to_blender_flat(basis if basis is not None else mesh_np["vertices"].data), centre)
     faces = mesh_np["faces"].data
     F = mesh_np["faces"].shape[0]
     V = mesh_np["vertices"].shape[0]
@@ -54,12 +73,14 @@ def build_mesh(name: str, bundle):
 
 
 def add_shape_keys(obj, basis_flat, bundle) -> int:
-    """Basis + one key per component (value 0 = the fit). Returns the number of keys."""
+    """Basis + one key per component, each at its fitted value (schema 1: 0). Returns the
+    number of keys."""
     keys = bundle.shape_keys
     if not keys:
         return 0
+    values = bundle.shape_key_values or [0.0] * len(keys)
     obj.shape_key_add(name="Basis", from_mix=False)
-    for key_name, deltas, (lo, hi) in keys:
+    for (key_name, deltas, (lo, hi)), value in zip(keys, values, strict=True):
         kb = obj.shape_key_add(name=key_name, from_mix=False)
         moved = array("f", map(operator.add, basis_flat, to_blender_flat(deltas)))
         kb.data.foreach_set("co", moved)
@@ -67,9 +88,11 @@ def add_shape_keys(obj, basis_flat, bundle) -> int:
         hi = max(-SHAPE_KEY_LIMIT, min(SHAPE_KEY_LIMIT, hi))
         if hi <= lo:
             lo, hi = min(lo, -1.0), max(hi, 1.0)
+        value = max(-SHAPE_KEY_LIMIT, min(SHAPE_KEY_LIMIT, float(value)))
+        lo, hi = min(lo, value), max(hi, value)  # the slider never clamps the fitted value
         kb.slider_min = -SHAPE_KEY_LIMIT
         kb.slider_max = hi
         kb.slider_min = lo
-        kb.value = 0.0
+        kb.value = value
     obj.data.shape_keys.name = f"{obj.name}_keys"
     return len(keys)

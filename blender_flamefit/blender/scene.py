@@ -20,17 +20,129 @@ def restore_state(scene, old: dict, objects) -> None:
     (v.view_transform, v.look, v.exposure, v.gamma) = old["view"]
 
 
-def use_as_scene(scene, camera_obj, world, intrinsics, standard_view: bool = True) -> None:
-    """Make the imported camera and world the scene's, with the photo's render size."""
-    scene.world = world
-    scene.camera = camera_obj
-    r = scene.render
-    r.resolution_x, r.resolution_y = intrinsics["resolution"]
-    r.resolution_percentage = 100
-    r.pixel_aspect_x, r.pixel_aspect_y = intrinsics["pixel_aspect"]
+def use_as_scene(scene, camera_obj, world, intrinsics, *, set_camera: bool = True, set_render_size: bool = True,
+                 set_world: bool = True, standard_view: bool = True) -> list:
+    """Make the imported camera and world the scene's, with the photo's render size and the
+    Standard view transform, each only when asked. Returns what changed, in words."""
+    changes = []
+    if set_world:
+        scene.world = world
+        changes.append(f"world: {world.name}")
+    if set_camera:
+        scene.camera = camera_obj
+        changes.append(f"scene camera: {camera_obj.name}")
+    if set_render_size:
+        r = scene.render
+        r.resolution_x, r.resolution_y = intrinsics["resolution"]
+        r.resolution_percentage = 100
+        r.pixel_aspect_x, r.pixel_aspect_y = intrinsics["pixel_aspect"]
+        changes.append(f"render size: {r.resolution_x}×{r.resolution_y} (the photo's)")
     if standard_view:  # the albedo and lights were fitted for a plain sRGB display
         v = scene.view_settings
+        if v.view_transform != "Standard":
+            changes.append(f"view transform: Standard (was {v.view_transform})")
         v.view_transform = "Standard"
         v.look = "None"
         v.exposure = 0.0
         v.gamma = 1.0
+    return changes
+
+
+# --- where the result goes ------------------------------------------------------------------
+SOLID_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
+
+
+def world_box(obj):
+    """(min, max) corners of an object's bounding box in world space."""
+    from mathutils import Vector
+
+    pts = [obj.matrix_world @ Vector(c) for c in obj.bound_box]
+    return [min(p[i] for p in pts) for i in range(3)], [max(p[i] for p in pts) for i in range(3)]
+
+
+def _segment_hits_box(p, q, lo, hi) -> bool:
+    """Does the segment p-q pass through the box [lo, hi]? (slab test)"""
+    t0, t1 = 0.0, 1.0
+    for i in range(3):
+        d = q[i] - p[i]
+        if abs(d) < 1e-12:
+            if p[i] < lo[i] or p[i] > hi[i]:
+                return False
+            continue
+        a, b = (lo[i] - p[i]) / d, (hi[i] - p[i]) / d
+        t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
+        if t0 > t1:
+            return False
+    return True
+
+
+def occluders(scene, head_lo, head_hi, camera_pos, exclude=()) -> list:
+    """Names of visible solid objects that would hide the head (box [head_lo, head_hi]) from a
+    camera at `camera_pos`, or that the head or the camera would sit inside."""
+    corners = [(x, y, z) for x in (head_lo[0], head_hi[0]) for y in (head_lo[1], head_hi[1])
+               for z in (head_lo[2], head_hi[2])]
+    centre = [(a + b) / 2 for a, b in zip(head_lo, head_hi, strict=True)]
+    hits = []
+    for obj in scene.objects:
+        if obj.type not in SOLID_TYPES or obj.name in exclude or not obj.visible_get():
+            continue
+        lo, hi = world_box(obj)
+        overlap = all(lo[i] <= head_hi[i] and head_lo[i] <= hi[i] for i in range(3))
+        if overlap or any(_segment_hits_box(camera_pos, c, lo, hi) for c in (*corners, centre)):
+            hits.append(obj.name)
+    return hits
+
+
+def free_offset(scene, head_lo, head_hi, camera_pos, direction, exclude=(), step=0.25, tries=40):
+    """The smallest offset k*step along `direction` (the camera's right) at which nothing in
+    the scene hides the head from its camera; (offset vector, names it moved away from)."""
+    first = occluders(scene, head_lo, head_hi, camera_pos, exclude)
+    if not first:
+        return (0.0, 0.0, 0.0), []
+    for k in range(1, tries + 1):
+        off = [k * step * d for d in direction]
+        lo, hi, cam = ([v[i] + off[i] for i in range(3)] for v in (head_lo, head_hi, camera_pos))
+        if not occluders(scene, lo, hi, cam, exclude):
+            return tuple(off), first
+    return (0.0, 0.0, 0.0), first  # nowhere free nearby: stay at the cursor (the panel warns)
+
+
+def lights_off_in_renders(scene, exclude) -> list:
+    """Turn the scene's other lights off in renders (the fitted lights replace them); their
+    names, for the report and the rollback."""
+    names = []
+    for obj in scene.objects:
+        if obj.type == "LIGHT" and obj.name not in exclude and not obj.hide_render:
+            obj.hide_render = True
+            names.append(obj.name)
+    return names
+
+
+def select_and_frame(context, head) -> None:
+    """Make the head the only selected and the active object and frame it in every 3D view
+    (windows only: there are none in background mode)."""
+    import bpy
+
+    layer = context.view_layer
+    for obj in layer.objects:
+        if obj.select_get():
+            obj.select_set(False)
+    head.select_set(True)
+    layer.objects.active = head
+    if bpy.app.background:
+        return
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type != "VIEW_3D":
+                continue
+            region = next((r for r in area.regions if r.type == "WINDOW"), None)
+            if region is None:
+                continue
+            space = area.spaces.active
+            if space.region_3d.view_perspective == "CAMERA":
+                continue  # the camera view already shows the head through its camera
+            try:
+                with context.temp_override(window=window, area=area, region=region):
+                    bpy.ops.view3d.view_selected(use_all_regions=False)
+            except (RuntimeError, AttributeError, TypeError):
+                pass

@@ -21,7 +21,19 @@ IMPORT_OPTIONS = (
                "Like the fit's SH model, the head casts no shadow and no bounce light on itself "
                "(Cycles ray visibility) and has no specular; untick for self-shadowing"),
     BoolOption("fill_light", "Fill light", True, "Add a second sun when it reduces the lighting error"),
-    BoolOption("pack_images", "Pack images", False, "Pack the albedo and the photo into the .blend file"),
+    BoolOption("pack_images", "Pack images", True,
+               "Pack the albedo and the photo into the .blend file, so it does not point into the results folder"),
+    # where the result goes and what it changes in the scene (the panel lists each change)
+    BoolOption("avoid_occluders", "Move beside occluders", True,
+               "Place the head at the 3D cursor, moved sideways when other objects (the default cube) "
+               "would hide it from its camera; off: exactly at the 3D cursor"),
+    BoolOption("set_camera", "Set scene camera", True, "Make the fitted camera the scene camera"),
+    BoolOption("set_render_size", "Photo's render size", True, "Set the render size to the photo's"),
+    BoolOption("set_world", "Fitted world", True, "Make the world with the fitted ambient light the scene's"),
+    BoolOption("standard_view", "Standard view transform", True,
+               "Colour management view transform Standard (the fit's colours); off: keep the scene's"),
+    BoolOption("other_lights_off", "Other lights off", True,
+               "Turn the scene's other lights off in renders, so that only the fitted light falls on the face"),
 )
 
 # what the fit runs (backend_process.fit_flags)

@@ -7,6 +7,7 @@ their job and what one tick does (`fit_step`, `setup_step`), so tests call those
 
 import json
 import os
+import shutil
 import time
 
 import bpy
@@ -18,7 +19,14 @@ from ..io import backend_process, setup_backend
 from ..io.backend_process import CANCELLED, DONE, FAILED, RUNNING, FitJob, StepResult
 from . import job_runner
 from .job_runner import JobOperator
-from .preferences import default_results_dir, get_prefs, managed_venv_dir, model_file_flags, resolve_backend
+from .preferences import (
+    default_results_dir,
+    detector_flag,
+    get_prefs,
+    managed_venv_dir,
+    model_file_flags,
+    resolve_backend,
+)
 from .props import ImportOptions
 
 TIMER_STEP = 0.1
@@ -52,6 +60,7 @@ def record_result(scene, result) -> None:
     s.last_metrics = json.dumps(result.bundle.metrics)
     s.last_light_error = float(result.rig.error)
     s.last_model = result.bundle.model_name
+    s.last_changes = json.dumps(result.changes)
 
 
 def import_result(context, path, options) -> tuple:
@@ -73,21 +82,29 @@ def import_result(context, path, options) -> tuple:
 
 def fit_command(context, photo: str, out_dir: str, python: str) -> list:
     prefs = get_prefs(context)
+    s = context.scene.flamefit
+    landmarks = bpy.path.abspath(s.landmarks_file) if s.landmarks_file else ""
     return backend_process.backend_command(
-        python, photo, out_dir, device=prefs.device, detector=prefs.detector,
+        python, photo, out_dir, device=prefs.device, detector=detector_flag(prefs),
         texture_size=prefs.texture_size, model_files=model_file_flags(prefs),
-        **backend_process.fit_flags(**context.scene.flamefit.fit_options()))
+        extra=["--landmarks", landmarks] if landmarks else None,
+        **backend_process.fit_flags(**s.fit_options()))
 
 
 def start_fit(context, photo: str = "", env=None):
     """Validate the inputs and start the backend. Returns (job, '') or (None, error)."""
     s = context.scene.flamefit
+    state = context.window_manager.flamefit
+    state.error, state.error_kind = "", ""  # a new action: the last error no longer applies
     photo = bpy.path.abspath(photo or s.photo)
     if not photo or not os.path.isfile(photo):
         return None, f"choose a photo first (not found: {photo or 'none'})"
+    if s.landmarks_file and not os.path.isfile(bpy.path.abspath(s.landmarks_file)):
+        return None, f"the landmarks file {bpy.path.abspath(s.landmarks_file)} does not exist"
     python, source = resolve_backend(context)
     if not python:
-        return None, f"FlameFit backend not set up: {source}; use Set up backend in the FlameFit panel"
+        state.error_kind = "backend"  # disappears once a backend is usable
+        return None, f"FlameFit backend not set up ({source}): press Set up backend above"
     base = bpy.path.abspath(s.output_dir) if s.output_dir else default_results_dir()
     stem = os.path.splitext(os.path.basename(photo))[0] or "photo"
     out_dir = os.path.join(base, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -100,10 +117,29 @@ def start_fit(context, photo: str = "", env=None):
                  env=backend_process.child_env(env))
     if job.finished is not None:
         return None, job.finished.message
-    state = context.window_manager.flamefit
     state.running, state.progress, state.error = True, 0.0, ""
     state.status = "Starting the backend…"
     return job, ""
+
+
+SLOW_START_S = 4.0  # after this long without a stage, say what the backend is doing
+
+
+def running_status(job: FitJob, message: str) -> str:
+    if job.cancelled:
+        return "Cancelling…"  # not overwritten by the progress lines still arriving
+    if not job.progress.stage and job.elapsed > SLOW_START_S:
+        return f"Starting the backend; a first fit also prepares the open head (once) · {job.elapsed:.0f} s"
+    return message
+
+
+def remove_result(out_dir: str) -> bool:
+    """A cancelled fit leaves nothing: remove the bundle folder this fit created (when the
+    backend got as far as writing it)."""
+    if out_dir and os.path.isdir(out_dir) and os.path.basename(out_dir):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return True
+    return False
 
 
 def fit_step(context, job: FitJob) -> StepResult:
@@ -113,12 +149,14 @@ def fit_step(context, job: FitJob) -> StepResult:
     res = job.step()
     if res.state == RUNNING:
         state.progress = job.progress.fraction
-        state.status = res.message
-        _status_bar(context, f"FlameFit: {res.message} ({int(100 * state.progress)}%) — Esc to cancel")
+        state.status = running_status(job, res.message)
+        _status_bar(context, f"FlameFit: {state.status} ({int(100 * state.progress)}%) — Esc to cancel")
         _redraw(context)
         return res
     state.running = False
     _status_bar(context, None)
+    if job.cancelled and res.state != FAILED:  # cancelled, even if the bundle got written
+        res = StepResult(CANCELLED, "Fit cancelled")
     if res.state == DONE:
         state.progress = 1.0
         ok, message = import_result(context, res.result_path, context.scene.flamefit.import_options())
@@ -132,9 +170,13 @@ def fit_step(context, job: FitJob) -> StepResult:
             res = StepResult(FAILED, message)
             state.status, state.error = "Fit finished but the import failed", message
     elif res.state == CANCELLED:
-        state.status, state.error = "Fit cancelled", ""
+        removed = remove_result(job.out_dir)
+        state.status, state.error = "Fit cancelled" + ("; its result folder was removed" if removed else ""), ""
     else:
-        state.status, state.error = "Fit failed", res.message
+        # the panel has a field for what the backend calls --landmarks FILE
+        state.status = "Fit failed"
+        state.error = res.message.replace("with --landmarks FILE", "as a Landmarks file (below the photo)") \
+            .replace("pass --landmarks FILE", "give a Landmarks file (below the photo)")
     _redraw(context)
     return res
 
@@ -229,8 +271,26 @@ class FLAMEFIT_OT_import_last(Operator):
 
 
 # --- Set up backend ------------------------------------------------------------------------
-def start_setup(context, venv_dir: str = "", pip_args=(), base_python: str = "", env=None):
+def torch_choice(prefs):
+    """The torch_plan for Set up backend: by the machine, or as the preferences say."""
+    build = getattr(prefs, "torch_build", "AUTO")
+    if build == "CPU":
+        return setup_backend.TORCH_CPU_INDEX, "PyTorch CPU build (chosen in the preferences)"
+    if build == "DEFAULT":
+        return None
+    return setup_backend.torch_plan()
+
+
+def start_setup(context, venv_dir: str = "", pip_args=(), base_python: str = "", env=None, torch="machine",
+                prepare_model=None):
+    """Start Set up backend. `torch`: "machine" = torch_choice(prefs), None = no separate torch
+    step, or a torch_plan pair; extra `pip_args` (tests' offline installs) default to neither a
+    torch step nor the model preparation."""
     prefs = get_prefs(context)
+    if torch == "machine":
+        torch = None if pip_args else torch_choice(prefs)
+    if prepare_model is None:
+        prepare_model = not pip_args
     base, why = setup_backend.find_base_python(base_python or bpy.path.abspath(prefs.base_python or ""))
     if not base:
         return None, why
@@ -238,19 +298,21 @@ def start_setup(context, venv_dir: str = "", pip_args=(), base_python: str = "",
     if not source:
         return None, "the backend source is missing from the add-on; reinstall the add-on zip"
     job = setup_backend.SetupJob(venv_dir or managed_venv_dir(), source, base, pip_args=pip_args,
-                                 cpu_only_torch=prefs.cpu_only_torch,
+                                 torch=torch, prepare_model=prepare_model,
                                  env=backend_process.child_env(env) if env else None)
     if job.finished is not None:
         return None, job.finished.message
     state = context.window_manager.flamefit
     state.setup_running, state.setup_failed, state.setup_progress = True, False, 0.0
-    state.setup_status = "Preparing…"
+    state.setup_status = f"Preparing… ({job.torch_choice})" if job.torch_choice else "Preparing…"
+    state.setup_lines, state.setup_log = "", job.log_path
     return job, ""
 
 
 def setup_step(context, job) -> StepResult:
     state = context.window_manager.flamefit
     res = job.step()
+    state.setup_lines = "\n".join(job.lines(4))  # pip's own last lines, streamed to the panels
     if res.state == RUNNING:
         state.setup_progress = job.fraction
         state.setup_status = res.message
@@ -264,8 +326,7 @@ def setup_step(context, job) -> StepResult:
 
 
 class FLAMEFIT_OT_setup_backend(JobOperator, Operator):
-    """Create a Python environment in Blender's user data folder and install the bundled
-    FlameFit backend with its dependencies (PyTorch etc.; needs the internet, takes minutes)"""
+    """Install the bundled FlameFit backend with PyTorch into a new Python environment in Blender's user data folder (needs the internet, takes minutes)"""
 
     bl_idname = "flamefit.setup_backend"
     bl_label = "Set up backend"

@@ -1,18 +1,20 @@
 """The "FlameFit" tab in the 3D view's sidebar (N panel)."""
 
 import json
+import os
 
+import bpy
 from bpy.types import Panel
 
 from ..io.options import FIT_OPTIONS, IMPORT_OPTIONS
 from . import job_runner
-from .preferences import draw_backend_box, draw_progress, wrap
+from .preferences import draw_backend_box, draw_progress, wrap_for
 
 
 def format_metrics(metrics: dict) -> list:
-    labels = {"landmark_error_px": ("Landmark error", "{:.2f} px"),
-              "landmark_error_eye_fraction": ("  (eye distance)", "{:.1%}"),
-              "photometric_error": ("Photometric error", "{:.4f}"),
+    labels = {"landmark_error_px": ("Landmarks", "{:.2f} px"),
+              "landmark_error_eye_fraction": ("  of eye dist.", "{:.1%}"),
+              "photometric_error": ("Photometric", "{:.4f}"),
               "psnr_db": ("PSNR", "{:.1f} dB")}
     out = []
     for key, value in metrics.items():
@@ -37,19 +39,18 @@ class FLAMEFIT_PT_main(Panel):
         state = context.window_manager.flamefit
         ready = draw_backend_box(layout, context, show_path=False)
 
-        layout.prop(settings, "photo")
         col = layout.column(align=True)
-        row = col.row(align=True)
-        row.label(text="Stages:")
-        for option in FIT_OPTIONS:
-            if option.name.startswith("stage_"):
-                row.prop(settings, option.name, toggle=True)
-            else:
-                col.prop(settings, option.name)
+        col.label(text="Photo")
+        col.prop(settings, "photo", text="")
+        col.label(text="Landmarks (optional)")
+        col.prop(settings, "landmarks_file", text="")
+        col = layout.column(align=True)
+        for option in FIT_OPTIONS:  # one per row: labels are never cut
+            col.prop(settings, option.name)
 
         running = job_runner.is_running("fit")
         if running:
-            draw_progress(layout, state.progress, state.status or "Fitting…")
+            draw_progress(layout, state.progress, state.status or "Fitting…", context)
             layout.operator("flamefit.cancel_fit", icon="CANCEL")
         else:
             row = layout.row()
@@ -57,14 +58,17 @@ class FLAMEFIT_PT_main(Panel):
             row.enabled = ready
             row.operator("flamefit.fit_photo", icon="USER")
             if state.status:
-                for line in wrap(state.status, 38):
-                    layout.label(text=line)
-        if state.error and not running:
+                col = layout.column(align=True)
+                for line in wrap_for(context, state.status):
+                    col.label(text=line)
+        stale = state.error_kind == "backend" and ready  # e.g. "not set up" after one was chosen
+        if state.error and not running and not stale:
             box = layout.box()
             box.alert = True
-            box.label(text="Error", icon="ERROR")
-            for line in wrap(state.error, 38):
-                box.label(text=line)
+            col = box.column(align=True)
+            col.label(text="Error", icon="ERROR")
+            for line in wrap_for(context, state.error):
+                col.label(text=line)
 
 
 class FLAMEFIT_PT_options(Panel):
@@ -104,14 +108,29 @@ class FLAMEFIT_PT_result(Panel):
             metrics = json.loads(settings.last_metrics or "{}")
         except ValueError:
             metrics = {}
-        for label, value in format_metrics(metrics):
-            row = col.row()
+        for label, value in format_metrics(metrics) + [("Light approx.", f"{settings.last_light_error:.1%}")]:
+            row = col.split(factor=0.55)
             row.label(text=label)
             row.label(text=value)
-        row = col.row()
-        row.label(text="Light approximation")
-        row.label(text=f"{settings.last_light_error:.1%}")
-        layout.operator("flamefit.import_last", icon="IMPORT")
+        try:
+            changes = json.loads(settings.last_changes or "[]")
+        except ValueError:
+            changes = []
+        if changes:  # what the import did to the scene (each an Import Option)
+            box = layout.box()
+            col = box.column(align=True)
+            col.label(text="Scene changes", icon="SCENE_DATA")
+            for change in changes:
+                for line in wrap_for(context, "• " + change):
+                    col.label(text=line)
+        col = layout.column(align=True)
+        col.label(text="Bundle", icon="FILE_FOLDER")
+        folder = os.path.dirname(bpy.path.abspath(settings.last_result))
+        for line in wrap_for(context, folder):
+            col.label(text=line)
+        row = layout.row(align=True)
+        row.operator("wm.path_open", text="Open Folder", icon="FILEBROWSER").filepath = folder
+        row.operator("flamefit.import_last", text="Import Again", icon="IMPORT")
 
 
 classes = (FLAMEFIT_PT_main, FLAMEFIT_PT_options, FLAMEFIT_PT_result)

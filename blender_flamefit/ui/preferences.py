@@ -5,7 +5,7 @@ import os
 from types import SimpleNamespace
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
 from ..io import backend_process, setup_backend
@@ -24,10 +24,15 @@ MODEL_FLAGS = (
 DEVICES = [("auto", "Auto", "CUDA when available, else the CPU"),
            ("cpu", "CPU", "Always fit on the CPU"),
            ("cuda", "CUDA", "Fit on the NVIDIA GPU (fails when there is none)")]
-DETECTORS = [("", "Backend default", "Let the backend choose (dlib)"),
+# No empty identifier: Blender draws an item with "" as a heading that cannot be picked.
+DETECTORS = [("DEFAULT", "Backend default", "Let the backend choose its best installed detector"),
              ("dlib", "dlib", "dlib 68-point detector (installed with the backend)"),
              ("face-alignment", "face-alignment", "FAN detector (optional backend extra)"),
              ("mediapipe", "MediaPipe", "MediaPipe face mesh (optional backend extra)")]
+TORCH_BUILDS = [("AUTO", "By this machine", "NVIDIA GPU found: the CUDA build; none: the small CPU build; "
+                 "macOS: the default build"),
+                ("CPU", "CPU build", "PyTorch's small CPU build (no CUDA)"),
+                ("DEFAULT", "Your pip index", "Whatever torch your pip configuration installs")]
 
 
 def user_data_dir(create: bool = True) -> str:
@@ -62,25 +67,24 @@ class FlameFitPreferences(AddonPreferences):
     landmark_embedding: StringProperty(name="Landmark embedding", subtype="FILE_PATH",
                                        description="DECA landmark_embedding.npy or similar, optional")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
-    detector: EnumProperty(name="Detector", items=DETECTORS, default="")
+    detector: EnumProperty(name="Detector", items=DETECTORS, default="DEFAULT")
     texture_size: IntProperty(name="Texture resolution", default=1024, min=64, max=8192,
                               description="Size of the albedo texture in pixels")
     base_python: StringProperty(
         name="Base Python (3.11+)", subtype="FILE_PATH",
         description="Python used to create the backend environment (empty: found automatically)")
-    cpu_only_torch: BoolProperty(
-        name="CPU-only PyTorch", default=False,
-        description="Install PyTorch's small CPU build (no CUDA) when setting up the backend")
+    torch_build: EnumProperty(name="PyTorch", items=TORCH_BUILDS, default="AUTO",
+                              description="Which PyTorch Set up backend installs")
 
     def draw(self, context):
         layout = self.layout
-        draw_backend_box(layout, context, show_path=False)
+        draw_backend_box(layout, context, show_path=True, in_preferences=True)
         col = layout.column()
         col.prop(self, "python_path")
         box = layout.box()
         box.label(text="Set up backend", icon="CONSOLE")
         box.prop(self, "base_python")
-        box.prop(self, "cpu_only_torch")
+        box.prop(self, "torch_build")
         draw_setup_status(box, context)
         col = layout.column(heading="Model files")
         for key, _flag in MODEL_FLAGS:
@@ -99,61 +103,150 @@ def get_prefs(context=None):
     if addon is not None and addon.preferences is not None:
         return addon.preferences
     return SimpleNamespace(python_path="", flame_model="", texture_space="", uv_template="",
-                           landmark_embedding="", device="auto", detector="", texture_size=1024,
-                           base_python="", cpu_only_torch=False)
+                           landmark_embedding="", device="auto", detector="DEFAULT", texture_size=1024,
+                           base_python="", torch_build="AUTO")
 
 
-def resolve_backend(context=None):
-    """(interpreter path or '', where it came from or why there is none)."""
+SOURCES = {"FLAMEFIT_PYTHON": "FLAMEFIT_PYTHON", "preferences": "interpreter in preferences",
+           "set-up environment": "set-up environment"}
+
+
+def resolve_backend(context=None, check: bool = True):
+    """(interpreter path or '', where it came from or why there is none). A chosen interpreter
+    is checked once (`flamefit.cli --version`, cached, in the background): one without the
+    backend gives '' and what is wrong; while the check runs it counts as usable."""
     prefs = get_prefs(context)
     managed = setup_backend.ready_python(managed_venv_dir())
-    return backend_process.resolve_python(bpy.path.abspath(prefs.python_path) if prefs.python_path else "",
-                                          managed)
+    python, source = backend_process.resolve_python(
+        bpy.path.abspath(prefs.python_path) if prefs.python_path else "", managed)
+    if python and check:
+        verdict, text = setup_backend.check_interpreter(python)
+        if verdict == "bad":
+            return "", text
+        if verdict == "checking":
+            _redraw_when_checked(python)
+    return python, source
+
+
+def _redraw_when_checked(python):
+    """Redraw the panels once the background check of `python` has an answer."""
+    def poll():
+        verdict, _ = setup_backend.check_interpreter(python)
+        if verdict == "checking":
+            return 0.5
+        for window in bpy.context.window_manager.windows:
+            for area in window.screen.areas:
+                if area.type in {"VIEW_3D", "PREFERENCES"}:
+                    area.tag_redraw()
+        return None
+
+    if not bpy.app.timers.is_registered(poll):
+        bpy.app.timers.register(poll, first_interval=0.5)
+
+
+def detector_flag(prefs) -> str:
+    """The --detector value ('' = the backend's default)."""
+    return "" if prefs.detector in ("", "DEFAULT") else prefs.detector
 
 
 def model_file_flags(prefs) -> dict:
     return {flag: bpy.path.abspath(getattr(prefs, key)) for key, flag in MODEL_FLAGS if getattr(prefs, key)}
 
 
-def draw_backend_box(layout, context, show_path=True):
+def draw_backend_box(layout, context, show_path=True, in_preferences=False):
+    """Backend state; in the panel also the one Set up backend button (and its progress) and
+    a link to the preferences. Returns whether a backend is usable."""
     python, source = resolve_backend(context)
     box = layout.box()
+    state = context.window_manager.flamefit
     if python:
-        row = box.row()
-        row.label(text=f"Backend: {source}", icon="CHECKMARK")
+        box.label(text="Backend ready", icon="CHECKMARK")
+        col = box.column(align=True)
+        for line in wrap_for(context, f"from {SOURCES.get(source, source)}"):
+            col.label(text=line)
         if show_path:
-            box.label(text=python)
+            for line in wrap_for(context, python):
+                col.label(text=line)
     else:
-        col = box.column()
-        col.alert = True
+        col = box.column(align=True)
+        col.alert = not state.setup_running
         col.label(text="Backend not set up", icon="ERROR")
-        col.label(text=source[:1].upper() + source[1:])
-        row = box.row()
-        row.operator("flamefit.setup_backend", icon="IMPORT")
-        if context.preferences is not None and hasattr(bpy.ops.preferences, "addon_show"):
-            row.operator("preferences.addon_show", text="Preferences", icon="PREFERENCES").module = ADDON_ID
+        for line in wrap_for(context, source[:1].upper() + source[1:]):
+            col.label(text=line)
+        if not in_preferences:
+            draw_setup_status(box, context)
+            if context.preferences is not None and hasattr(bpy.ops.preferences, "addon_show"):
+                box.operator("preferences.addon_show", text="Preferences", icon="PREFERENCES").module = ADDON_ID
     return bool(python)
 
 
 def draw_setup_status(layout, context):
     state = context.window_manager.flamefit
     if state.setup_running:
-        draw_progress(layout, state.setup_progress, state.setup_status or "Setting up…")
+        draw_progress(layout, state.setup_progress, state.setup_status or "Setting up…", context)
+        col = layout.column(align=True)
+        for line in state.setup_lines.splitlines()[-3:]:
+            for part in wrap_for(context, line):
+                col.label(text=part)
         layout.operator("flamefit.cancel_setup", icon="CANCEL")
     else:
         layout.operator("flamefit.setup_backend", icon="IMPORT")
         if state.setup_status:
-            col = layout.column()
+            col = layout.column(align=True)
             col.alert = state.setup_failed
-            for line in wrap(state.setup_status, 70):
+            for line in wrap_for(context, state.setup_status):
                 col.label(text=line)
 
 
-def draw_progress(layout, fraction, text):
+def draw_progress(layout, fraction, text, context=None):
     if hasattr(layout, "progress"):  # Blender 4.0+
-        layout.progress(factor=fraction, type="BAR", text=text)
+        layout.progress(factor=fraction, type="BAR", text=f"{int(fraction * 100)}%")
     else:
-        layout.label(text=f"{text}  [{int(fraction * 100)}%]")
+        layout.label(text=f"{int(fraction * 100)}% done")
+    col = layout.column(align=True)
+    for line in wrap_for(context, text) if context is not None else wrap(text):
+        col.label(text=line)
+
+
+def text_width_px(text: str, context) -> float:
+    """The width of `text` in the UI's label font, in pixels."""
+    import blf
+
+    prefs = context.preferences
+    scale = prefs.system.ui_scale if prefs is not None else 1.0
+    points = prefs.ui_styles[0].widget.points if prefs is not None else 11  # labels use the widget font
+    try:
+        blf.size(0, points * scale)
+    except TypeError:  # Blender < 3.4 wants a dpi
+        blf.size(0, int(points), int(72 * scale))
+    return 1.1 * blf.dimensions(0, text)[0]  # a margin: Blender's own label layout is a bit wider
+
+
+def wrap_for(context, text: str) -> list:
+    """`text` split into label rows that fit the current region's width (Blender 3.4 has no
+    wrapping label). Falls back to 38 characters where there is no region."""
+    region = getattr(context, "region", None) if context is not None else None
+    if region is None or region.width <= 1 or bpy.app.background:
+        return wrap(text, 38)
+    scale = context.preferences.system.ui_scale if context.preferences else 1.0
+    room = region.width - 72 * scale  # panel margins, a box's border, the tab strip, the ellipsis
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if line and text_width_px(trial, context) > room:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+        while text_width_px(line, context) > room and len(line) > 8:  # one over-long word (a path)
+            cut = len(line) - 1
+            while cut > 8 and text_width_px(line[:cut], context) > room:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    if line:
+        lines.append(line)
+    return lines or [""]
 
 
 def wrap(text, width=40):

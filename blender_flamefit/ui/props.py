@@ -38,6 +38,10 @@ class FlameFitSceneSettings(ImportOptions, FitOptions, PropertyGroup):
     last_metrics: StringProperty(name="Last metrics", default="")
     last_light_error: FloatProperty(name="Light fit error", default=0.0)
     last_model: StringProperty(name="Head model", default="")
+    last_changes: StringProperty(name="Scene changes", default="[]")
+    landmarks_file: StringProperty(
+        name="Landmarks", subtype="FILE_PATH",
+        description="68 iBUG points (.pts, .json or .npy) to use instead of the detector, e.g. when no face is found")
 
 
 class FlameFitRuntime(PropertyGroup):
@@ -45,10 +49,13 @@ class FlameFitRuntime(PropertyGroup):
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(default="")
     error: StringProperty(default="")
+    error_kind: StringProperty(default="")  # "backend": shown only while no backend is usable
     setup_running: BoolProperty(default=False)
     setup_failed: BoolProperty(default=False)
     setup_progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     setup_status: StringProperty(default="")
+    setup_lines: StringProperty(default="")  # pip's last output lines
+    setup_log: StringProperty(default="")  # the set-up's log file
 
 
 classes = (FlameFitSceneSettings, FlameFitRuntime)

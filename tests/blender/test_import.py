@@ -7,9 +7,8 @@ import os
 import bpy
 import numpy as np
 import pytest
-from mathutils import Vector
-
 from helpers import project_px, scene_snapshot
+from mathutils import Vector
 
 
 def _import(path, **options):
@@ -34,8 +33,11 @@ def test_import_creates_editable_objects(empty_scene, synth_bundle_dir):
     # axes: (x, y, z) -> (x, -z, y)
     co = np.empty(3 * V, np.float32)
     me.vertices.foreach_get("co", co)
-    v = mesh_npz["vertices"]
-    assert np.abs(co.reshape(-1, 3) - np.stack([v[:, 0], -v[:, 2], v[:, 1]], -1)).max() < 1e-6
+    v = mesh_npz["basis_vertices"] if "basis_vertices" in mesh_npz else mesh_npz["vertices"]
+    fitted = np.stack([mesh_npz["vertices"][:, 0], -mesh_npz["vertices"][:, 2], mesh_npz["vertices"][:, 1]], -1)
+    centre = (fitted.min(0) + fitted.max(0)) / 2  # the origin sits at the head's centre, at the cursor
+    assert np.abs(co.reshape(-1, 3) - (np.stack([v[:, 0], -v[:, 2], v[:, 1]], -1) - centre)).max() < 1e-6
+    assert np.allclose(head.location, scene.cursor.location)
     # per-corner UVs and faces in order
     uv = np.empty(2 * 3 * F, np.float32)
     me.uv_layers.active.data.foreach_get("uv", uv)
@@ -52,7 +54,8 @@ def test_import_creates_editable_objects(empty_scene, synth_bundle_dir):
     d = mesh_npz["shape_key_deltas"][0]
     assert np.abs((kco - co).reshape(-1, 3) - np.stack([d[:, 0], -d[:, 2], d[:, 1]], -1)).max() < 1e-6
     assert (keys["id_000"].slider_min, keys["id_000"].slider_max) == pytest.approx((-2.5, 2.5))
-    assert all(k.value == 0 for k in keys[1:])  # the fit itself
+    values = mesh_npz["shape_key_values"] if "shape_key_values" in mesh_npz else np.zeros(len(keys) - 1)
+    assert [k.value for k in keys[1:]] == pytest.approx(values.tolist(), abs=1e-6)  # the fit itself
     # material: Principled BSDF <- albedo image (sRGB)
     mat = me.materials[0]
     bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
@@ -111,6 +114,7 @@ def test_camera_reprojects_landmarks_within_1px(empty_scene, synth_bundle_dir):
 ])
 def test_camera_other_shapes(empty_scene, tmp_path, size, principal, focal):
     import synth_bundle
+
     from blender_flamefit.blender import importer
 
     synth_bundle.write_bundle(str(tmp_path / "b"), size=size, principal=principal, focal=focal)
@@ -123,6 +127,7 @@ def test_camera_other_shapes(empty_scene, tmp_path, size, principal, focal):
 def test_flat_landmarks_3d_fallback(empty_scene, tmp_path):
     """Bundles without the embedding arrays use landmarks_3d."""
     import synth_bundle
+
     from blender_flamefit.blender import importer
 
     synth_bundle.write_bundle(str(tmp_path / "b"))

@@ -18,7 +18,7 @@ import traceback
 
 import bpy
 
-ARGS = dict(zip(*[iter(sys.argv[sys.argv.index("--") + 1:])] * 2))  # --key value pairs
+ARGS = dict(zip(*[iter(sys.argv[sys.argv.index("--") + 1:])] * 2, strict=True))  # --key value pairs
 ZIP, PHOTO, OUT = ARGS["--zip"], ARGS["--photo"], ARGS["--out"]
 TIMEOUT = float(ARGS.get("--timeout", "600"))
 MODULE = "blender_flamefit"
@@ -145,10 +145,7 @@ WAIT = {"start": 0.0, "statuses": [], "during": 0}
 
 
 def fit_running():
-    ops = sys.modules[MODULE + ".ui.job_runner"] if MODULE + ".ui.job_runner" in sys.modules else None
-    if ops is not None and hasattr(ops, "running"):
-        return ops.running("fit")
-    return bool(state().running)
+    return sys.modules[MODULE + ".ui.job_runner"].is_running("fit")
 
 
 def step_wait():

@@ -53,6 +53,8 @@ def first_run(tmp_path_factory):
                BLENDER_USER_DATAFILES=str(tmp / "datafiles"),
                XDG_CACHE_HOME=str(tmp / "cache"),  # a new account: no model cache yet
                FLAMEFIT_PYTHON=str(BACKEND_PYTHON), FLAMEFIT_THREADS="1")
+    if os.environ.get("FLAMEFIT_GUI_BACKEND_SRC"):  # another backend source tree (e.g. a clean export)
+        env["PYTHONPATH"] = os.environ["FLAMEFIT_GUI_BACKEND_SRC"]
     cmd = [XVFB, "-a", "-s", "-screen 0 1600x1000x24", BLENDER, "--factory-startup", "--enable-event-simulate",
            "--python", str(HERE / "driver.py"), "--",
            "--zip", str(zip_path), "--photo", str(photo), "--out", str(out), "--timeout", "600"]
@@ -118,7 +120,7 @@ def test_expression_keys_hold_fitted_values_basis_neutral(first_run):
     np.testing.assert_allclose([got[n] for n in names], values, atol=1e-5)
     # the fit has an expression, and nothing clamps it
     assert np.abs(values).max() > 0.05
-    for n, v in zip(names, values):
+    for n, v in zip(names, values, strict=True):
         assert first_run["key_slider_min"][n] <= v
     # Basis = the neutral fitted identity; the evaluated mesh = the fitted one; one translation
     basis = np.array(first_run["basis_world"]).reshape(-1, 3)
