@@ -103,7 +103,7 @@ def known_space(model, rng):
     orthonormal over the model's covered texels, then unit-RMS. It is orthogonal to
     mean-proportional changes per channel: those look exactly like a photo's exposure /
     white balance, which the build divides out (normalise.py)."""
-    from flamefit.fitting.uvs import texel_map
+    from flamefit.render.uv_raster import texel_map
 
     covered = texel_map(model, R, "cpu").mask.reshape(-1)
     v, u = (np.mgrid[0:R, 0:R] + 0.5) / R
@@ -151,7 +151,7 @@ def render_head(model, albedo_map, camera, sh, image_size=128):
 def synthetic(head):
     """Renders of the head with albedos drawn from a known space, unwrapped with the true
     pose and light, under random exposure/white-balance gains: N_TRAIN to build, N_HELD_OUT held out."""
-    from flamefit.fitting.uvs import texel_map
+    from flamefit.render.uv_raster import texel_map
     from flamefit.textures.uv_masks import uv_skin_prior
     from flamefit.textures.unwrap import unwrap_albedo
 

@@ -122,7 +122,7 @@ def _init_worker(state: dict, in_pool: bool = True) -> None:
         pool.worker_signals()
     if state.get("threads"):
         configure_threads(state["threads"])
-    from ..fitting.uvs import texel_map
+    from ..render.uv_raster import texel_map
 
     model = state["model"]
     module, name = state["fitter"].split(":")

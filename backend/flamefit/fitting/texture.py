@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from ..render.lighting import sh_basis
-from ..render.rasterizer import rasterize
+from ..render.rasterizer import RasterizationSettings, rasterize_mesh
 from ..render.shading import sample_image, vertex_normals
+from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from .context import FitContext, Stage
-from .geometry import FitState, HeadRig
+from .geometry import FitState
 from .photometric import linear_crop
-from .uvs import mirror_texels, texel_map
 
 MAX_UNWRAP_RESOLUTION = 1024  # the photo crop is sampled at most at this size
 MIN_SHADING = 0.05
@@ -56,15 +56,6 @@ def pull_push(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _depth_buffer(rig: HeadRig, verts, camera, resolution):
-    screen = camera.transform_points(verts)
-    frags = rasterize(screen, rig.faces, (resolution, resolution), perspective_correct=True, znear=camera.znear,
-                      cull_backfaces=True)
-    depth = torch.full((resolution * resolution,), float("inf"), dtype=verts.dtype, device=verts.device)
-    depth[frags.pixel_index] = frags.pixel_depth.detach()
-    return depth.view(resolution, resolution)
-
-
 def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     """Bilinear (H, W, C) image at (N, 2) pixel positions, edge pixels beyond the border."""
     return sample_image(image[None], xy[None], padding="border")[0]
@@ -90,13 +81,10 @@ def unwrap(ctx: FitContext):
         camera = frame.camera(R, device, dtype)
         photo = torch.as_tensor(linear_crop(rgb, frame, R), dtype=dtype, device=device)
         screen = camera.transform_points(points[None])[0]
-        zbuf = _depth_buffer(rig, verts, camera, R)
+        frags = rasterize_mesh(camera, verts, rig.faces, RasterizationSettings((R, R), cull_backfaces=True))
         report(2)
-        col = screen[:, 0].floor().long().clamp(0, R - 1)
-        row = screen[:, 1].floor().long().clamp(0, R - 1)
-        inside = (screen[:, 0] >= 0) & (screen[:, 0] < R) & (screen[:, 1] >= 0) & (screen[:, 1] < R)
         tolerance = 0.004 + 0.002 * screen[:, 2]  # metres: a few mm at portrait distance
-        visible = inside & (screen[:, 2] <= zbuf[row, col] + tolerance)
+        visible = texel_visibility(screen[None], frags, tolerance[None])[0]
         to_camera = torch.nn.functional.normalize(-points, dim=-1)  # camera at the origin
         cosine = (texel_normals * to_camera).sum(-1)
         lo = options.texture_min_cosine
@@ -143,7 +131,6 @@ def unwrap(ctx: FitContext):
 
 def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, shading, T):
     """Photo minus render (with this texel albedo), de-lit, sampled at each texel."""
-    from ..render.rasterizer import RasterizationSettings
     from ..render.shading import render_rgb
 
     tex = torch.zeros(T * T, 3, dtype=albedo.dtype, device=albedo.device)

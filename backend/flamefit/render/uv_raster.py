@@ -1,8 +1,12 @@
 """Rasterisation in UV space: which triangle covers each texel, and where.
 
-The texture stage uses it to unwrap photo colours into the UV layout: texel -> surface
-point (barycentric interpolation of mesh positions/normals) -> camera projection ->
-visibility test against the image z-buffer -> photo colour, weighted by the viewing angle.
+The texture stage and the texture-space build use it to unwrap photo colours into the
+UV layout: texel -> surface point (barycentric interpolation of mesh positions/normals)
+-> camera projection -> visibility test against the image z-buffer (`texel_visibility`,
+the one such test) -> photo colour, weighted by the viewing angle. `TexelMap` /
+`texel_map(model, size)`: which triangle and barycentrics cover each texel of a head
+model's layout; `mirror_texels`: each texel's mirror texel (x -> -x on the template),
+for filling texels seen poorly from the other side of the face.
 
 UV convention (OBJ): u right, v up, origin at the bottom-left of the texture image. Texel
 (i, j) of an (Ht, Wt) texture has its centre at u = (j + 0.5) / Wt, v = 1 - (i + 0.5) / Ht.
@@ -12,6 +16,9 @@ and `f` do), so a UV face id is also a mesh face id.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from .rasterizer import Fragments, rasterize, require_finite, topology
@@ -61,13 +68,17 @@ def texels_to_texture(uv_fragments: Fragments, values: torch.Tensor, background:
     return out.view(B, C, Ht, Wt)
 
 
-def texel_visibility(texel_screen: torch.Tensor, image_fragments: Fragments,
-                     depth_tolerance: float = 5e-3) -> torch.Tensor:
-    """(B, N) bool: the texel projects into the image onto a foreground pixel whose
-    z-buffer depth is within `depth_tolerance` (same units as depth, metres) of its own.
+def texel_visibility(texel_screen: torch.Tensor, image_fragments: Fragments, depth_tolerance=5e-3, *,
+                     texel_faces: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N) bool: the texel is the surface the camera sees at the pixel it projects to.
 
     texel_screen: (B, N, 3) screen (x, y, depth) of the texel surface points, from the
-    camera that produced `image_fragments`. The pixel containing the projection is used.
+    camera that produced `image_fragments` (whose rasterisation settings, e.g. culling
+    and resolution, are the caller's choice). Visible: inside the image, and at most
+    `depth_tolerance` (metres; a number or (B, N)) behind the z-buffer there (a
+    background pixel, e.g. at a silhouette edge, hides nothing); or, given texel_faces
+    ((N,) the texels' triangles), the triangle seen there is the texel's own or shares a
+    vertex with it (thin parts seen edge-on).
     """
     H, W = image_fragments.image_size
     x, y, depth = texel_screen.detach().unbind(-1)
@@ -75,9 +86,15 @@ def texel_visibility(texel_screen: torch.Tensor, image_fragments: Fragments,
     inside = (col >= 0) & (col < W) & (row >= 0) & (row < H)
     batch = torch.arange(texel_screen.shape[0], device=texel_screen.device)[:, None]
     flat = (batch * H + row.clamp(0, H - 1).long()) * W + col.clamp(0, W - 1).long()
-    face_ids = image_fragments.face_ids.reshape(-1)[flat]
-    zbuf = image_fragments.depth.detach().reshape(-1)[flat]
-    return inside & (face_ids >= 0) & ((depth - zbuf).abs() <= depth_tolerance)
+    seen = image_fragments.face_ids.reshape(-1)[flat]
+    zbuf = torch.where(seen >= 0, image_fragments.depth.detach().reshape(-1)[flat], torch.full_like(depth, float("inf")))
+    visible = depth <= zbuf + depth_tolerance
+    if texel_faces is not None:
+        faces = image_fragments.faces
+        own = faces[texel_faces.to(seen.device)].expand(*seen.shape, 3)
+        shared = (own[..., :, None] == faces[seen.clamp(min=0)][..., None, :]).flatten(-2).any(-1)
+        visible |= shared & (seen >= 0)
+    return inside & visible
 
 
 def view_cosine(camera, points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
@@ -104,3 +121,102 @@ def unwrap_image(camera, verts: torch.Tensor, faces: torch.Tensor, uv_fragments:
     weight = visible * view_cosine(camera, positions, normals).clamp(min=0)
     colours = sample_image(image, screen[..., :2])
     return texels_to_texture(uv_fragments, colours), texels_to_texture(uv_fragments, weight[..., None])
+
+
+# ----------------------------------------------------------------------------- head-model texel maps
+
+_CACHE: dict = {}  # (kind, id(model), ...) -> (model, value): the model kept, so an id is never reused
+_CACHE_SIZE = 16
+
+
+def _cached(key, model, make):
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    value = make()
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = (model, value)
+    return value
+
+
+@dataclass
+class TexelMap:
+    size: int
+    texel_index: torch.Tensor  # (N,) flat index i * T + j of each covered texel
+    face: torch.Tensor  # (N,) triangle
+    bary: torch.Tensor  # (N, 3)
+    mask: np.ndarray  # (T, T) bool, covered texels
+
+    def points(self, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """(N, 3) surface points of the texels on (1, V, 3) vertices."""
+        corners = verts[0][faces[self.face]]  # (N, 3, 3)
+        return (corners * self.bary[:, :, None]).sum(1)
+
+
+def texel_map(model, size: int, device) -> TexelMap:
+    """Which triangle covers each texel of a size x size texture of the model's UV layout
+    (outer surfaces win where charts overlap); cached per model."""
+    return _cached(("texels", id(model), size, str(device)), model, lambda: _texel_map(model, size, device))
+
+
+def _texel_map(model, size: int, device) -> TexelMap:
+    uv = torch.tensor(model.uv_coords, dtype=torch.float32, device=device)
+    radius = np.linalg.norm(model.v_template[:, [0, 2]], axis=1)
+    # Priority per uv vertex: minus the radius of a model vertex using it (outer wins).
+    priority = np.zeros(len(model.uv_coords), dtype=np.float32)
+    priority[model.uv_faces.reshape(-1)] = -radius[model.faces.reshape(-1)]
+    uv_faces = torch.tensor(model.uv_faces, device=device)
+    frags = rasterize_uv(uv, uv_faces, (size, size), priority=torch.as_tensor(priority, device=device) + 10.0)
+    bary = frags.pixel_bary.clamp(0, 1)
+    bary = bary / bary.sum(-1, keepdim=True).clamp(min=1e-8)
+    mask = np.zeros(size * size, dtype=bool)
+    mask[frags.pixel_index.cpu().numpy()] = True
+    return TexelMap(size, frags.pixel_index, frags.pixel_face, bary.detach(), mask.reshape(size, size))
+
+
+MIRROR_RESOLUTION = 256  # the symmetry map is found at most at this texture size, then looked up
+
+
+def mirror_texels(model, texels: TexelMap, max_distance: float = 0.004) -> torch.Tensor:
+    """(N,) index into the texel list of each texel's mirror image (-1: none); cached.
+
+    The mirror point (x -> -x on the template) of every texel of a coarse map
+    (<= MIRROR_RESOLUTION) is found with a k-d tree; a texel of the full map takes the
+    mirror UV of its coarse texel (an error below one coarse texel).
+    """
+    return _cached(("mirror", id(model), texels.size), model,
+                   lambda: _mirror_texels(model, texels, max_distance)).to(texels.face.device)
+
+
+def _mirror_texels(model, texels: TexelMap, max_distance: float) -> torch.Tensor:
+    from scipy.spatial import cKDTree
+
+    T = texels.size
+    M = min(T, MIRROR_RESOLUTION)
+    coarse = texels if M == T else texel_map(model, M, "cpu")
+    verts = torch.tensor(model.v_template, dtype=torch.float32)
+    corners = verts[torch.tensor(model.faces)[coarse.face.cpu()]]
+    pts = (corners * coarse.bary.cpu()[:, :, None]).sum(1).numpy()
+    distance, nearest = cKDTree(pts).query(pts * np.array([-1.0, 1.0, 1.0]), k=1, distance_upper_bound=max_distance)
+    found = np.isfinite(distance)
+    index = coarse.texel_index.cpu().numpy()
+    # Mirror texel (row, col) per coarse texel, as a (M, M) lookup; -1 where none.
+    lookup = np.full((M * M, 2), -1.0)
+    target = index[np.where(found, nearest, 0)]
+    lookup[index[found]] = np.stack([target[found] // M, target[found] % M], 1)
+    lookup = lookup.reshape(M, M, 2)
+    fine = texels.texel_index.cpu().numpy()
+    row, col = fine // T, fine % T
+    mirror_rc = lookup[row * M // T, col * M // T]  # coarse mirror (row, col)
+    ok = mirror_rc[:, 0] >= 0
+    scale = T / M
+    # The centre of the fine texel's offset within its coarse texel, mirrored in u.
+    off_r = (row % scale) if scale > 1 else 0
+    off_c = (scale - 1 - col % scale) if scale > 1 else 0
+    mr = np.clip((mirror_rc[:, 0] * scale + off_r).astype(np.int64), 0, T - 1)
+    mc = np.clip((mirror_rc[:, 1] * scale + off_c).astype(np.int64), 0, T - 1)
+    position = np.full(T * T, -1, dtype=np.int64)
+    position[fine] = np.arange(len(fine))
+    result = np.where(ok, position[mr * T + mc], -1)
+    return torch.as_tensor(result, dtype=torch.int64)

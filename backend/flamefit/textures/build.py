@@ -65,7 +65,7 @@ def space_from_samples(X, W, model, options: BuildOptions, mirror: np.ndarray | 
     R = options.uv_resolution
     if options.symmetric_fill > 0:
         if mirror is None:
-            from ..fitting.uvs import texel_map
+            from ..render.uv_raster import texel_map
             from .unwrap import mirror_index
 
             mirror = mirror_index(model, texel_map(model, R, "cpu"))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..fitting.uvs import TexelMap, mirror_texels
 from ..render import PinholeCamera, rasterize_mesh, sample_image, sh_shading, vertex_normals
+from ..render.uv_raster import TexelMap, mirror_texels, texel_visibility
 
 MAX_RASTER = 384  # the visibility raster works on the head's box at most this size
 
@@ -147,14 +147,6 @@ def _visibility(camera, verts, faces, texel_faces, screen, image_size, tolerance
     # A camera for the box, scaled: x' = (x - lo) * scale.
     crop = PinholeCamera(camera.focal * scale, (camera.principal - lo) * scale, camera.R, camera.t, znear=camera.znear)
     frags = rasterize_mesh(crop, verts, faces, size)
-    col = ((screen[:, 0] - lo[0]) * scale).floor().long()
-    row = ((screen[:, 1] - lo[1]) * scale).floor().long()
-    ok = (col >= 0) & (col < size[1]) & (row >= 0) & (row < size[0])
-    row, col = row.clamp(0, size[0] - 1), col.clamp(0, size[1] - 1)
-    seen_face = frags.face_ids[0, row, col]
-    depth = torch.where(frags.mask[0], frags.depth[0], torch.full_like(frags.depth[0], float("inf")))[row, col]
-    neighbour = (faces[texel_faces][:, :, None] == faces[seen_face.clamp(min=0)][:, None, :]).flatten(1).any(1)
-    neighbour &= seen_face >= 0
+    box_screen = torch.stack(((screen[:, 0] - lo[0]) * scale, (screen[:, 1] - lo[1]) * scale, screen[:, 2]), -1)
     pixel_metres = screen[:, 2] / (crop.focal[0].mean() if crop.focal.numel() else 1.0)
-    close = screen[:, 2] <= depth + tolerance + pixel_metres
-    return ok & (neighbour | close)
+    return texel_visibility(box_screen[None], frags, (tolerance + pixel_metres)[None], texel_faces=texel_faces)[0]

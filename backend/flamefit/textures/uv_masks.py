@@ -43,7 +43,7 @@ def uv_skin_prior(model, size: int) -> np.ndarray:
 def uv_face_core(model, size: int) -> np.ndarray | None:
     """(size, size) bool: texels of the face itself (the model's "face" region, else the
     front of the template between the landmarks), where a photo's skin colour is taken."""
-    from ..fitting.uvs import texel_map
+    from ..render.uv_raster import texel_map
 
     texels = texel_map(model, size, "cpu")
     faces = np.asarray(model.faces)[texels.face.numpy()]
