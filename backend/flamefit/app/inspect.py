@@ -9,8 +9,10 @@ from .session import load_model, settings_from
 def models_report(settings_values: dict) -> dict:
     settings = settings_from(settings_values)
     model = load_model(settings)
+    from ..landmarks.registry import describe
+
     return {"settings": settings.describe(), "settings_file": str(settings.settings_file or "none"),
-            "head_model": model.summary(), "provenance": model.provenance}
+            "head_model": model.summary(), "provenance": model.provenance, "detectors": describe()}
 
 
 def models_lines(report: dict) -> list[str]:
@@ -18,6 +20,9 @@ def models_lines(report: dict) -> list[str]:
     lines += [f"  {key:20s} {item['value'] or '-':50s} ({item['from']})" for key, item in report["settings"].items()]
     lines.append("Head model in use:")
     lines += [f"  {key:22s} {value}" for key, value in report["head_model"].items()]
+    lines.append("Face detectors (--detector):")
+    lines += [f"  {d['name'] + (' (default)' if d['default'] else ''):26s} "
+              + (d["summary"] if not d["missing"] else f"not installed: {d['install']}") for d in report["detectors"]]
     return lines
 
 
