@@ -45,7 +45,7 @@ case "$cmd" in
     test)
         setup_backend
         setup_blender_python
-        apt_install blender opencv-doc
+        apt_install blender opencv-doc xvfb xauth  # xvfb: tests/blender_gui (a real Blender window)
         export FLAMEFIT_PYTHON=$REPO/.venv/bin/python
         log "backend tests"
         .venv/bin/python -m pytest tests --ignore=tests/blender "$@"
