@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from flamefit.errors import FlameFitError, ModelFileError
-from flamefit.textures import pca
 from flamefit.app.texture_space_build import build_texture_space
+from flamefit.errors import FlameFitError, ModelFileError
+from flamefit.image import linear_to_srgb, srgb_to_linear
+from flamefit.textures import pca
 from flamefit.textures.build import BuildOptions, space_from_samples, work_dir_for
-from flamefit.textures.spaces import (TextureSpaceData, linear_to_srgb, load_texture_space, read_texture_space,
-                                      save_texture_space, srgb_to_linear)
+from flamefit.textures.spaces import TextureSpaceData, load_texture_space, read_texture_space, save_texture_space
 
 R = 32  # UV resolution of the synthetic tests
 K_TRUE = 4
@@ -152,8 +152,8 @@ def synthetic(head):
     """Renders of the head with albedos drawn from a known space, unwrapped with the true
     pose and light, under random exposure/white-balance gains: N_TRAIN to build, N_HELD_OUT held out."""
     from flamefit.render.uv_raster import texel_map
-    from flamefit.textures.uv_masks import uv_skin_prior
     from flamefit.textures.unwrap import unwrap_albedo
+    from flamefit.textures.uv_masks import uv_skin_prior
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -471,8 +471,8 @@ _INTERRUPT_AFTER = {"count": None}
 
 def truth_view(path, model, context):
     """A stand-in for the fitter: the true pose and light stored beside each render."""
-    from flamefit.render import PinholeCamera
     from flamefit.app.texture_space_build import PhotoView, photo_arrays
+    from flamefit.render import PinholeCamera
 
     if _INTERRUPT_AFTER["count"] is not None:
         if _INTERRUPT_AFTER["count"] == 0:
@@ -621,9 +621,8 @@ def real_photos(tmp_path_factory, astronaut):
 def test_real_photo_build_gives_a_space_the_fitter_uses(real_photos, tmp_path, monkeypatch):
     from flamefit.cli import main
     from flamefit.config import load_settings
-    from flamefit.fitting import FitOptions, fit_photo
+    from flamefit.fitting import FitOptions, fit_photo, prepare_model
     from flamefit.fitting.albedo import TextureSpaceAlbedo
-    from flamefit.fitting import prepare_model
     from flamefit.models import load_head_model
 
     monkeypatch.setenv("FLAMEFIT_CONFIG", str(tmp_path / "none.toml"))  # the default model: the open head

@@ -23,37 +23,13 @@ from ..render.lighting import sh_basis
 from ..render.rasterizer import RasterizationSettings, rasterize_mesh
 from ..render.shading import sample_image, vertex_normals
 from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
+from ..textures.fill import pull_push
 from .context import FitContext, Stage
 from .geometry import FitState
 from .photometric import linear_crop
 
 MAX_UNWRAP_RESOLUTION = 1024  # the photo crop is sampled at most at this size
 MIN_SHADING = 0.05
-
-
-def pull_push(colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Fill an (H, W, C) image where weight (H, W) in [0, 1] is low, from coarser levels."""
-    levels = []
-    c, w = colour * weight[..., None], weight.astype(np.float32)
-    while True:
-        levels.append((c, w))
-        h, wd = w.shape
-        if h <= 1 and wd <= 1:
-            break
-        size = (max(1, wd // 2), max(1, h // 2))
-        c = cv2.resize(c, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
-        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
-    out = None
-    for depth, (c, w) in enumerate(reversed(levels)):
-        level = len(levels) - 1 - depth
-        mean = c / np.maximum(w, 1e-8)[..., None]
-        conf = w if level == 0 else np.clip(w * 4.0, 0.0, 1.0)
-        if out is None:
-            out = mean
-        else:
-            up = cv2.resize(out, (w.shape[1], w.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(mean.shape)
-            out = mean * conf[..., None] + up * (1 - conf[..., None])
-    return out.astype(np.float32)
 
 
 def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -124,7 +100,7 @@ def unwrap(ctx: FitContext):
         texture[index] = albedo.cpu().numpy()
         weight[index] = total.clamp(0, 1).cpu().numpy()
         report(4 + options.texture_refine_steps)
-    texture = pull_push(texture.reshape(T, T, 3), weight.reshape(T, T))
+    texture = pull_push(texture.reshape(T, T, 3).transpose(2, 0, 1), weight.reshape(T, T)).transpose(1, 2, 0)
     report(steps)
     return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence
 

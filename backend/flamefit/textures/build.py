@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import FlameFitError
 from . import pca
+from .fill import pull_push
 from .spaces import TextureSpaceData
 from .work import WORK_VERSION, WorkFolder, work_dir_for  # noqa: F401 - work_dir_for: where a build keeps its work
 
@@ -84,26 +85,10 @@ def space_from_samples(X, W, model, options: BuildOptions, mirror: np.ndarray | 
 
 
 def _fill_unseen(maps: np.ndarray, unseen: np.ndarray) -> np.ndarray:
-    """Fill unseen texels smoothly from the seen ones (push-pull: weighted averages down a
-    pyramid, holes filled from the coarser levels back up): no seams, no streaks."""
+    """Fill unseen texels smoothly from the seen ones (fill.pull_push)."""
     if not unseen.any() or unseen.all():
         return maps
-    import torch
-    import torch.nn.functional as F
-
-    values = torch.from_numpy(np.ascontiguousarray(maps, np.float32)).reshape(-1, *unseen.shape)[:, None]
-    weight = torch.from_numpy((~unseen).astype(np.float32))[None, None]
-    levels = []
-    while min(weight.shape[-2:]) > 1:
-        levels.append((values, weight))
-        w = F.avg_pool2d(weight, 2, ceil_mode=True)
-        values = F.avg_pool2d(values * weight, 2, ceil_mode=True) / w.clamp(min=1e-8)
-        weight = (w > 0).float()
-    for finer_values, finer_weight in reversed(levels):
-        up = F.interpolate(values, size=finer_values.shape[-2:], mode="bilinear", align_corners=False)
-        values = finer_weight * finer_values + (1 - finer_weight) * up
-        weight = finer_weight
-    return values[:, 0].reshape(maps.shape).numpy()
+    return pull_push(maps, (~unseen).astype(np.float32))
 
 
 def work_settings(model, options: BuildOptions) -> dict:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .spaces import TextureSpaceData, linear_to_srgb
+from ..image import linear_to_srgb
+from .spaces import TextureSpaceData
 
 TILE = 200
 PAD = 8

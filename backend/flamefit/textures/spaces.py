@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..image import srgb_to_linear
 
 FORMAT_NAME = "flamefit texture space"
 FORMAT_VERSION = 1
@@ -102,16 +103,6 @@ class TextureSpaceData:
 
 
 # ----------------------------------------------------------------------------- colour
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((np.clip(x, 0.04045, None) + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(np.asarray(x, np.float32), 0.0, None)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(np.clip(x, 0.0031308, None), 1 / 2.4) - 0.055).astype(np.float32)
 
 
 def srgb_to_linear_slope(x: np.ndarray) -> np.ndarray:
