@@ -11,32 +11,10 @@ Both expose `texture()` -> (1, 3, h, w), `parameters()` and `prior()`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-# Texture-space coefficients the photometric stage fits (the first K). The loaders read
-# no more than this from a file (textures.spaces.load_texture_space): FLAME's has 200.
-TEXTURE_SPACE_COMPONENTS = 50
-
-
-@dataclass
-class TextureSpace:
-    mean: torch.Tensor  # (3, H, W) linear RGB in [0, 1]
-    basis: torch.Tensor  # (K, 3, H, W)
-    std: torch.Tensor  # (K,)
-    name: str = "texture space"
-
-    def __post_init__(self):
-        self.mean = torch.as_tensor(self.mean, dtype=torch.float32)
-        self.basis = torch.as_tensor(self.basis, dtype=torch.float32)
-        self.std = torch.as_tensor(self.std, dtype=torch.float32)
-        K = self.basis.shape[0]
-        if self.mean.dim() != 3 or self.mean.shape[0] != 3 or tuple(self.basis.shape[1:]) != tuple(self.mean.shape) \
-                or tuple(self.std.shape) != (K,):
-            raise ValueError(f"texture space shapes do not match: mean {tuple(self.mean.shape)}, "
-                             f"basis {tuple(self.basis.shape)}, std {tuple(self.std.shape)}")
+from ..textures.spaces import TEXTURE_SPACE_COMPONENTS, TextureSpace  # noqa: F401 - TextureSpace: fitting's public name
 
 
 class SmoothAlbedo:

@@ -1,6 +1,6 @@
 """Albedo texture spaces: load FLAME's, the BFM-converted one and ours; save ours.
 
-`load_texture_space` gives the fitter's `fitting.albedo.TextureSpace` (torch);
+`load_texture_space` gives the fitter's `TextureSpace` (torch, defined here);
 `read_texture_space` gives `TextureSpaceData` (numpy, with the UV layout and the
 metadata). Both use the fitter's conventions:
 
@@ -38,9 +38,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import ModelFileError
 from ..image import srgb_to_linear
+
+# Texture-space coefficients the photometric stage fits (the first K). The loaders read
+# no more than this from a file (load_texture_space): FLAME's has 200.
+TEXTURE_SPACE_COMPONENTS = 50
+
+
+@dataclass
+class TextureSpace:
+    """A PCA albedo space as the photometric stage uses it (torch tensors)."""
+
+    mean: torch.Tensor  # (3, H, W) linear RGB in [0, 1]
+    basis: torch.Tensor  # (K, 3, H, W)
+    std: torch.Tensor  # (K,)
+    name: str = "texture space"
+
+    def __post_init__(self):
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float32)
+        self.basis = torch.as_tensor(self.basis, dtype=torch.float32)
+        self.std = torch.as_tensor(self.std, dtype=torch.float32)
+        K = self.basis.shape[0]
+        if self.mean.dim() != 3 or self.mean.shape[0] != 3 or tuple(self.basis.shape[1:]) != tuple(self.mean.shape) \
+                or tuple(self.std.shape) != (K,):
+            raise ValueError(f"texture space shapes do not match: mean {tuple(self.mean.shape)}, "
+                             f"basis {tuple(self.basis.shape)}, std {tuple(self.std.shape)}")
+
 
 FORMAT_NAME = "flamefit texture space"
 FORMAT_VERSION = 1
@@ -75,9 +101,7 @@ class TextureSpaceData:
         return self.mean + np.tensordot(coeffs, self.basis[: len(coeffs)], axes=1)
 
     def for_fitting(self):
-        """The fitter's `fitting.albedo.TextureSpace` (torch tensors)."""
-        from ..fitting.albedo import TextureSpace
-
+        """The fitter's `TextureSpace` (torch tensors)."""
         kind = self.meta.get("kind", "texture space")
         name = f"{kind} texture space {Path(self.meta['source']).name}" if "source" in self.meta else f"{kind} texture space"
         return TextureSpace(mean=self.mean, basis=self.basis, std=self.std, name=name)
@@ -116,13 +140,11 @@ def srgb_to_linear_slope(x: np.ndarray) -> np.ndarray:
 
 
 def load_texture_space(path, model=None, components: int | None = None, size: int | None = None):
-    """Any supported texture-space file as the fitter's `fitting.albedo.TextureSpace`
+    """Any supported texture-space file as the fitter's `TextureSpace`
     (see read_texture_space for the arguments). components: None reads as many as the
-    photometric stage fits (fitting.albedo.TEXTURE_SPACE_COMPONENTS), not all of them:
+    photometric stage fits (TEXTURE_SPACE_COMPONENTS), not all of them:
     FLAME_texture.npz's 200 would take ~2 GB."""
     if components is None:
-        from ..fitting.albedo import TEXTURE_SPACE_COMPONENTS
-
         components = TEXTURE_SPACE_COMPONENTS
     return read_texture_space(path, model, components, size).for_fitting()
 
