@@ -229,6 +229,8 @@ def _on_signal(signum, frame):
     if _interrupted[0]:
         return
     _interrupted[0] = True
+    for number in _INTERRUPT_SIGNALS:  # also through interpreter shutdown, which restores SIG_DFL
+        signal.signal(number, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -265,10 +267,30 @@ def _stdout_usable() -> bool:
     return True
 
 
+def _internal(exc: BaseException, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    text = str(exc).strip().splitlines()
+    _say(f"error: internal error: {type(exc).__name__}: {text[0] if text else ''} (run with --debug for the traceback)")
+    return EXIT_INTERNAL
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    debug = args.debug or bool(os.environ.get("FLAMEFIT_DEBUG"))
+    in_process = argv is not None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv[:1] or bool(os.environ.get("FLAMEFIT_DEBUG"))
+    try:
+        parser = build_parser()  # imports the layers below: a broken install is one line too
+    except Exception as exc:  # noqa: BLE001
+        return _internal(exc, debug)
+    args = parser.parse_args(argv)
+    debug = debug or args.debug
     _interrupted[0] = False
+    # Called in-process (argv given, e.g. by tests) the caller's handlers come back after;
+    # as the program they stay, so no signal can kill it during interpreter shutdown.
+    previous = {number: signal.getsignal(number) for number in _INTERRUPT_SIGNALS} if in_process else {}
     for number in _INTERRUPT_SIGNALS:
         signal.signal(number, _on_signal)
     try:
@@ -290,19 +312,14 @@ def main(argv=None) -> int:
         _say("error: out of memory (a smaller photo, --texture-size or fewer --workers may help)")
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        from .app.fit import internal_error
-
-        _say(f"error: {internal_error(exc)}")
-        return EXIT_INTERNAL
+        return _internal(exc, debug)
     finally:
         try:
             sys.stdout.flush()
         except (OSError, ValueError, AttributeError):
             _silence_stdout()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return 0
 
 

@@ -18,7 +18,6 @@ from .errors import FlameFitError
 
 ProgressCallback = Callable[[dict], None]
 
-STAGES = ("image", "landmarks", "rigid", "shape", "photometric", "texture", "bundle")  # = bundle/schema.json "stages"
 
 
 class NullProgress:

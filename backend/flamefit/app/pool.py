@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -37,6 +38,14 @@ def worker_signals() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_term)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A parent killed outright (SIGKILL) cannot stop its workers: they notice and stop."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)  # as if stopped by the parent: a busy worker cleans up
 
 
 def _on_term(signum, frame):
@@ -72,9 +81,11 @@ def run_jobs(jobs: list[tuple], function, workers: int, initializer, initargs: t
             batch, queue, size, solo = queue, [], min(workers, len(queue)), False
         pool = _new_pool(size, initializer, initargs)
         try:
-            # Workers start during submit; with SIGINT/SIGHUP blocked meanwhile they start with them
-            # blocked (a Ctrl-C then never gives a worker traceback) and the parent gets them after.
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
+            # Workers start during submit (the parent writes each its set-up through a pipe). With
+            # the interrupt signals blocked meanwhile, no write is cut short (a worker would die
+            # with a traceback), the workers start with them blocked until worker_signals, and the
+            # parent takes a pending interrupt right after.
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP, signal.SIGTERM})
             try:
                 futures = {pool.submit(function, *job): (i, job) for i, job in enumerate(batch)}
             finally:

@@ -1,9 +1,14 @@
-"""Write a result bundle (INTERFACE.md section 3), atomically.
+"""Write a result bundle (INTERFACE.md section 3, schema.json), atomically and safely.
 
-Files go to a temporary sibling folder `.NAME.tmp-PID`, which is renamed to NAME when
-complete (with --overwrite, an existing NAME is moved aside first and removed after).
-On any error or interruption the temporary folder (and any parent folders this call
-created) is removed, so OUT_DIR either holds a complete bundle or does not exist.
+- `check_output` runs before any fitting: an existing folder may only be replaced with
+  --overwrite and only when it is a FlameFit bundle (reader.is_bundle); the parent
+  must be writable and the name UTF-8. Without --overwrite the folder is claimed at once
+  (claim.OutputClaim, an flock), so of two writers of one folder exactly one proceeds.
+- Files go to a temporary sibling `.NAME.tmp-PID`, renamed to NAME under the claim
+  when complete (with --overwrite the old bundle is moved aside first and removed
+  after). Temporary siblings of dead writers are removed. On any error or interrupt the
+  temporary folder (and parent folders this run created) is removed, so OUT_DIR either
+  holds a complete bundle or does not exist.
 """
 
 from __future__ import annotations

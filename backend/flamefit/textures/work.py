@@ -51,11 +51,26 @@ class WorkFolder:
                 if changed:
                     raise FlameFitError(f"{self.root}: cannot resume, the build settings changed "
                                         f"({', '.join(sorted(changed))}); use the earlier settings or a new output")
+            self.check()  # a damaged folder is refused before any photo is fitted
         self.unwrapped.mkdir(parents=True, exist_ok=True)
         self.failed.mkdir(exist_ok=True)
         for leftover in [*self.unwrapped.glob(".*.tmp*"), *self.failed.glob(".*.tmp*")]:
             leftover.unlink(missing_ok=True)  # from a process killed while writing
         _atomic_write_text(settings_file, json.dumps(settings, indent=2))
+
+    def check(self) -> None:
+        """Refuse damaged stored results (cheap: zip members and JSON, no arrays decoded)."""
+        import zipfile
+
+        for path in sorted(self.unwrapped.glob("*.npz")):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    names = set(archive.namelist())
+            except (OSError, zipfile.BadZipFile) as exc:
+                _damaged(path, f"{type(exc).__name__}: {exc}")
+            if not {"albedo.npy", "confidence.npy", "info.npy"} <= names:
+                _damaged(path, f"holds {sorted(names)}")
+        self.failures()
 
     def done(self) -> set[str]:
         names = {p.name[:-4] for p in self.unwrapped.glob("*.npz")}
@@ -108,7 +123,7 @@ class WorkFolder:
 
 def _damaged(path: Path, problem: str):
     raise FlameFitError(f"{path}: damaged build result ({problem}); delete this file and run again with --resume "
-                        "(that photo is fitted again)")
+                        "(a photo whose result is deleted is fitted again)")
 
 
 def _read_json(path: Path):
