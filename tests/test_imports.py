@@ -34,10 +34,6 @@ RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 KNOWN_UPWARD = {
     ("flamefit.models", "flamefit.textures.spaces"),  # _uv_source: now app.session.with_uv_source
     ("flamefit.models.flame", "flamefit.textures.spaces"),
-    ("flamefit.textures.build", "flamefit.fitting.uvs"),  # texel maps move to render/ (#9.5)
-    ("flamefit.textures.spaces", "flamefit.fitting.albedo"),
-    ("flamefit.textures.unwrap", "flamefit.fitting.uvs"),
-    ("flamefit.textures.uv_masks", "flamefit.fitting.uvs"),
 }
 KNOWN_CYCLES = {
     "flamefit.textures.pca -> flamefit.textures.normalise -> flamefit.textures.pca",
