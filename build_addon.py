@@ -56,6 +56,7 @@ def members():
         yield path, f"{PACKAGE}/{rel.as_posix()}"
     yield SCHEMA, f"{PACKAGE}/io/schema.json"
     yield BACKEND / "pyproject.toml", f"{PACKAGE}/backend/pyproject.toml"
+    yield BACKEND / "requirements-nodeps.txt", f"{PACKAGE}/backend/requirements-nodeps.txt"
     for extra in ("README.md", "LICENSE", "LICENSE.txt"):
         if (BACKEND / extra).is_file():
             yield BACKEND / extra, f"{PACKAGE}/backend/{extra}"

@@ -32,8 +32,12 @@ make_venv() {  # make_venv DIR STAMP_TEXT PIP_ARGS...
 
 setup_backend() {  # .venv: the backend (torch CPU build from local disk when available)
     local stamp
-    stamp=$(cat backend/pyproject.toml requirements-dev.txt | sha256sum | cut -c1-16)
+    stamp=$(cat backend/pyproject.toml backend/requirements-nodeps.txt requirements-dev.txt | sha256sum | cut -c1-16)
     make_venv .venv "$stamp" torch==2.13.0 -e backend -r requirements-dev.txt
+    if [ ! -f .venv/.flamefit-nodeps ] || [ "$(cat .venv/.flamefit-nodeps)" != "$stamp" ]; then
+        .venv/bin/pip install -q --no-deps -r backend/requirements-nodeps.txt  # face detectors (see the file)
+        echo "$stamp" > .venv/.flamefit-nodeps
+    fi
 }
 
 setup_blender_python() {  # .venv-blender: Blender as a Python module, for add-on tests

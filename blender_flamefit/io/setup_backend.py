@@ -219,6 +219,9 @@ class SetupJob:
             self.torch_step_env.pop("PIP_EXTRA_INDEX_URL", None)
             self.torch_step_env.pop("PIP_INDEX_URL", None)
         self.steps.append(("Installing the FlameFit backend", pip + self.pip_args + ["__SOURCE__"]))
+        nodeps = os.path.join(backend_src, "requirements-nodeps.txt")
+        if os.path.isfile(nodeps):  # the face detectors whose declared deps would clash (see the file)
+            self.steps.append(("Installing the face detectors", pip + self.pip_args + ["--no-deps", "-r", nodeps]))
         self.steps.append(("Checking the backend", [self.python, "-m", "flamefit.cli", "--version"]))
         if prepare_model:
             self.steps.append(("Preparing the open head (first run only)", [self.python, "-m", "flamefit.cli", "models"]))
