@@ -45,6 +45,19 @@ class ImportResult:
     changes: list = field(default_factory=list)  # what the import did to the scene, in words
 
 
+def _view_points(cam_obj, camera, depth: float, n: int = 5) -> list:
+    """World points `depth` in front of the camera over an n x n grid of its photo: an object
+    on a ray to one of them shows in the camera view over the photo."""
+    (fx, fy), (cx, cy), (W, H) = camera.focal_px, camera.principal_px, camera.image_size
+    points = []
+    for i in range(n):
+        for j in range(n):
+            u, v = W * j / (n - 1), H * i / (n - 1)
+            local = Vector(((u - cx) / fx, -(v - cy) / fy, -1.0)) * depth
+            points.append(cam_obj.matrix_world @ local)
+    return points
+
+
 # --- the whole import ---------------------------------------------------------------
 def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: bool = True,
                   set_scene: bool = True, set_camera: bool = True, set_render_size: bool = True,
@@ -99,8 +112,9 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
         cam_rel = cam_obj.matrix_world.translation - centre
         if avoid_occluders:
             right = cam_obj.matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))
+            seen = [p - centre + location for p in _view_points(cam_obj, bundle.camera, 3.0 * cam_rel.length)]
             offset, blockers = free_offset(scene, location - half, location + half, location + cam_rel,
-                                           right.normalized(), exclude={head.name})
+                                           right.normalized(), exclude={head.name}, view_points=seen)
             if blockers:
                 location += Vector(offset)
                 how = f"moved {Vector(offset).length:.2f} m sideways" if Vector(offset).length else \

@@ -76,33 +76,36 @@ def _segment_hits_box(p, q, lo, hi) -> bool:
     return True
 
 
-def occluders(scene, head_lo, head_hi, camera_pos, exclude=()) -> list:
+def occluders(scene, head_lo, head_hi, camera_pos, exclude=(), view_points=()) -> list:
     """Names of visible solid objects that would hide the head (box [head_lo, head_hi]) from a
-    camera at `camera_pos`, or that the head or the camera would sit inside."""
+    camera at `camera_pos`, that the head or the camera would sit inside, or that the camera
+    would show over its photo (`view_points`: far points spread over the camera's frame)."""
     corners = [(x, y, z) for x in (head_lo[0], head_hi[0]) for y in (head_lo[1], head_hi[1])
                for z in (head_lo[2], head_hi[2])]
     centre = [(a + b) / 2 for a, b in zip(head_lo, head_hi, strict=True)]
+    targets = (*corners, centre, *view_points)
     hits = []
     for obj in scene.objects:
         if obj.type not in SOLID_TYPES or obj.name in exclude or not obj.visible_get():
             continue
         lo, hi = world_box(obj)
         overlap = all(lo[i] <= head_hi[i] and head_lo[i] <= hi[i] for i in range(3))
-        if overlap or any(_segment_hits_box(camera_pos, c, lo, hi) for c in (*corners, centre)):
+        if overlap or any(_segment_hits_box(camera_pos, t, lo, hi) for t in targets):
             hits.append(obj.name)
     return hits
 
 
-def free_offset(scene, head_lo, head_hi, camera_pos, direction, exclude=(), step=0.25, tries=40):
+def free_offset(scene, head_lo, head_hi, camera_pos, direction, exclude=(), view_points=(), step=0.25, tries=40):
     """The smallest offset k*step along `direction` (the camera's right) at which nothing in
-    the scene hides the head from its camera; (offset vector, names it moved away from)."""
-    first = occluders(scene, head_lo, head_hi, camera_pos, exclude)
+    the scene hides the head or shows in its camera's view; (offset vector, names moved away from)."""
+    first = occluders(scene, head_lo, head_hi, camera_pos, exclude, view_points)
     if not first:
         return (0.0, 0.0, 0.0), []
     for k in range(1, tries + 1):
         off = [k * step * d for d in direction]
         lo, hi, cam = ([v[i] + off[i] for i in range(3)] for v in (head_lo, head_hi, camera_pos))
-        if not occluders(scene, lo, hi, cam, exclude):
+        seen = [[p[i] + off[i] for i in range(3)] for p in view_points]
+        if not occluders(scene, lo, hi, cam, exclude, seen):
             return tuple(off), first
     return (0.0, 0.0, 0.0), first  # nowhere free nearby: stay at the cursor (the panel warns)
 

@@ -258,3 +258,32 @@ def test_refused_bundles_leave_the_scene_unchanged(empty_scene, tmp_path):
         assert message.startswith("Error: FlameFit: ") and "\n" not in message, (what, message)
         assert scene_snapshot() == before, what
 
+
+
+def test_default_cube_stays_out_of_the_camera_view(empty_scene, synth_bundle_dir):
+    """#12.1: on the default scene (a 2 m cube at the cursor) the result moves aside until
+    the cube is neither in front of the head nor anywhere in the camera's view of the photo."""
+    from bpy_extras.object_utils import world_to_camera_view
+
+    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(0.0, 0.0, 0.0))
+    cube = bpy.context.active_object
+    assert _import(synth_bundle_dir / "result.json") == {"FINISHED"}
+    coll = _collection("synthetic_photo")
+    head = next(o for o in coll.objects if o.type == "MESH")
+    cam = next(o for o in coll.objects if o.type == "CAMERA")
+    assert (head.location - Vector((0.0, 0.0, 0.0))).length > 0.5  # moved beside the cube
+    # no point of the cube's surface (sampled densely) in front of the camera falls in its frame
+    g = np.linspace(-1, 1, 21)
+    a, b = np.meshgrid(g, g)
+    surface = []
+    for axis in range(3):
+        for side in (-1.0, 1.0):
+            pts = np.zeros((a.size, 3))
+            pts[:, axis] = side
+            pts[:, (axis + 1) % 3], pts[:, (axis + 2) % 3] = a.ravel(), b.ravel()
+            surface.append(pts)
+    seen = 0
+    for p in np.concatenate(surface):
+        q = world_to_camera_view(empty_scene, cam, cube.matrix_world @ Vector(p))
+        seen += bool(q.z > 0 and 0 <= q.x <= 1 and 0 <= q.y <= 1)
+    assert seen == 0, f"{seen} points of the cube show in the camera view"
