@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import FlameFitError
+from ..errors import FlameFitError, ModelFileError
 from .session import load_model, settings_from
 
 
@@ -27,9 +27,19 @@ def models_lines(report: dict) -> list[str]:
 
 
 def model_info(path) -> dict:
+    """What a model, UV, embedding or texture-space file holds; a texture space's layout is
+    described here (the models layer cannot read the texture-space format)."""
     from ..models.flame import inspect_model_file
 
-    return inspect_model_file(path)
+    info = inspect_model_file(path)
+    if info["kind"] == "texture space" and not info["problems"]:
+        from ..textures.spaces import describe_texture_space
+
+        try:
+            info["texture_space"] = describe_texture_space(path)
+        except ModelFileError as exc:
+            info["problems"].append(exc.problem + (f" ({exc.hint})" if exc.hint else ""))
+    return info
 
 
 def model_info_lines(info: dict) -> list[str]:

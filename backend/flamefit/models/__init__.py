@@ -17,7 +17,7 @@ def load_head_model(settings: Settings) -> HeadModel:
         from .flame import load_flame
 
         embeddings = [settings.landmark_embedding] if settings.landmark_embedding else []
-        model = load_flame(settings.flame_model, uv_path=_uv_source(settings), embedding_paths=embeddings)
+        model = load_flame(settings.flame_model, uv_path=settings.uv_template, embedding_paths=embeddings)
         if settings.texture_space is not None and model.uv_coords is None:
             # A space without vt/ft (FLAME_albedo_from_BFM.npz) is on FLAME's UV layout; the
             # layout the fitter generates for a model without UVs would misplace it.
@@ -30,13 +30,3 @@ def load_head_model(settings: Settings) -> HeadModel:
         model = load_open_head(settings.cache_dir)
     return model
 
-
-def _uv_source(settings: Settings):
-    """Where a FLAME model's UVs come from: the UV template, else the texture space when
-    that file carries vt/ft (FLAME_texture.npz, ours), else nowhere."""
-    if settings.uv_template is not None or settings.texture_space is None:
-        return settings.uv_template
-    from ..textures.spaces import texture_space_layout
-
-    _, headers = texture_space_layout(settings.texture_space)  # not a texture space: refused here
-    return settings.texture_space if {"vt", "ft"} <= headers.keys() else None

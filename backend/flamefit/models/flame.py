@@ -518,10 +518,6 @@ def _validate_kind(path, kind, keys) -> dict:
         _check_topology(path, parts, FLAME_FACES)
         out["landmarks"] = {k: (len(v.face_idx) if isinstance(v, LandmarkEmbedding) else list(v[0].shape))
                             for k, v in parts.items() if k != "source"}
-    elif kind == "texture space":  # its UV layout can only be checked against a model (when loaded)
-        from ..textures.spaces import describe_texture_space
-
-        out["texture_space"] = describe_texture_space(path)
     elif kind == "UV layout":
         ft_shape = keys["ft"].get("shape")
         if ft_shape != [FLAME_FACES, 3]:
