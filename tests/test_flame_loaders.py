@@ -458,6 +458,7 @@ def test_extract_mediapipe_landmarks_lie_on_the_face(extract_model):
 def test_flame_with_bfm_space_takes_uvs_from_the_template_only(flame_extract_path, tmp_path):
     """FLAME_albedo_from_BFM.npz has no vt/ft: it is on FLAME's UV layout, which only the
     UV template can give a FLAME model; the texture space gives UVs only when it has them."""
+    from flamefit.app.session import with_uv_source
     from flamefit.config import Settings
     from flamefit.models import load_head_model
     from flamefit.textures.spaces import read_texture_space
@@ -466,17 +467,18 @@ def test_flame_with_bfm_space_takes_uvs_from_the_template_only(flame_extract_pat
     bfm = tmp_path / "FLAME_albedo_from_BFM.npz"
     np.savez(bfm, MU=rng.random(8 * 8 * 3), PC=rng.normal(0, 0.01, (8 * 8 * 3, 4)))
     with pytest.raises(ModelFileError, match=r"no UV layout .*--uv-template head_template_mesh\.obj"):
-        load_head_model(Settings(flame_model=flame_extract_path, texture_space=bfm))
+        load_head_model(with_uv_source(Settings(flame_model=flame_extract_path, texture_space=bfm)))
 
     extract = np.load(flame_extract_path)
     verts, faces = extract["v_template"], extract["faces"]
     uvs = (verts[:, :2] - verts[:, :2].min(0)) / np.ptp(verts[:, :2], 0)
     obj = write_obj(tmp_path / "head_template_mesh.obj", verts, faces, uvs, faces)
-    model = load_head_model(Settings(flame_model=flame_extract_path, uv_template=obj, texture_space=bfm))
+    model = load_head_model(with_uv_source(Settings(flame_model=flame_extract_path, uv_template=obj,
+                                                      texture_space=bfm)))
     assert model.provenance["uv"] == str(obj) and len(model.uv_faces) == 9976
     assert read_texture_space(bfm, model).num_components == 4  # FLAME's layout: accepted
 
     flame_space = tmp_path / "FLAME_texture.npz"  # with vt/ft: the UVs come from it
     np.savez(flame_space, mean=np.zeros((8, 8, 3)), tex_dir=np.zeros((8, 8, 3, 2)), vt=uvs, ft=faces)
-    model = load_head_model(Settings(flame_model=flame_extract_path, texture_space=flame_space))
+    model = load_head_model(with_uv_source(Settings(flame_model=flame_extract_path, texture_space=flame_space)))
     assert model.provenance["uv"] == str(flame_space)

@@ -52,11 +52,12 @@ def test_weighted_pca_recovers_subspace_with_missing_texels():
     np.testing.assert_allclose(result.std, [3.0, 2.0, 1.5, 1.0], rtol=0.25)
 
 
-def test_symmetric_fill_copies_mirror_texels_at_reduced_weight():
+def test_mirror_fill_copies_mirror_texels_at_reduced_weight():
+    from flamefit.textures.fill import mirror_fill
     X = np.array([[[1.0, 1, 1], [5.0, 5, 5], [9.0, 9, 9]]], np.float32)
     W = np.array([[0.0, 1.0, 0.5]], np.float32)
     mirror = np.array([1, 0, -1])
-    Xf, Wf = pca.symmetric_fill(X, W, mirror, strength=0.5)
+    Xf, Wf = mirror_fill(X, W, mirror, strength=0.5)
     np.testing.assert_allclose(Xf[0, 0], 5.0)  # unseen texel takes its mirror's value
     np.testing.assert_allclose(Wf[0], [0.5, 1.0, 0.5])  # at half weight; no mirror: unchanged
 
@@ -341,8 +342,8 @@ def _flame_layout_file(path, size, k, dtype=np.float64, faces=None, seed=0):
 def test_model_info_reports_a_space_without_a_model(tmp_path):
     """model-info has no model to check a UV layout against: a space for another layout
     (the open head's) or without one (BFM) is described, not called invalid."""
+    from flamefit.app.inspect import model_info as inspect_model_file
     from flamefit.cli import main
-    from flamefit.models.flame import inspect_model_file
 
     rng = np.random.default_rng(0)
     basis = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)

@@ -15,7 +15,6 @@ the head, under the chin) are filled by pull-push diffusion from their neighbour
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
@@ -23,7 +22,7 @@ from ..render.lighting import sh_basis
 from ..render.rasterizer import RasterizationSettings, rasterize_mesh
 from ..render.shading import sample_image, vertex_normals
 from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
-from ..textures.fill import pull_push
+from ..textures.fill import mirror_fill, pull_push
 from .context import FitContext, Stage
 from .geometry import FitState
 from .photometric import linear_crop
@@ -85,20 +84,14 @@ def unwrap(ctx: FitContext):
 
         # Symmetry: blend in the mirror texel where this one is poorly seen.
         mirror = mirror_texels(rig.model, texels)
-        has = mirror >= 0
-        m_idx = mirror.clamp(min=0)
-        w_m = torch.where(has, confidence[m_idx], torch.zeros_like(confidence))
-        a_m = albedo[m_idx]
-        fill_w = (1 - confidence) * w_m
-        total = confidence + fill_w
-        blended = (confidence[:, None] * albedo + fill_w[:, None] * a_m) / total.clamp(min=1e-8)[:, None]
-        albedo = torch.where(total[:, None] > 1e-6, blended, albedo)
+        filled, total = mirror_fill(albedo.cpu().numpy()[None], confidence.cpu().numpy()[None], mirror.cpu().numpy(),
+                                    strength=1.0)
 
         texture = np.zeros((T * T, 3), np.float32)
         weight = np.zeros(T * T, np.float32)
         index = texels.texel_index.cpu().numpy()
-        texture[index] = albedo.cpu().numpy()
-        weight[index] = total.clamp(0, 1).cpu().numpy()
+        texture[index] = filled[0]
+        weight[index] = total[0]
         report(4 + options.texture_refine_steps)
     texture = pull_push(texture.reshape(T, T, 3).transpose(2, 0, 1), weight.reshape(T, T)).transpose(1, 2, 0)
     report(steps)

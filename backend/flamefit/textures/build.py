@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FlameFitError
 from . import pca
-from .fill import pull_push
+from .fill import mirror_fill, pull_push
 from .spaces import TextureSpaceData
 from .work import WORK_VERSION, WorkFolder, work_dir_for  # noqa: F401 - work_dir_for: where a build keeps its work
 
@@ -70,7 +70,7 @@ def space_from_samples(X, W, model, options: BuildOptions, mirror: np.ndarray | 
             from .unwrap import mirror_index
 
             mirror = mirror_index(model, texel_map(model, R, "cpu"))
-        X, W = pca.symmetric_fill(X, W, mirror, options.symmetric_fill)
+        X, W = mirror_fill(X, W, mirror, options.symmetric_fill)
     result = pca.weighted_pca(X, W, options.components, gains=options.normalise, iterations=options.pca_iterations)
     D = X.shape[1] * X.shape[2]
     mean = result.mean.T.reshape(3, R, R)

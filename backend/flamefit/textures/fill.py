@@ -1,5 +1,8 @@
-"""Filling UV maps where they were not seen: the one pull-push of FlameFit (the texture
-stage's albedo.png and the texture-space build's mean and basis both use it).
+"""Filling UV maps where they were not seen, one way each (the texture stage's
+albedo.png and the texture-space build both use them):
+
+- `mirror_fill`: a poorly seen texel takes in its mirror texel's value;
+- `pull_push`: what is still unseen, from the neighbourhood.
 
 Pull: weighted averages down a pyramid (halving, weight-weighted); push: back up, each
 level keeping its own values where it is confident (weight at the finest level, 4 x the
@@ -13,6 +16,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+_ROWS = 64  # maps processed at once by mirror_fill
+
+
+def mirror_fill(X: np.ndarray, W: np.ndarray, mirror: np.ndarray, strength: float = 0.5):
+    """Fill poorly seen texels from their mirror texels (left/right symmetry of faces).
+
+    X (N, P, C) values of N maps at P texels, W (N, P) their weights in [0, 1].
+    mirror: (P,) index of each texel's mirror image (-1: none). The mirrored value enters
+    as an extra observation with weight strength * W[mirror]; the result is the weighted
+    average and the weights add (capped at 1). Returns new (X, W).
+    """
+    valid = mirror >= 0
+    src = np.where(valid, mirror, 0)
+    Xn = np.empty(X.shape, np.float32)
+    Wn = np.empty(W.shape, np.float32)
+    for start in range(0, len(X), _ROWS):  # bounded temporaries for thousands of photos
+        rows = slice(start, start + _ROWS)
+        w, x = W[rows], X[rows]
+        wm = np.where(valid[None], w[:, src], 0.0) * strength
+        wm = np.minimum(wm, np.maximum(0.0, 1.0 - w))  # only fill what is missing
+        total = w + wm
+        with np.errstate(invalid="ignore", divide="ignore"):
+            Xn[rows] = np.where(total[..., None] > 0, (w[..., None] * x + wm[..., None] * x[:, src]) / total[..., None], x)
+        Wn[rows] = np.clip(total, 0, 1)
+    return Xn, Wn
 
 
 def pull_push(maps: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ to how little they are trusted, Y = W*X + (1-W)*(mean + Z U), then the mean and 
 K-dimensional subspace are re-estimated from Y (one block power iteration per EM
 step). The objective sum W (X - mean - Z U)^2 never increases.
 
-`symmetric_fill` first copies confident texels onto their unseen mirror texels (a
+`fill.mirror_fill` first copies confident texels onto their unseen mirror texels (a
 face seen from the side still gives both cheeks), at a reduced weight.
 
 Shapes: X (N, P, C) samples (P texels, C colour channels), W (N, P) weights.
@@ -196,28 +196,6 @@ def project(mean: np.ndarray, components: np.ndarray, x: np.ndarray, w: np.ndarr
 
 def reconstruct(mean: np.ndarray, components: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     return mean + np.tensordot(coeffs, components[: len(coeffs)], axes=1)
-
-
-def symmetric_fill(X: np.ndarray, W: np.ndarray, mirror: np.ndarray, strength: float = 0.5):
-    """Fill poorly seen texels from their mirror texels.
-
-    mirror: (P,) index of each texel's mirror image (-1: none). The mirrored value enters
-    as an extra observation with weight strength * W[mirror]; the result is the weighted
-    average and the weights add (capped at 1). Returns new (X, W).
-    """
-    valid = mirror >= 0
-    src = np.where(valid, mirror, 0)
-    Xn = np.empty(X.shape, np.float32)
-    Wn = np.empty(W.shape, np.float32)
-    for rows in _row_chunks(len(X)):  # bounded temporaries for thousands of photos
-        w, x = W[rows], X[rows]
-        wm = np.where(valid[None], w[:, src], 0.0) * strength
-        wm = np.minimum(wm, np.maximum(0.0, 1.0 - w))  # only fill what is missing
-        total = w + wm
-        with np.errstate(invalid="ignore", divide="ignore"):
-            Xn[rows] = np.where(total[..., None] > 0, (w[..., None] * x + wm[..., None] * x[:, src]) / total[..., None], x)
-        Wn[rows] = np.clip(total, 0, 1)
-    return Xn, Wn
 
 
 def principal_angles(A: np.ndarray, B: np.ndarray) -> np.ndarray:
