@@ -20,10 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pca import weighted_mean
-
 MODES = ("none", "exposure", "white-balance")
 
+
+def weighted_mean(X: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-texel weighted mean (P, C) and coverage (P,); unseen texels get the global mean."""
+    coverage = W.sum(0, dtype=np.float64)
+    total = np.einsum("np,npc->pc", W, X, dtype=np.float64)
+    seen = coverage > 1e-6
+    mean = np.empty(X.shape[1:], np.float64)
+    mean[seen] = total[seen] / coverage[seen, None]
+    mean[~seen] = mean[seen].mean(0) if seen.any() else 0.0
+    return mean.astype(np.float32), coverage.astype(np.float32)
 
 def normalise_gains(X: np.ndarray, W: np.ndarray, mode: str = "white-balance", rounds: int = 3):
     """Divide each photo by its gain; returns (X normalised, gains (N, 3))."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .normalise import MODES, normalise_gains, weighted_mean
+
 _CHUNK = 128  # rows processed at once: bounds temporaries to _CHUNK x D floats
 
 
@@ -42,17 +44,6 @@ class PCAResult:
     @property
     def explained_ratio(self) -> np.ndarray:
         return self.variances / max(self.total_variance, 1e-30)
-
-
-def weighted_mean(X: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-texel weighted mean (P, C) and coverage (P,); unseen texels get the global mean."""
-    coverage = W.sum(0, dtype=np.float64)
-    total = np.einsum("np,npc->pc", W, X, dtype=np.float64)
-    seen = coverage > 1e-6
-    mean = np.empty(X.shape[1:], np.float64)
-    mean[seen] = total[seen] / coverage[seen, None]
-    mean[~seen] = mean[seen].mean(0) if seen.any() else 0.0
-    return mean.astype(np.float32), coverage.astype(np.float32)
 
 
 def weighted_pca(X: np.ndarray, W: np.ndarray, K: int, *, gains: str = "none", iterations: int = 100,
@@ -85,7 +76,6 @@ def weighted_pca(X: np.ndarray, W: np.ndarray, K: int, *, gains: str = "none", i
 
 
 def _em_pca(X, W, K, gains, iterations, tol, seed, overrelax, progress) -> PCAResult:
-    from .normalise import MODES, normalise_gains
 
     if gains not in MODES:
         raise ValueError(f"gains must be one of {MODES}, got {gains!r}")
