@@ -51,6 +51,8 @@ case "$cmd" in
         setup_blender_python
         apt_install blender opencv-doc xvfb xauth  # xvfb: tests/blender_gui (a real Blender window)
         export FLAMEFIT_PYTHON=$REPO/.venv/bin/python
+        log "ruff (lint + import order)"
+        .venv/bin/ruff check .
         log "backend tests"
         .venv/bin/python -m pytest tests --ignore=tests/blender "$@"
         if [ -d tests/blender ]; then

@@ -88,6 +88,7 @@ def main() -> int:
 
     import cv2
     import torch
+
     from flamefit.errors import FlameFitError
     from flamefit.landmarks import DETECTORS
 

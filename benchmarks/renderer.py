@@ -54,7 +54,7 @@ def icosphere(subdivisions: int):
     for _ in range(subdivisions):
         cache, new_faces = {}, []
 
-        def midpoint(a, b):
+        def midpoint(a, b, cache=cache):  # this subdivision's edge midpoints
             key = (min(a, b), max(a, b))
             if key not in cache:
                 m = verts[a] + verts[b]

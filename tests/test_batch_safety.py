@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_cli_fit import flamefit
+from test_cli_safety import FAST, _one_line, _start
 
 from flamefit.app.photos import bundle_names
 from flamefit.bundle import validate_bundle
-from test_cli_fit import flamefit
-from test_cli_safety import FAST, _one_line, _start
 
 
 def test_bundle_names_are_unique_and_deterministic():

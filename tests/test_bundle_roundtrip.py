@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli_fit import flamefit
 
 from flamefit.bundle import read_result, validate_bundle
 from flamefit.bundle.reader import bundle_file, is_bundle
-from test_cli_fit import flamefit
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from flamefit.config import load_settings
 from flamefit.errors import FlameFitError
 

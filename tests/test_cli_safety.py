@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_cli_fit import _env, assert_clean_failure, flamefit
 
 from flamefit.bundle import validate_bundle
-from test_cli_fit import _env, assert_clean_failure, flamefit
 
 FAST = ("--stages", "landmarks", "--texture-size", "64")
 

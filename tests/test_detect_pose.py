@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from flamefit.errors import FlameFitError
 from flamefit.landmarks import DETECTORS, default_detector, detect_landmarks, ibug68
 from flamefit.landmarks.registry import describe

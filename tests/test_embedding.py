@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from flamefit.landmarks import ibug68
+
 from flamefit.fitting.embedding import (
     closest_points_on_triangles,
     embedding_cache_path,
@@ -18,6 +18,7 @@ from flamefit.fitting.embedding import (
 )
 from flamefit.fitting.embedding_views import mesh_components
 from flamefit.fitting.prepare import prepare_model
+from flamefit.landmarks import ibug68
 from flamefit.models.head_model import JOINT_NAMES, HeadModel, LandmarkEmbedding
 
 MAX_ERROR_MM = 5.0

@@ -23,7 +23,6 @@ from flamefit.fitting import FitOptions, fit_photo, prepare_model
 from flamefit.image import Photo
 from flamefit.models import load_head_model
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as the CLI runs (FLAMEFIT_THREADS)
 
 

@@ -450,9 +450,9 @@ def test_extract_mediapipe_landmarks_lie_on_the_face(extract_model):
     nose_tip = ids.index(1) if 1 in ids else ids.index(4)
     assert np.argmax(points[:, 2]) == nose_tip
     for right, left in ((33, 263), (133, 362), (61, 291)):  # eye corners, mouth corners
-        r, l = points[ids.index(right)], points[ids.index(left)]
-        assert r[0] < 0 < l[0]  # +X is the model's left
-        assert abs(l[0] + r[0]) < 0.005 and abs(l[1] - r[1]) < 0.005
+        r, lft = points[ids.index(right)], points[ids.index(left)]
+        assert r[0] < 0 < lft[0]  # +X is the model's left
+        assert abs(lft[0] + r[0]) < 0.005 and abs(lft[1] - r[1]) < 0.005
 
 
 def test_flame_with_bfm_space_takes_uvs_from_the_template_only(flame_extract_path, tmp_path):

@@ -96,7 +96,7 @@ def test_no_module_imports_a_layer_above_it():
     assert not upward, "upward imports:\n" + "\n".join(upward)
     stale = KNOWN_UPWARD - found
     if stale:
-        warnings.warn(f"fixed, delete from KNOWN_UPWARD: {sorted(stale)}")
+        warnings.warn(f"fixed, delete from KNOWN_UPWARD: {sorted(stale)}", stacklevel=1)
 
 
 def test_no_import_cycles():
@@ -123,7 +123,7 @@ def test_no_import_cycles():
     new = sorted(set(cycles) - KNOWN_CYCLES)
     assert not new, "import cycles:\n" + "\n".join(new)
     if KNOWN_CYCLES - set(cycles):
-        warnings.warn(f"fixed, delete from KNOWN_CYCLES: {sorted(KNOWN_CYCLES - set(cycles))}")
+        warnings.warn(f"fixed, delete from KNOWN_CYCLES: {sorted(KNOWN_CYCLES - set(cycles))}", stacklevel=1)
 
 
 def _is_package(module: str) -> bool:

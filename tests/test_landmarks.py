@@ -7,6 +7,7 @@ import types
 import cv2
 import numpy as np
 import pytest
+
 from flamefit.errors import FlameFitError
 from flamefit.landmarks import Detection, detect_landmarks, ibug68, load_landmarks_file, save_landmarks_file
 
@@ -119,6 +120,7 @@ def fake_face_alignment(monkeypatch, tmp_path):
     """A stand-in face_alignment package (the real one needs weights from the internet):
     checks which files FlameFit looks for and how it reads the results."""
     import torch
+
     from flamefit.landmarks import optional_detectors
 
     base = "https://example.invalid/python-fan/"

@@ -52,7 +52,7 @@ def sphere(subdivisions=4, radius=1.0, dtype=torch.float32):
     for _ in range(subdivisions):
         midpoint, split = {}, []
 
-        def middle(a, b):
+        def middle(a, b, midpoint=midpoint):  # this subdivision's edge midpoints
             key = (min(a, b), max(a, b))
             if key not in midpoint:
                 m = verts[a] + verts[b]

@@ -9,14 +9,13 @@ Each returns a list of faces, one dict per face: "box" (x0, y0, x1, y1), "score"
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
 from ..errors import FlameFitError
-from . import ibug68, mesh
+from . import mesh
 from .faces import Face, FaceDetector
 
 # --- face-alignment --------------------------------------------------------------
@@ -66,7 +65,7 @@ def _require_face_alignment():
 @functools.lru_cache(maxsize=None)
 def _face_alignment_model():
     fa = _require_face_alignment()
-    kind = getattr(fa.LandmarksType, "TWO_D", None) or getattr(fa.LandmarksType, "_2D")
+    kind = getattr(fa.LandmarksType, "TWO_D", None) or fa.LandmarksType._2D
     return fa.FaceAlignment(kind, device="cpu", face_detector="sfd", flip_input=False)
 
 

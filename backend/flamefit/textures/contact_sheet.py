@@ -55,8 +55,9 @@ class _View:
 
     def crop(self, image: np.ndarray) -> np.ndarray:
         H, W = image.shape[:2]
-        t, l, b, r = self.box
-        return image[int(t * H):max(int(t * H) + 1, int(round(b * H))), int(l * W):max(int(l * W) + 1, int(round(r * W)))]
+        top, left, bottom, right = self.box
+        return image[int(top * H):max(int(top * H) + 1, int(round(bottom * H))),
+                     int(left * W):max(int(left * W) + 1, int(round(right * W)))]
 
     def tile(self, albedo_linear: np.ndarray) -> Image.Image:
         """(3, H, W) linear albedo -> TILE x TILE sRGB image (row 0 = top = v 1)."""

@@ -100,6 +100,7 @@ class WorkFolder:
         """(ids, X (N, P, 3) float32, W (N, P) float32, infos) of every stored photo."""
         files = sorted(self.unwrapped.glob("*.npz"))
         ids, xs, ws, infos = [], [], [], []
+        shape = None  # the first photo's albedo shape: every other must match it
         for f in files:
             try:
                 with np.load(f, allow_pickle=False) as data:
@@ -109,7 +110,7 @@ class WorkFolder:
             except Exception as exc:  # noqa: BLE001 - zip, npy or JSON damage: all one refusal
                 _damaged(f, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             if albedo.ndim != 3 or albedo.shape[0] != 3 or confidence.size != albedo[0].size or \
-                    (xs and albedo.shape != shape):
+                    (shape is not None and albedo.shape != shape):
                 _damaged(f, f"albedo {albedo.shape} / confidence {confidence.shape} do not match the others")
             shape = albedo.shape
             xs.append(albedo.reshape(3, -1).T)
