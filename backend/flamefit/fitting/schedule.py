@@ -1,6 +1,6 @@
 """Fit options: which stages run, resolutions, iteration counts and loss weights.
 
-The defaults are the tuned schedule (coarse-to-fine, see README_SECTION.md); tests and
+The defaults are the tuned schedule (coarse-to-fine, see the README's fitting section); tests and
 the benchmark change a few fields. All weights multiply terms that are already
 normalised (landmark residuals in units of `landmark_sigma` x the eye-corner distance,
 photometric residuals in linear RGB, coefficients in standard deviations).
