@@ -68,7 +68,7 @@ class FlameFitPreferences(AddonPreferences):
                                        description="DECA landmark_embedding.npy or similar, optional")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
     detector: EnumProperty(name="Detector", items=DETECTORS, default="DEFAULT")
-    texture_size: IntProperty(name="Texture resolution", default=1024, min=64, max=8192,
+    texture_size: IntProperty(name="Texture resolution", default=1024, min=64, max=4096,  # the backend refuses more (memory: ~3.8 GB at 4096)
                               description="Size of the albedo texture in pixels")
     base_python: StringProperty(
         name="Base Python (3.11+)", subtype="FILE_PATH",
