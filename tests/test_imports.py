@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ LAYERS = (
     ("cli",),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
-
-# Known violations being removed by their owners in the #9 redesign (issue9.md items 2 and
-# 5). Nothing else may be added here: any other upward import or cycle fails. An entry
-# that no longer occurs is reported, so that it gets deleted.
-KNOWN_UPWARD: set = set()
-KNOWN_CYCLES: set = set()
-
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
@@ -91,12 +83,8 @@ def _upward() -> set[tuple[str, str]]:
 
 
 def test_no_module_imports_a_layer_above_it():
-    found = _upward()
-    upward = sorted(f"{m} ({_layer(m)}) imports {t} ({_layer(t)})" for m, t in found - KNOWN_UPWARD)
+    upward = sorted(f"{m} ({_layer(m)}) imports {t} ({_layer(t)})" for m, t in _upward())
     assert not upward, "upward imports:\n" + "\n".join(upward)
-    stale = KNOWN_UPWARD - found
-    if stale:
-        warnings.warn(f"fixed, delete from KNOWN_UPWARD: {sorted(stale)}", stacklevel=1)
 
 
 def test_no_import_cycles():
@@ -120,10 +108,7 @@ def test_no_import_cycles():
     for node in sorted(edges):
         if node not in state:
             visit(node, [])
-    new = sorted(set(cycles) - KNOWN_CYCLES)
-    assert not new, "import cycles:\n" + "\n".join(new)
-    if KNOWN_CYCLES - set(cycles):
-        warnings.warn(f"fixed, delete from KNOWN_CYCLES: {sorted(KNOWN_CYCLES - set(cycles))}", stacklevel=1)
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
 
 
 def _is_package(module: str) -> bool:
