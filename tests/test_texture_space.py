@@ -257,7 +257,7 @@ def test_our_format_round_trips_in_flame_layout(head, tmp_path):
     np.testing.assert_allclose(back.basis, space.basis, atol=1e-5)
     np.testing.assert_allclose(back.std, space.std, rtol=1e-5)
     fitting_space = load_texture_space(path, head, components=2)
-    from flamefit.fitting.albedo import TextureSpace
+    from flamefit.textures.spaces import TextureSpace
 
     assert isinstance(fitting_space, TextureSpace) and tuple(fitting_space.basis.shape) == (2, 3, 16, 16)
 

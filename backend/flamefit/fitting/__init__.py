@@ -5,7 +5,7 @@
 returns a `FitResult`; `flamefit.bundle.write_bundle` writes it to disk.
 """
 
-from .albedo import TextureSpace
+from ..textures.spaces import TextureSpace
 from .pipeline import FitResult, fit_photo, planned_stages, resolve_device
 from .prepare import prepare_model
 from .schedule import OPTIONAL_STAGES, FitOptions

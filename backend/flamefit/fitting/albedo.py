@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..textures.spaces import TEXTURE_SPACE_COMPONENTS, TextureSpace  # noqa: F401 - TextureSpace: fitting's public name
+from ..textures.spaces import TEXTURE_SPACE_COMPONENTS, TextureSpace
 
 
 class SmoothAlbedo:
