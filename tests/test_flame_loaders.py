@@ -319,6 +319,24 @@ def test_uv_template_for_another_topology_is_refused(flame_pkl, tmp_path):
         load_flame(path, uv_path=npz)
 
 
+def test_obj_reader_keeps_indices_and_refuses_other_polygons(tmp_path):
+    """One OBJ reader for FLAME's template and MakeHuman's quads: relative (negative)
+    indices resolved, groups per face, a face with the wrong corner count refused."""
+    from flamefit.models.obj import read_obj
+
+    path = tmp_path / "mesh.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\ng skin\nf 1/1 2/2 3/3\nf -3/-1 -2/-2 -1/-3\n")
+    mesh = read_obj(path, 3, "triangles only")
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 1, 2]])
+    np.testing.assert_array_equal(mesh.uv_faces, [[0, 1, 2], [2, 1, 0]])
+    assert list(mesh.groups) == ["skin", "skin"] and mesh.uvs.shape == (3, 2)
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 1 2 4 3\n")
+    with pytest.raises(ModelFileError, match="line 6: a face with 4 corners; triangles only"):
+        read_obj(path, 3, "triangles only")
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    assert read_obj(path, 3, "triangles only").uvs is None  # no UVs: the caller decides
+
+
 # --- landmark embeddings ------------------------------------------------------------
 
 

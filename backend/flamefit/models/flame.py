@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .head_model import JOINT_NAMES, JOINT_PARENTS, HeadModel, LandmarkEmbedding
-from .safe_pickle import ChumpyExpression, load_npy, load_npz, load_pickle, npy_header, npz_headers, require_regular
+from .obj import read_obj
+from .safe_pickle import ChumpyExpression, load_npy, load_npz, load_pickle, npy_header, npz_headers
 
 FLAME_VERTICES = 5023
 FLAME_FACES = 9976
@@ -32,6 +33,7 @@ LICENCE_OPEN = "CC-BY-4.0"
 LICENCE_FLAME = "FLAME licence (non-commercial research, see flame.is.tue.mpg.de)"
 RIGID_ARTICULATION = "none: the file has no joints/skinning"
 IBUG_CONTOUR = 17  # iBUG-68 points 0..16 are the jaw line
+TRIANGLES_ONLY = "FLAME's template is all triangles"
 
 # Keys some releases may use to say how many shapedirs components are identity.
 IDENTITY_COUNT_KEYS = ("shape_dim", "num_betas", "num_shape", "n_shape", "num_shape_params", "num_identity", "identity_dim")
@@ -249,7 +251,9 @@ def load_uv_layout(path, num_vertices: int, faces: np.ndarray):
     an .npz with vt/ft (FLAME_texture.npz), checked against the model's topology."""
     path = Path(path)
     if path.suffix.lower() == ".obj":
-        positions, uv_coords, face_vertices, uv_faces = parse_obj(path)
+        mesh = read_obj(path, 3, TRIANGLES_ONLY)
+        uv_coords = None if mesh.uvs is None else mesh.uvs.astype(np.float32)
+        face_vertices, uv_faces, positions = mesh.faces, mesh.uv_faces, mesh.positions
         if uv_coords is None:
             _fail(path, "has no UV coordinates (no vt lines, or f lines without /vt)")
         if len(positions) != num_vertices:
@@ -298,46 +302,6 @@ def _reorder_uv_faces(path, obj_faces, obj_uv_faces, faces):
     uv_faces = np.empty_like(faces)
     np.put_along_axis(uv_faces, model_order, obj_uv_canonical[rows], axis=1)
     return uv_faces
-
-
-def parse_obj(path):
-    """(positions (V,3), uvs (T,2) or None, faces (F,3), uv_faces (F,3) or None), indices
-    kept exactly as written (trimesh would merge or split vertices at UV seams)."""
-    positions, uvs, faces, uv_faces = [], [], [], []
-    require_regular(path)  # a FIFO would block open() forever
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            for number, line in enumerate(stream, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if parts[0] == "v":
-                    positions.append([float(x) for x in parts[1:4]])
-                elif parts[0] == "vt":
-                    uvs.append([float(x) for x in parts[1:3]])
-                elif parts[0] == "f":
-                    if len(parts) != 4:
-                        _fail(path, f"line {number}: a face with {len(parts) - 1} corners; FLAME's template is all triangles")
-                    corners = [corner.split("/") for corner in parts[1:]]
-                    faces.append([_obj_index(c[0], len(positions)) for c in corners])
-                    has_uv = all(len(c) > 1 and c[1] for c in corners)
-                    uv_faces.append([_obj_index(c[1], len(uvs)) for c in corners] if has_uv else None)
-    except FileNotFoundError:
-        _fail(path, "file not found")
-    except (OSError, ValueError, IndexError) as exc:
-        _fail(path, f"is not a readable OBJ file ({type(exc).__name__}: {exc})")
-    if not positions or not faces:
-        _fail(path, "is not an OBJ mesh (no v or f lines)")
-    positions = np.asarray(positions, dtype=np.float32).reshape(-1, 3)
-    faces = np.asarray(faces, dtype=np.int64)
-    if not uvs or any(f is None for f in uv_faces):
-        return positions, None, faces, None
-    return positions, np.asarray(uvs, dtype=np.float32).reshape(-1, 2), faces, np.asarray(uv_faces, dtype=np.int64)
-
-
-def _obj_index(token: str, count_so_far: int) -> int:
-    index = int(token)
-    return index - 1 if index > 0 else count_so_far + index  # negative: relative
 
 
 # --- landmark embeddings ------------------------------------------------------------
@@ -526,7 +490,8 @@ def _validate_kind(path, kind, keys) -> dict:
 
 
 def _inspect_obj(path) -> dict:
-    positions, uvs, faces, _ = parse_obj(path)
+    mesh = read_obj(path, 3, TRIANGLES_ONLY)
+    positions, uvs, faces = mesh.positions, mesh.uvs, mesh.faces
     info = {"format": "obj", "kind": "UV template" if uvs is not None else "mesh without UVs",
             "keys": {"v": {"shape": list(positions.shape)}, "vt": {"shape": [0, 2] if uvs is None else list(uvs.shape)},
                      "f": {"shape": list(faces.shape)}}, "problems": []}

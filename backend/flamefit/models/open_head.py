@@ -50,6 +50,7 @@ import scipy.sparse.csgraph
 from ..errors import ModelFileError
 from ..fsutil import file_lock
 from .head_model import JOINT_NAMES, HeadModel
+from .obj import read_obj
 from .uv_pack import pack_uv_islands, quarter_turns_upright, rotate_island
 
 BUILD_VERSION = 3  # 2: UV islands repacked to fill the texture; 3: face island upright
@@ -138,31 +139,6 @@ def _cached(path: Path) -> HeadModel | None:
 # --- reading MakeHuman files ---------------------------------------------------------
 
 
-def read_obj(path: Path):
-    """Vertices (N,3), UVs (T,2), quads (Q,4), quad UV indices (Q,4), group per quad."""
-    verts, uvs, quads, quad_uvs, groups = [], [], [], [], []
-    group = ""
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if not parts:
-                continue
-            if parts[0] == "v":
-                verts.append(parts[1:4])
-            elif parts[0] == "vt":
-                uvs.append(parts[1:3])
-            elif parts[0] == "g":
-                group = parts[1]
-            elif parts[0] == "f":
-                corners = [p.split("/") for p in parts[1:]]
-                if len(corners) != 4:
-                    raise ModelFileError(path, f"expected quads, found a face with {len(corners)} corners")
-                quads.append([int(c[0]) - 1 for c in corners])
-                quad_uvs.append([int(c[1]) - 1 for c in corners])
-                groups.append(group)
-    return (np.array(verts, float), np.array(uvs, float), np.array(quads), np.array(quad_uvs), np.array(groups))
-
-
 def read_target(path: Path, num_verts: int) -> np.ndarray:
     """MakeHuman target ("vertex_index dx dy dz" lines, maybe gzipped) -> offsets (N,3)."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -179,7 +155,12 @@ class BaseMesh:
     def __init__(self, data: Path):
         self.data = data
         mpfb = data / "mpfb2"
-        self.verts, self.uvs, self.quads, self.quad_uvs, self.groups = read_obj(mpfb / "3dobjs" / "base.obj")
+        path = mpfb / "3dobjs" / "base.obj"
+        mesh = read_obj(path, 4, "MakeHuman's base mesh is all quads")
+        if mesh.uvs is None:
+            raise ModelFileError(path, "has no UV coordinates on every face")
+        self.verts, self.uvs, self.quads, self.quad_uvs, self.groups = (
+            mesh.positions, mesh.uvs, mesh.faces, mesh.uv_faces, mesh.groups)
         self.vertex_groups = json.loads((mpfb / "mesh_metadata" / "basemesh_vertex_groups.json").read_text())
         self.rig = json.loads((mpfb / "rigs" / "standard" / "rig.default.json").read_text())
         self.weights = json.loads((mpfb / "rigs" / "standard" / "weights.default.json").read_text())["weights"]
