@@ -62,6 +62,24 @@ def test_mirror_fill_copies_mirror_texels_at_reduced_weight():
     np.testing.assert_allclose(Wf[0], [0.5, 1.0, 0.5])  # at half weight; no mirror: unchanged
 
 
+def test_mirror_texels_on_whole_maps_pair_left_and_right(head):
+    """The one mirror map, as texel-list indices (texture stage) and on whole maps (build):
+    a texel's mirror is a covered texel whose template point is its own with x -> -x."""
+    from flamefit.render.uv_raster import mirror_texels, texel_map
+
+    texels = texel_map(head, R, "cpu")
+    listed = mirror_texels(head, texels)
+    mirror = texels.on_map(listed)
+    found = np.flatnonzero(mirror >= 0)
+    assert len(found) > 0.5 * texels.mask.sum() and texels.mask.reshape(-1)[mirror[found]].all()
+    assert (mirror[~texels.mask.reshape(-1)] == -1).all()
+    points = np.full((R * R, 3), np.nan)
+    points[texels.texel_index.numpy()] = texels.points(torch.as_tensor(head.v_template[None], dtype=torch.float32),
+                                                       torch.as_tensor(head.faces)).numpy()
+    error = np.linalg.norm(points[mirror[found]] - points[found] * [-1, 1, 1], axis=1)
+    assert error.max() <= 0.004 + 1e-6, error.max()  # the k-d tree's bound
+
+
 def test_skin_model_rejects_grass_shirts_and_grey():
     from flamefit.textures.unwrap import skin_likelihood
 

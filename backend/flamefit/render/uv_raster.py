@@ -153,6 +153,15 @@ class TexelMap:
         corners = verts[0][faces[self.face]]  # (N, 3, 3)
         return (corners * self.bary[:, :, None]).sum(1)
 
+    def on_map(self, index: torch.Tensor) -> np.ndarray:
+        """(size * size,) the same texel-to-texel index (N,) into the texel list (e.g.
+        `mirror_texels`), between flat texels of whole maps; -1 where none or uncovered."""
+        index = index.cpu().numpy()
+        flat = self.texel_index.cpu().numpy()
+        out = np.full(self.size * self.size, -1, np.int64)
+        out[flat[index >= 0]] = flat[index[index >= 0]]
+        return out
+
 
 def texel_map(model, size: int, device) -> TexelMap:
     """Which triangle covers each texel of a size x size texture of the model's UV layout

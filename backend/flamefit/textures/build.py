@@ -65,10 +65,10 @@ def space_from_samples(X, W, model, options: BuildOptions, mirror: np.ndarray | 
     R = options.uv_resolution
     if options.symmetric_fill > 0:
         if mirror is None:
-            from ..render.uv_raster import texel_map
-            from .unwrap import mirror_index
+            from ..render.uv_raster import mirror_texels, texel_map
 
-            mirror = mirror_index(model, texel_map(model, R, "cpu"))
+            texels = texel_map(model, R, "cpu")
+            mirror = texels.on_map(mirror_texels(model, texels))
         X, W = mirror_fill(X, W, mirror, options.symmetric_fill)
     result = pca.weighted_pca(X, W, options.components, gains=options.normalise, iterations=options.pca_iterations)
     D = X.shape[1] * X.shape[2]

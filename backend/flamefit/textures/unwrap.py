@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..render import PinholeCamera, rasterize_mesh, sample_image, sh_shading, vertex_normals
-from ..render.uv_raster import TexelMap, mirror_texels, texel_visibility
+from ..render.uv_raster import TexelMap, texel_visibility
 
 MAX_RASTER = 384  # the visibility raster works on the head's box at most this size
 
@@ -36,16 +36,6 @@ def to_map(texels: TexelMap, values: torch.Tensor, fill: float = 0.0) -> torch.T
     out = values.new_full((texels.size * texels.size, values.shape[-1]), fill)
     out[texels.texel_index] = values
     return out.T.reshape(values.shape[-1], texels.size, texels.size)
-
-
-def mirror_index(model, texels: TexelMap) -> np.ndarray:
-    """(size*size,) flat index of each texel's mirror texel (x -> -x), -1 where none."""
-    mirror = mirror_texels(model, texels).cpu().numpy()
-    flat = texels.texel_index.cpu().numpy()
-    out = np.full(texels.size * texels.size, -1, np.int64)
-    ok = mirror >= 0
-    out[flat[ok]] = flat[mirror[ok]]
-    return out
 
 
 @dataclass
