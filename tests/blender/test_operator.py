@@ -227,8 +227,44 @@ def test_preferences_draw(addon, monkeypatch):
     monkeypatch.setattr(addon.ui.preferences, "managed_venv_dir", lambda: "/nonexistent/venv")
     addon.ui.preferences.FlameFitPreferences.draw(prefs, bpy.context)
     rec = prefs.layout
-    assert "Backend not set up" in rec.texts() and "flamefit.setup_backend" in rec.operators()
+    assert "Backend not set up" in rec.texts()
+    # #12.10: one Set up backend button, and no button to the preferences we are in
+    assert rec.operators().count("flamefit.setup_backend") == 1
+    assert "preferences.addon_show" not in rec.operators()
     shown = [v for kind, v in rec.log if kind == "prop"]
     for name in ("python_path", "flame_model", "texture_space", "uv_template", "landmark_embedding", "device",
                  "detector", "texture_size", "base_python"):
         assert name in shown
+
+
+def test_panel_offers_set_up_once(addon, monkeypatch):
+    """The N-panel without a backend: one Set up backend button and a way to the preferences."""
+    monkeypatch.delenv("FLAMEFIT_PYTHON", raising=False)
+    monkeypatch.setattr(addon.ui.preferences, "managed_venv_dir", lambda: "/nonexistent/venv")
+    rec = Recorder()
+    addon.ui.preferences.draw_backend_box(rec, bpy.context, show_path=False)
+    assert rec.operators().count("flamefit.setup_backend") == 1
+
+
+def test_tooltips_are_one_clean_line(addon):
+    """#12.10: no tooltip (operator, panel, property or enum item) has a line break, an
+    indent or doubled spaces (a multi-line docstring would give each)."""
+    import importlib
+
+    bad = []
+    for name in ("ui.operators", "ui.panel", "ui.preferences", "ui.props"):
+        for cls in importlib.import_module(f"{addon.__name__}.{name}").classes:
+            rna = cls.bl_rna
+            if issubclass(cls, bpy.types.Operator):  # its tooltip: the registered operator type's
+                group, _, op = cls.bl_idname.partition(".")
+                rna = getattr(getattr(bpy.ops, group), op).get_rna_type()
+            texts = [(cls.__name__, rna.description), (cls.__name__, cls.__doc__)]
+            for prop in rna.properties:
+                texts.append((f"{cls.__name__}.{prop.identifier}", prop.description))
+                if prop.type == "ENUM":
+                    texts += [(f"{cls.__name__}.{prop.identifier}.{i.identifier}", i.description)
+                              for i in prop.enum_items]
+            bad += [(where, text) for where, text in texts
+                    if text and (text != text.strip() or "\n" in text or "  " in text or "\t" in text)]
+    assert not bad
+
