@@ -9,7 +9,8 @@ Made for one bundle, in a new collection named after the photo:
   expression / identity component at its fitted value (schema 1: Basis = the fit, keys 0);
 - a Principled BSDF material with the albedo texture (sRGB);
 - a key sun and a fill sun, and a new world whose colour is the ambient term, fitted to
-  the SH lighting (io/sh_math.py explains the approximation);
+  the SH lighting (io/sh_math.py explains the approximation); the suns sit outside the
+  camera's view, so their viewport lines do not cross the face;
 - a camera reproducing the fit's pinhole projection, with the photo as background image;
   it becomes the scene camera and the render size becomes the photo's (each an option;
   `ImportResult.changes` says what changed in the scene).
@@ -136,9 +137,9 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
         rig = light_rig.rig_for_mesh(bundle.sh, verts_world, bundle.mesh["faces"].data,
                                      cam_pos_world, fill=fill_light, emphasis=emphasis)
         lights = []
+        sun_distance = light_rig.sun_distance(cam_rel, half.length)
         for sun in rig.suns:
-            lobj = light_rig.make_sun(f"{name}_{sun.role}", sun, target=location,
-                                      distance=light_rig.sun_distance(cam_rel, half.length))
+            lobj = light_rig.make_sun(f"{name}_{sun.role}", sun, target=location, distance=sun_distance)
             track(bpy.data.lights, lobj.data)
             track(bpy.data.objects, lobj)
             coll.objects.link(lobj)
@@ -168,6 +169,15 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
                 turned_off = lights_off_in_renders(scene, exclude={o.name for o in lights})
                 if turned_off:
                     changes.append(f"off in renders: {', '.join(turned_off[:4])}")
+        # the suns where nothing they draw in the 3D view (icon, direction and ground lines)
+        # shows in the camera view, with the frame the scene now gives that camera
+        for lobj in lights:
+            toward = lobj.rotation_quaternion @ Vector((0.0, 0.0, 1.0))
+            where = light_rig.out_of_view_location(location, toward, sun_distance, cam_obj, scene)
+            if where is None:
+                changes.append(f"{lobj.name}: no place found where its lines stay out of the camera view")
+            else:
+                lobj.location = where
         if pack_images:
             albedo.pack()
             if photo is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 from bpy_extras.object_utils import world_to_camera_view
+from mathutils import Vector
 
 
 def scene_snapshot(scene=None) -> dict:
@@ -30,6 +31,29 @@ def project_px(scene, camera, points):
     H = scene.render.resolution_y * scene.render.resolution_percentage / 100
     uv = np.array([tuple(world_to_camera_view(scene, camera, p))[:2] for p in points])
     return np.stack([uv[:, 0] * W, (1 - uv[:, 1]) * H], -1)
+
+
+SUN_LINE = 20.0  # Blender draws a sun's direction line 20 units along its local -Z (overlay code)
+
+
+def light_gizmo_points_in_view(scene, camera, light, n=400):
+    """Points of what the 3D view draws for `light` (its icon at the location, a sun's
+    direction line, the ground line down to z = 0), sampled every 1/n of each line, that
+    fall inside the camera's frame in front of it (bpy_extras' projection)."""
+    mw = light.matrix_world
+    p = mw.translation.copy()
+    ends = [p.copy()]
+    ends[0].z = 0.0  # the dashed ground line
+    if light.data.type == "SUN":
+        ends.append(mw @ Vector((0.0, 0.0, -SUN_LINE)))
+    seen = []
+    for q in ends:
+        for t in np.linspace(0.0, 1.0, n + 1):
+            x = p.lerp(q, float(t))
+            v = world_to_camera_view(scene, camera, x)
+            if v.z > camera.data.clip_start and 0.0 <= v.x <= 1.0 and 0.0 <= v.y <= 1.0:
+                seen.append(tuple(x))
+    return seen
 
 
 class Recorder:

@@ -7,7 +7,7 @@ import os
 import bpy
 import numpy as np
 import pytest
-from helpers import project_px, scene_snapshot
+from helpers import light_gizmo_points_in_view, project_px, scene_snapshot
 from mathutils import Vector
 
 
@@ -287,3 +287,22 @@ def test_default_cube_stays_out_of_the_camera_view(empty_scene, synth_bundle_dir
         q = world_to_camera_view(empty_scene, cam, cube.matrix_world @ Vector(p))
         seen += bool(q.z > 0 and 0 <= q.x <= 1 and 0 <= q.y <= 1)
     assert seen == 0, f"{seen} points of the cube show in the camera view"
+
+
+@pytest.mark.parametrize("cube", [False, True], ids=["empty", "default-cube"])
+def test_light_gizmos_stay_out_of_the_camera_view(empty_scene, synth_bundle_dir, cube):
+    """#12.10: no sun icon, direction line or ground line shows in the camera's view (a sun's
+    place does not change its light; test_render_lighting checks the light)."""
+    if cube:
+        bpy.ops.mesh.primitive_cube_add(size=2.0, location=(0.0, 0.0, 0.0))
+    assert _import(synth_bundle_dir / "result.json") == {"FINISHED"}
+    coll = _collection("synthetic_photo")
+    cam = next(o for o in coll.objects if o.type == "CAMERA")
+    head = next(o for o in coll.objects if o.type == "MESH")
+    suns = [o for o in coll.objects if o.type == "LIGHT"]
+    assert len(suns) == 2
+    for sun in suns:
+        seen = light_gizmo_points_in_view(empty_scene, cam, sun)
+        assert not seen, f"{sun.name}: {len(seen)} points of its lines show in the camera view"
+        assert (sun.location - head.location).length < 30.0  # near enough to find in the 3D view
+
