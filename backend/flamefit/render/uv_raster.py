@@ -3,7 +3,8 @@
 The texture stage and the texture-space build use it to unwrap photo colours into the
 UV layout: texel -> surface point (barycentric interpolation of mesh positions/normals)
 -> camera projection -> visibility test against the image z-buffer (`texel_visibility`,
-the one such test) -> photo colour, weighted by the viewing angle. `TexelMap` /
+the one such test; `rasterize_box`: a z-buffer over the head's box only) -> photo
+colour, weighted by the viewing angle. `TexelMap` /
 `texel_map(model, size)`: which triangle and barycentrics cover each texel of a head
 model's layout; `mirror_texels`: each texel's mirror texel (x -> -x on the template),
 for filling texels seen poorly from the other side of the face.
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .rasterizer import Fragments, rasterize, require_finite, topology
+from .cameras import PinholeCamera
+from .rasterizer import Fragments, rasterize, rasterize_mesh, require_finite, topology
 from .shading import sample_image, vertex_normals
 
 
@@ -95,6 +97,24 @@ def texel_visibility(texel_screen: torch.Tensor, image_fragments: Fragments, dep
         shared = (own[..., :, None] == faces[seen.clamp(min=0)][..., None, :]).flatten(-2).any(-1)
         visible |= shared & (seen >= 0)
     return inside & visible
+
+
+def rasterize_box(camera, verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int],
+                  max_size: int) -> tuple[Fragments, PinholeCamera]:
+    """The mesh (1, V, 3) rasterised over its bounding box in the pinhole camera's (H, W)
+    image, at most `max_size` pixels a side (a visibility test needs no photo-sized
+    z-buffer). Returns the fragments and the camera whose pixels they are (the box's,
+    scaled), to project the points that `texel_visibility` tests against them."""
+    H, W = image_size
+    screen = camera.transform_points(verts)[0]
+    lo = screen[:, :2].min(0).values.floor().clamp(min=0)
+    hi = torch.minimum(screen[:, :2].max(0).values.ceil(), torch.tensor([W, H], dtype=screen.dtype))
+    box = (hi - lo).clamp(min=1)
+    scale = min(1.0, max_size / float(box.max()))
+    size = (max(1, int(np.ceil(float(box[1]) * scale))), max(1, int(np.ceil(float(box[0]) * scale))))
+    # x' = (x - lo) * scale
+    crop = PinholeCamera(camera.focal * scale, (camera.principal - lo) * scale, camera.R, camera.t, znear=camera.znear)
+    return rasterize_mesh(crop, verts, faces, size), crop
 
 
 def view_cosine(camera, points: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:

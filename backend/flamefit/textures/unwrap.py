@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..render import PinholeCamera, rasterize_mesh, sample_image, sh_shading, vertex_normals
-from ..render.uv_raster import TexelMap, texel_visibility
+from ..render import PinholeCamera, sample_image, sh_shading, vertex_normals
+from ..render.uv_raster import TexelMap, rasterize_box, texel_visibility, view_cosine
 
 MAX_RASTER = 384  # the visibility raster works on the head's box at most this size
 
@@ -66,16 +66,19 @@ def unwrap_albedo(image_linear, verts, faces, texels: TexelMap, camera: PinholeC
     sh = torch.as_tensor(np.asarray(sh), dtype=torch.float32).reshape(1, 9, 3)
     H, W = image.shape[:2]
 
-    # The texels' points and normals on the fitted mesh, in camera space.
+    # The texels' points and normals on the fitted mesh.
     points = texels.points(verts, faces)[None]
     normals = torch.nn.functional.normalize(texels.points(vertex_normals(verts, faces), faces), dim=-1)[None]
-    cam_points = camera.world_to_camera(points)
     cam_normals = torch.nn.functional.normalize(camera.rotate_to_camera(normals), dim=-1)
     screen = camera.transform_points(points)[0]  # (M, 3) x px, y px, depth
-    facing = (cam_normals[0] * camera.directions_to_camera(cam_points)[0]).sum(-1)
+    facing = view_cosine(camera, points, normals)[0]
 
-    # Visibility: against a raster of the head's bounding box.
-    visible = _visibility(camera, verts, faces, texels.face, screen, (H, W), depth_tolerance)
+    # Visibility against a raster of the head's bounding box; the tolerance grows by one
+    # raster pixel's footprint, and a texel whose triangle neighbours the one seen counts.
+    frags, raster_camera = rasterize_box(camera, verts, faces, (H, W), MAX_RASTER)
+    raster_screen = raster_camera.transform_points(points)
+    footprint = raster_screen[..., 2] / raster_camera.focal[0].mean()
+    visible = texel_visibility(raster_screen, frags, depth_tolerance + footprint, texel_faces=texels.face)[0]
     # At least one pixel from the border: bilinear lookups there would blend in black.
     inside = (screen[:, 0] >= 1) & (screen[:, 0] <= W - 1) & (screen[:, 1] >= 1) & (screen[:, 1] <= H - 1)
 
@@ -120,23 +123,3 @@ def skin_likelihood(albedo: torch.Tensor, weight: torch.Tensor, core: torch.Tens
     spread = spread.clamp(min=torch.tensor([0.01, 0.01, 0.03]))
     distance = (((features - centre) / spread) ** 2).sum(-1).sqrt()
     return plausible * (1 - smoothstep(distance, scale, 2 * scale))
-
-
-def _visibility(camera, verts, faces, texel_faces, screen, image_size, tolerance):
-    """True for texels the camera sees: at the texel's pixel the rendered triangle is the
-    texel's own or shares a vertex with it, or the texel is at most `tolerance` metres +
-    one pixel's footprint behind the rendered surface."""
-    H, W = image_size
-    all_screen = camera.transform_points(verts)[0]
-    lo = all_screen[:, :2].min(0).values.floor().clamp(min=0)
-    hi = all_screen[:, :2].max(0).values.ceil()
-    hi = torch.minimum(hi, torch.tensor([W, H], dtype=hi.dtype))
-    box = (hi - lo).clamp(min=1)
-    scale = min(1.0, MAX_RASTER / float(box.max()))
-    size = (max(1, int(np.ceil(float(box[1]) * scale))), max(1, int(np.ceil(float(box[0]) * scale))))
-    # A camera for the box, scaled: x' = (x - lo) * scale.
-    crop = PinholeCamera(camera.focal * scale, (camera.principal - lo) * scale, camera.R, camera.t, znear=camera.znear)
-    frags = rasterize_mesh(crop, verts, faces, size)
-    box_screen = torch.stack(((screen[:, 0] - lo[0]) * scale, (screen[:, 1] - lo[1]) * scale, screen[:, 2]), -1)
-    pixel_metres = screen[:, 2] / (crop.focal[0].mean() if crop.focal.numel() else 1.0)
-    return texel_visibility(box_screen[None], frags, (tolerance + pixel_metres)[None], texel_faces=texel_faces)[0]
