@@ -184,6 +184,26 @@ def step_after():
 
 def step_camera_view():
     screenshot("05_camera_view")
+    win, area, region = window_area()
+    area.spaces.active.show_region_ui = False  # the whole camera frame, as large as it fits
+    with bpy.context.temp_override(window=win, area=area, region=region):
+        bpy.ops.view3d.view_center_camera()
+    area.tag_redraw()
+    return step_camera_view_large, 1.0
+
+
+def step_camera_view_large():
+    screenshot("06_camera_view_large")
+    # the same without the floor grid and its axes, whose lines (not the lights') cross the
+    # view when the camera sits near z = 0: any line left in the frame would be an object's
+    overlay = window_area()[1].spaces.active.overlay
+    overlay.show_floor = overlay.show_axis_x = overlay.show_axis_y = False
+    window_area()[1].tag_redraw()
+    return step_camera_view_no_grid, 1.0
+
+
+def step_camera_view_no_grid():
+    screenshot("07_camera_view_no_grid")
     render_check()
     return None, 0
 
@@ -231,10 +251,32 @@ def measure():
     verdict["view_transform"] = scene.view_settings.view_transform
     verdict["render_size"] = [scene.render.resolution_x, scene.render.resolution_y]
     verdict["world"] = getattr(scene.world, "name", None)
-    verdict["lights"] = {o.name: {"hide_render": o.hide_render, "hide_viewport": o.hide_viewport}
+    verdict["lights"] = {o.name: {"hide_render": o.hide_render, "hide_viewport": o.hide_viewport,
+                                  "location": list(o.matrix_world.translation),
+                                  "drawn_in_camera_view": light_lines_in_view(scene, cam, o) if cam else None}
                          for o in scene.objects if o.type == "LIGHT"}
     albedo = next((i for i in bpy.data.images if i.name.endswith("_albedo")), None)
     verdict["albedo_packed"] = bool(albedo is not None and albedo.packed_file is not None)
+
+
+def light_lines_in_view(scene, cam, light, n=400):
+    """How many of n+1 samples along each line the 3D view draws for `light` (the ground
+    line down to z = 0; a sun's direction line, 20 units along its local -Z) fall inside
+    the camera's frame, in front of it."""
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    mw = light.matrix_world
+    p = mw.translation.copy()
+    ground = p.copy()
+    ground.z = 0.0
+    ends = [ground] + ([mw @ Vector((0.0, 0.0, -20.0))] if light.data.type == "SUN" else [])
+    seen = 0
+    for q in ends:
+        for k in range(n + 1):
+            v = world_to_camera_view(scene, cam, p.lerp(q, k / n))
+            seen += bool(v.z > cam.data.clip_start and 0.0 <= v.x <= 1.0 and 0.0 <= v.y <= 1.0)
+    return seen
 
 
 def render_check():

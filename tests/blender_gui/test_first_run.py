@@ -84,7 +84,7 @@ def test_fit_finishes_and_imports(first_run):
 
 def test_screenshots_saved(first_run):
     names = {Path(p).name for p in first_run["screenshots"]}
-    assert {"01_before_fit.png", "04_after_fit.png", "05_camera_view.png"} <= names
+    assert {"01_before_fit.png", "04_after_fit.png", "05_camera_view.png", "06_camera_view_large.png"} <= names
     for p in first_run["screenshots"]:
         assert (SHOTS / Path(p).name).stat().st_size > 10_000
 
@@ -105,6 +105,14 @@ def test_head_visible_from_imported_camera(first_run):
     # the face's landmark pixels show the head (red), not the world (blue) or the cube (white)
     assert render["red"] >= 0.9 * render["sampled"], render
     assert 0.02 < render["red_fraction_image"] < 0.95, render
+
+
+def test_fitted_lights_draw_nothing_in_the_camera_view(first_run):
+    """#12.10: the suns' icons, direction lines and ground lines stay out of the camera's frame."""
+    ours = {k: v for k, v in first_run["lights"].items() if k not in first_run["before"]["objects"]}
+    assert len(ours) >= 1
+    for name, light in ours.items():
+        assert light["drawn_in_camera_view"] == 0, (name, light)
 
 
 def test_expression_keys_hold_fitted_values_basis_neutral(first_run):
