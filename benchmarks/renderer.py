@@ -34,39 +34,16 @@ from flamefit.render import PinholeCamera, RasterizationSettings, render_rgb  # 
 
 
 def load_mesh():
-    """FLAME topology if the test extract is present, else a ~10k-face icosphere."""
+    """FLAME topology if the test extract is present, else the open head (4470 vertices,
+    8888 faces: FLAME-sized), FlameFit's default model."""
     if FLAME_EXTRACT.exists():
         data = np.load(FLAME_EXTRACT)
         return "FLAME 2023 template", data["v_template"].astype(np.float32), data["faces"].astype(np.int64)
-    verts, faces = icosphere(5)  # 10242 verts, 20480 faces; keep the front half-size budget
-    verts = verts * np.array([0.1, 0.16, 0.1], dtype=np.float32)
-    return "icosphere (FLAME extract not found)", verts, faces
+    from flamefit.config import load_settings
+    from flamefit.models.open_head import load_open_head
 
-
-def icosphere(subdivisions: int):
-    t = (1 + 5 ** 0.5) / 2
-    verts = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t),
-             (0, -1, -t), (0, 1, -t), (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
-    faces = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2),
-             (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5),
-             (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
-    verts = [np.array(v, dtype=np.float64) / np.linalg.norm(v) for v in verts]
-    for _ in range(subdivisions):
-        cache, new_faces = {}, []
-
-        def midpoint(a, b, cache=cache):  # this subdivision's edge midpoints
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                m = verts[a] + verts[b]
-                verts.append(m / np.linalg.norm(m))
-                cache[key] = len(verts) - 1
-            return cache[key]
-
-        for a, b, c in faces:
-            ab, bc, ca = midpoint(a, b), midpoint(b, c), midpoint(c, a)
-            new_faces += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
-        faces = new_faces
-    return np.array(verts, dtype=np.float32), np.array(faces, dtype=np.int64)
+    model = load_open_head(load_settings().cache_dir)
+    return "open head (FLAME extract not found)", model.v_template.astype(np.float32), model.faces.astype(np.int64)
 
 
 def make_scene(size: int, device: str):
