@@ -6,8 +6,9 @@
 - an existing OUT_DIR/<name> is only ever replaced when it is a FlameFit bundle of the
   same photo: with --overwrite, or with --resume when it is incomplete (a complete one
   is skipped); anything else there is left alone and the photo reported as failed;
-- `--workers N` fits N at a time in separate processes (app.pool: each loads the
-  model once; a worker that dies is replaced and its photo retried alone);
+- `--workers N` fits N at a time in separate processes (app.pool: each is sent the
+  settings and loads the model once itself, so it can be stopped while starting; a
+  worker that dies is replaced and its photo retried alone);
 - OUT_DIR/summary.csv (written atomically, also when interrupted) lists every photo
   handled and every bundle on disk; the command fails (exit 2) when any photo failed.
 """
@@ -79,18 +80,17 @@ _WORKER: dict = {}
 
 
 def worker_init(state: dict) -> None:
-    """A pool worker: signals, one thread, and the model loaded once."""
-    pool.worker_signals()
+    """A pool worker's set-up: one thread, and the model loaded once, by the worker itself
+    from the settings (a cache read; built once under a lock on a fresh cache)."""
     configure_threads(1)
     model, space = load_fit_inputs(settings_from(state["settings"]))[:2]
     _WORKER.update(state, model=model, space=space)
 
 
 def worker_fit(photo: str, bundle: str, overwrite: bool) -> dict:
-    with pool.job():
-        w = _WORKER
-        return fit_one(Path(photo), Path(bundle), w["model"], w["space"], w["options"], w["detector"], w["device"],
-                       overwrite)
+    w = _WORKER
+    return fit_one(Path(photo), Path(bundle), w["model"], w["space"], w["options"], w["detector"], w["device"],
+                   overwrite)
 
 
 def _printable(text) -> str:

@@ -1,6 +1,13 @@
 """One worker pool for `batch` and `texture-space build`: N spawned processes, each set
 up once by `initializer`, running `function(*job)` for a list of jobs.
 
+- Set-up: `initializer` and `initargs` are pickled once into a private file; a new
+  worker is sent only that file's path (a few bytes down its start-up pipe, so starting
+  a worker never waits for it) and loads the file itself, after its signal handlers are
+  in place. A worker can thus be stopped at any time, also while it is still starting
+  or loading the model. A set-up that fails raises its error from the first job, so the
+  command fails with that one line, as it would with one worker.
+
 - Interrupt (Ctrl-C, SIGTERM, SIGHUP in the parent): queued jobs are cancelled, the
   workers are sent SIGTERM (they clean up what they were writing) and joined, killed
   if they do not stop within `STOP_SECONDS`; then the interrupt goes on.
@@ -14,12 +21,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import FlameFitError
 
 STOP_SECONDS = 10.0
 EXIT_STOPPED = 143  # a worker stopped by its parent (128 + SIGTERM)
@@ -27,13 +40,15 @@ _RETRY_AFTER_BREAKS = 2  # a job caught in this many broken pools runs alone nex
 
 
 _IN_JOB = [False]
+_SETUP_ERROR: list[Exception] = []
+_SETUP_PREFIX = "flamefit-pool-"
 
 
 def worker_signals() -> None:
     """For the workers: the parent decides about Ctrl-C (it reaches the whole process
     group). SIGTERM from the parent ends an idle worker at once and raises
-    KeyboardInterrupt in a busy one, so that what it was writing is cleaned up; the
-    job wrapper (`job`) then ends the process."""
+    KeyboardInterrupt in a busy one (in a job or its set-up), so that what it was writing
+    is cleaned up; `job` then ends the process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_term)
@@ -57,8 +72,8 @@ def _on_term(signum, frame):
 
 @contextmanager
 def job():
-    """Around one job in a worker: an interrupt ends the worker process quietly after
-    the job's own clean-up ran."""
+    """Around a worker's set-up and each of its jobs: an interrupt ends the worker
+    process quietly after their own clean-up ran."""
     _IN_JOB[0] = True
     try:
         yield
@@ -68,9 +83,63 @@ def job():
         _IN_JOB[0] = False
 
 
+def _start_worker(setup: str) -> None:
+    """A new worker: its signals first (SIGTERM stays blocked, as in the parent when it
+    started this process, until here), then its set-up, read from the file."""
+    worker_signals()
+    with job():
+        try:
+            with open(setup, "rb") as stream:
+                initializer, initargs = pickle.load(stream)  # our own file, written by the parent
+            initializer(*initargs)
+        except Exception as exc:  # noqa: BLE001 - reported by the first job, not as a dying worker
+            _SETUP_ERROR.append(exc)
+
+
+def _run(function, *args):
+    if _SETUP_ERROR:
+        error = _SETUP_ERROR[0]  # sent back as a plain error: a subclass may not unpickle in the parent
+        if isinstance(error, FlameFitError):
+            raise FlameFitError(str(error)) from error
+        raise RuntimeError(f"a worker's set-up failed: {type(error).__name__}: {error}") from error
+    with job():
+        return function(*args)
+
+
+def _remove_stale_setups() -> None:
+    """Set-up folders of parents killed outright (SIGKILL) go once their process is gone."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{_SETUP_PREFIX}*-*"):
+        pid = stale.name[len(_SETUP_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
 def run_jobs(jobs: list[tuple], function, workers: int, initializer, initargs: tuple, on_result, on_crash) -> None:
     """Run every job; on_result(job, value) as each finishes, on_crash(job, message) for a
-    job whose worker died even when it ran alone. Raises what interrupts it."""
+    job whose worker died even when it ran alone. Raises what interrupts it, and a
+    worker's set-up error."""
+    _remove_stale_setups()
+    folder = Path(tempfile.mkdtemp(prefix=f"{_SETUP_PREFIX}{os.getpid()}-"))  # private (0700)
+    try:
+        setup = folder / "setup.pickle"
+        with open(setup, "wb") as stream:
+            pickle.dump((initializer, initargs), stream, protocol=pickle.HIGHEST_PROTOCOL)
+        _run_jobs(jobs, function, workers, str(setup), on_result, on_crash)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_jobs(jobs: list[tuple], function, workers: int, setup: str, on_result, on_crash) -> None:
     queue = list(jobs)
     alone: list[tuple] = []
     breaks: dict[int, int] = {}
@@ -79,15 +148,15 @@ def run_jobs(jobs: list[tuple], function, workers: int, initializer, initargs: t
             batch, size, solo = [alone.pop(0)], 1, True
         else:
             batch, queue, size, solo = queue, [], min(workers, len(queue)), False
-        pool = _new_pool(size, initializer, initargs)
+        pool = _new_pool(size, setup)
         try:
-            # Workers start during submit (the parent writes each its set-up through a pipe). With
-            # the interrupt signals blocked meanwhile, no write is cut short (a worker would die
-            # with a traceback), the workers start with them blocked until worker_signals, and the
-            # parent takes a pending interrupt right after.
+            # Workers start during submit: the parent writes each a few bytes through a pipe. With
+            # the interrupt signals blocked for these milliseconds, no write is cut short (a worker
+            # would die with a traceback), the workers start with them blocked until
+            # worker_signals (their first step), and the parent takes a pending interrupt right after.
             old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP, signal.SIGTERM})
             try:
-                futures = {pool.submit(function, *job): (i, job) for i, job in enumerate(batch)}
+                futures = {pool.submit(_run, function, *job): (i, job) for i, job in enumerate(batch)}
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
             pending = set(futures)
@@ -131,9 +200,9 @@ def _is_broken(future) -> bool:
     return future.done() and not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
 
 
-def _new_pool(size: int, initializer, initargs) -> ProcessPoolExecutor:
+def _new_pool(size: int, setup: str) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("spawn")  # no fork after torch threads started
-    return ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=initializer, initargs=initargs)
+    return ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=_start_worker, initargs=(setup,))
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

@@ -116,10 +116,9 @@ def fit_photo_view(path: Path, model, context: dict) -> PhotoView:
 _WORKER: dict = {}
 
 
-def _init_worker(state: dict, in_pool: bool = True) -> None:
-    """Load the UV texel map, the fitter and the texture space once per worker process."""
-    if in_pool:
-        pool.worker_signals()
+def _init_worker(state: dict) -> None:
+    """Load the UV texel map, the fitter and the texture space once per worker process
+    (in the pool, `state` comes from a file each worker reads itself: app/pool.py)."""
     if state.get("threads"):
         configure_threads(state["threads"])
     from ..render.uv_raster import texel_map
@@ -162,11 +161,6 @@ def _process(photo: str, pid: str) -> tuple[str, str, float, str | None]:
     return pid, photo, seconds, None
 
 
-def _pool_process(photo: str, pid: str):
-    with pool.job():
-        return _process(photo, pid)
-
-
 def run_photos(jobs: list[tuple[str, str]], state: dict, workers: int, report) -> float:
     """Process (photo, id) jobs, `workers` processes (1: in this process). Seconds spent."""
     start = time.perf_counter()
@@ -179,7 +173,7 @@ def run_photos(jobs: list[tuple[str, str]], state: dict, workers: int, report) -
         report(count[0], len(jobs), *result)
 
     if workers <= 1:
-        _init_worker(state, in_pool=False)
+        _init_worker(state)
         for photo, pid in jobs:
             finished(_process(photo, pid))
         return time.perf_counter() - start
@@ -189,7 +183,7 @@ def run_photos(jobs: list[tuple[str, str]], state: dict, workers: int, report) -
         state["work"].save_failure(pid, Path(photo), message)
         finished((pid, photo, 0.0, message))
 
-    pool.run_jobs(jobs, _pool_process, workers, _init_worker, (state,), on_result=lambda job, r: finished(r),
+    pool.run_jobs(jobs, _process, workers, _init_worker, (state,), on_result=lambda job, r: finished(r),
                   on_crash=crashed)
     return time.perf_counter() - start
 
