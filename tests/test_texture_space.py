@@ -74,10 +74,29 @@ def test_mirror_texels_on_whole_maps_pair_left_and_right(head):
     assert len(found) > 0.5 * texels.mask.sum() and texels.mask.reshape(-1)[mirror[found]].all()
     assert (mirror[~texels.mask.reshape(-1)] == -1).all()
     points = np.full((R * R, 3), np.nan)
-    points[texels.texel_index.numpy()] = texels.points(torch.as_tensor(head.v_template[None], dtype=torch.float32),
+    points[texels.texel_index.numpy()] = texels.points(torch.tensor(head.v_template[None], dtype=torch.float32),
                                                        torch.as_tensor(head.faces)).numpy()
     error = np.linalg.norm(points[mirror[found]] - points[found] * [-1, 1, 1], axis=1)
     assert error.max() <= 0.004 + 1e-6, error.max()  # the k-d tree's bound
+
+
+def test_one_skin_colour_estimator_for_shaded_pixels_and_delit_albedo():
+    """textures/skin: among a photo's shaded pixels (the photometric mask's defaults,
+    brightness counts little) a shadowed cheek (half as bright) is skin; on de-lit albedo
+    (the unwrap's settings, brightness counts) dark brown hair is not, while the face's
+    own spread is kept."""
+    from flamefit.textures.skin import skin_colour_weight
+
+    rng = np.random.default_rng(0)
+    face = np.array([0.55, 0.35, 0.27]) * rng.uniform(0.85, 1.15, (300, 1)) * rng.uniform(0.97, 1.03, (300, 3))
+    shadow, hair = face[:50] * 0.5, np.array([0.12, 0.07, 0.045]) * rng.uniform(0.8, 1.2, (50, 1))
+    colours = np.concatenate([face, shadow, hair])
+    reference = np.arange(len(colours)) < len(face)
+    photo = skin_colour_weight(colours, reference)
+    albedo = skin_colour_weight(colours, reference, brightness=0.05, tolerance=2.5)
+    assert photo[:300].mean() > 0.95 and photo[300:350].mean() > 0.9 and albedo[:300].mean() > 0.9
+    assert albedo[350:].max() < 0.05 and albedo[300:350].mean() < 0.7
+    assert (skin_colour_weight(colours, reference & (np.arange(len(colours)) < 10)) == 1).all()  # < 20: no estimate
 
 
 def test_skin_model_rejects_grass_shirts_and_grey():

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..landmarks import ibug68
+from ..textures.skin import skin_colour_weight
 
 
 def _poly(mask, pts, value=1.0):
@@ -54,11 +55,11 @@ def face_polygon_mask(points: np.ndarray, size: int) -> np.ndarray:
     return mask * (1 - holes)
 
 
-def skin_colour_weight(image_lin: np.ndarray, points: np.ndarray, region: np.ndarray) -> np.ndarray:
+def skin_weight(image_lin: np.ndarray, points: np.ndarray, region: np.ndarray) -> np.ndarray:
     """(H, W) weight in [0, 1]: how much each pixel's colour looks like this face's skin.
 
     image_lin: (H, W, 3) linear RGB. Reference: cheeks and nose (inside the face between
-    the eyes and the mouth), robust median / MAD in chromaticity and log brightness.
+    the eyes and the mouth); the estimator is textures/skin.skin_colour_weight.
     """
     pts = np.asarray(points, dtype=np.float64)
     H, W = image_lin.shape[:2]
@@ -71,23 +72,10 @@ def skin_colour_weight(image_lin: np.ndarray, points: np.ndarray, region: np.nda
         centre = cheeks.mean(0)
         cheeks = centre + (cheeks - centre) * np.array([3.0, 1.5])
     _poly(ref_region, cv2.convexHull(cheeks.astype(np.float32)).reshape(-1, 2))
-    ref_region *= region
-    eps = 1e-4
-    total = image_lin.sum(-1) + eps
-    chroma = image_lin[..., :2] / total[..., None]
-    bright = np.log(total)
-    features = np.concatenate([chroma, bright[..., None] * 0.05], axis=-1)  # brightness counts less
-    samples = features[ref_region > 0.5]
-    if len(samples) < 20:
-        return np.ones((H, W), np.float32)
-    median = np.median(samples, axis=0)
-    mad = np.median(np.abs(samples - median), axis=0) * 1.4826 + np.array([0.004, 0.004, 0.01])
-    d2 = (((features - median) / mad) ** 2).sum(-1)
-    # 1 inside ~3 sigma, falling off smoothly beyond.
-    return np.exp(-0.5 * np.clip(d2 - 9.0 * 3, 0, None) / 9.0).astype(np.float32)
+    return skin_colour_weight(image_lin, ref_region * region > 0.5)
 
 
 def photometric_mask(points: np.ndarray, image_lin: np.ndarray) -> np.ndarray:
     """(H, W) float32: face polygon x skin-colour weight, for a crop with these landmarks."""
     region = face_polygon_mask(points, image_lin.shape[0])
-    return region * skin_colour_weight(image_lin, points, region)
+    return region * skin_weight(image_lin, points, region)

@@ -13,9 +13,9 @@ confidence in [0, 1] multiplies
 - shading: texels in deep shadow (shading < 15 % of the face's median) are unreliable;
 - clipping: no channel of the photo saturated;
 - skin: a skin-like colour (red >= green, red > blue) close to this photo's own skin
-  colour (median/MAD of chromaticity and brightness over the face core): hair, beard,
-  glasses, occluders and background get low weight; and a UV prior mask (eyeballs,
-  teeth, mouth interior, overlapping UV charts: build.uv_skin_prior).
+  colour over the face core (skin.py, the photometric mask's estimator too): hair,
+  beard, glasses, occluders and background get low weight; and a UV prior mask
+  (eyeballs, teeth, mouth interior, overlapping UV charts: uv_masks.uv_skin_prior).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 
 from ..render import PinholeCamera, sample_image, sh_shading, vertex_normals
 from ..render.uv_raster import TexelMap, rasterize_box, texel_visibility, view_cosine
+from .skin import MIN_REFERENCE, skin_colour_weight, skin_hue
 
 MAX_RASTER = 384  # the visibility raster works on the head's box at most this size
 
@@ -103,23 +104,16 @@ def unwrap_albedo(image_linear, verts, faces, texels: TexelMap, camera: PinholeC
     return Unwrapped(albedo=to_map(texels, albedo).numpy(), confidence=to_map(texels, weight[:, None])[0].numpy())
 
 
-def skin_likelihood(albedo: torch.Tensor, weight: torch.Tensor, core: torch.Tensor | None = None,
-                    scale: float = 3.5) -> torch.Tensor:
-    """Soft inlier weight of each texel's colour: skin-like (red >= green, red > blue:
-    no grass, sky, shirts; a grey photo has no usable colour) and close to the photo's
-    own skin colour: median and MAD of chromaticity (r, g) and log brightness over the
+def skin_likelihood(albedo: torch.Tensor, weight: torch.Tensor, core: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft inlier weight of each texel's colour (M, 3): a skin-like hue (skin.skin_hue)
+    times closeness to the photo's own skin colour (skin.skin_colour_weight) over the
     trusted texels of the face core (`core`, or all trusted texels)."""
-    total = albedo.sum(-1).clamp(min=1e-4)
-    r, g, b = (albedo / total[:, None]).unbind(-1)
-    plausible = smoothstep(r - g, -0.02, 0.02) * smoothstep(r - b, 0.0, 0.04)
-    features = torch.stack((r, g, torch.log(total) * 0.25), -1)
-    trusted = (weight * plausible) > 0.5
-    if core is not None and int((trusted & core).sum()) >= 20:
-        trusted = trusted & core
-    if int(trusted.sum()) < 20:
-        return plausible
-    centre = features[trusted].median(0).values
-    spread = (features[trusted] - centre).abs().median(0).values * 1.4826
-    spread = spread.clamp(min=torch.tensor([0.01, 0.01, 0.03]))
-    distance = (((features - centre) / spread) ** 2).sum(-1).sqrt()
-    return plausible * (1 - smoothstep(distance, scale, 2 * scale))
+    colours = albedo.detach().cpu().numpy()
+    plausible = skin_hue(colours)
+    trusted = (weight.detach().cpu().numpy() * plausible) > 0.5
+    if core is not None and int((trusted & core.cpu().numpy()).sum()) >= MIN_REFERENCE:
+        trusted = trusted & core.cpu().numpy()
+    # De-lit albedo: brightness is informative (dark hair) and the spread tight, so both
+    # the brightness floor and the tolerance are smaller than for a photo's shaded pixels.
+    weight = skin_colour_weight(colours, trusted, brightness=0.05, tolerance=2.5)
+    return torch.as_tensor(plausible * weight, device=albedo.device)
