@@ -480,6 +480,28 @@ def test_unwrap_image_recovers_the_photo_and_respects_occlusion():
 # ----------------------------------------------------------------------------- bad input
 
 
+def test_rasterize_box_sees_the_front_of_a_sphere_in_a_large_photo():
+    """The unwrap's z-buffer: only the mesh's box of a large photo, at most max_size px a
+    side; texel_visibility against it keeps the front and drops the back."""
+    from flamefit.render.uv_raster import rasterize_box, texel_visibility
+
+    verts, faces = sphere(3)
+    camera = PinholeCamera(torch.tensor([[3000.0, 3000.0]]), torch.tensor([[900.0, 700.0]]), EYE,
+                           torch.tensor([[0.0, 0.0, -4.0]]))
+    frags, crop = rasterize_box(camera, verts, faces, (1400, 2000), 128)
+    assert frags.image_size == (116, 128)  # the sphere's ~1550 x 1400 px in the photo, scaled
+    centres = verts[0][faces].mean(1)[None]  # one "texel" per triangle, at its centre
+    screen = crop.transform_points(centres)
+    visible = texel_visibility(screen, frags, 1e-3 + screen[..., 2] / crop.focal.mean(),
+                               texel_faces=torch.arange(len(faces)))[0]
+    to_camera = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 4.0]) - centres[0], dim=-1)
+    facing = (torch.nn.functional.normalize(centres[0], dim=-1) * to_camera).sum(-1)  # sphere: normal = position
+    row = camera.transform_points(centres)[0, :, 1]  # the photo (rows 0..1400) cuts the sphere
+    assert visible[(facing > 0.2) & (row > 1) & (row < 1399)].all()
+    assert not visible[facing < -0.2].any()  # the back (near the rim a neighbour of a seen triangle counts)
+    assert not visible[(row < -1) | (row > 1401)].any()
+
+
 def test_degenerate_triangles_are_skipped_without_nan():
     screen = torch.tensor([[[1.0, 1.0, 1.0], [5.0, 5.0, 1.0], [9.0, 9.0, 1.0],  # collinear
                             [2.0, 2.0, 1.0], [2.0, 2.0, 1.0], [2.0, 2.0, 1.0],  # a point
