@@ -39,9 +39,10 @@ def skin_hue(colours: np.ndarray) -> np.ndarray:
     is known; a photo's own pixels may be tinted."""
     total = np.maximum(colours.sum(-1), 1e-4)
     r, g, b = np.moveaxis(colours / total[..., None], -1, 0)
-    return (_smoothstep(r - g, -0.02, 0.02) * _smoothstep(r - b, 0.0, 0.04)).astype(np.float32)
+    return (smoothstep(r - g, -0.02, 0.02) * smoothstep(r - b, 0.0, 0.04)).astype(np.float32)
 
 
-def _smoothstep(x, lo, hi):
-    t = np.clip((x - lo) / (hi - lo), 0, 1)
+def smoothstep(x, lo, hi):
+    """0 below lo, 1 above hi, a smooth cubic between (numpy arrays or torch tensors)."""
+    t = ((x - lo) / (hi - lo)).clip(0, 1)
     return t * t * (3 - 2 * t)

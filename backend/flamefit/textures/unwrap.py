@@ -27,7 +27,7 @@ import torch
 
 from ..render import PinholeCamera, sample_image, sh_shading, vertex_normals
 from ..render.uv_raster import TexelMap, rasterize_box, texel_visibility, view_cosine
-from .skin import MIN_REFERENCE, skin_colour_weight, skin_hue
+from .skin import MIN_REFERENCE, skin_colour_weight, skin_hue, smoothstep
 
 MAX_RASTER = 384  # the visibility raster works on the head's box at most this size
 
@@ -43,11 +43,6 @@ def to_map(texels: TexelMap, values: torch.Tensor, fill: float = 0.0) -> torch.T
 class Unwrapped:
     albedo: np.ndarray  # (3, size, size) float32 linear RGB de-lit albedo (0 where unseen)
     confidence: np.ndarray  # (size, size) float32 in [0, 1]
-
-
-def smoothstep(x, lo, hi):
-    t = ((x - lo) / (hi - lo)).clamp(0, 1)
-    return t * t * (3 - 2 * t)
 
 
 @torch.no_grad()
