@@ -108,7 +108,7 @@ def rasterize_box(camera, verts: torch.Tensor, faces: torch.Tensor, image_size: 
     H, W = image_size
     screen = camera.transform_points(verts)[0]
     lo = screen[:, :2].min(0).values.floor().clamp(min=0)
-    hi = torch.minimum(screen[:, :2].max(0).values.ceil(), torch.tensor([W, H], dtype=screen.dtype))
+    hi = torch.minimum(screen[:, :2].max(0).values.ceil(), screen.new_tensor([W, H]))
     box = (hi - lo).clamp(min=1)
     scale = min(1.0, max_size / float(box.max()))
     size = (max(1, int(np.ceil(float(box[1]) * scale))), max(1, int(np.ceil(float(box[0]) * scale))))
