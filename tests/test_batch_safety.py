@@ -142,8 +142,8 @@ def test_interrupting_a_parallel_batch_stops_the_workers_and_the_summary_matches
 
 def test_ctrl_c_while_the_workers_start_stops_them_at_once(folder, tmp_path):
     """Ctrl-C as soon as the two workers exist, before any photo is done. Workers used to
-    take a stop only after importing the fitting code (5-6 s on the idle 2-core machine,
-    17-25 s under load); now they take it before their set-up (a fraction of a second)."""
+    take a stop only after importing the fitting code (gone after 4.7-9.7 s on the shared
+    2-core machine, 17-25 s under heavy load); now they take it before their set-up."""
     out = tmp_path / "out"
     proc = _start("batch", folder, "-o", out, "--workers", "2", "--json-progress", *FAST)
     try:
@@ -166,7 +166,7 @@ def test_ctrl_c_while_the_workers_start_stops_them_at_once(folder, tmp_path):
         if proc.poll() is None:
             proc.kill()
     line = _one_line(type("P", (), {"returncode": proc.returncode, "stderr": stderr})(), code=130)
-    # Bounds on behaviour, not speed: measured 0.1-0.4 s (workers) and 1.1-1.8 s (exit) at load 3.5.
+    # Bounds on behaviour, not speed: measured 0.02-0.5 s (workers gone) and 0.8-3.4 s (exit) at load 1-4.
     assert workers_gone is not None and workers_gone < 3.0, (workers_gone, exited)
     assert exited < 8.0, exited
     assert not any(_alive(pid) for pid in workers)
