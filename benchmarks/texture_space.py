@@ -66,7 +66,8 @@ def sample_photos(folder: Path, count: int) -> list[Path]:
 def run_config(photos_dir: Path, out_dir: Path, workers: int, threads: int, uv_resolution: int, model) -> dict:
     import torch
 
-    from flamefit.textures.build import BuildOptions, build_texture_space
+    from flamefit.app.texture_space_build import build_texture_space
+    from flamefit.textures.build import BuildOptions
 
     os.environ["FLAMEFIT_THREADS"] = str(threads)
     torch.set_num_threads(threads)
