@@ -12,6 +12,7 @@ import pytest
 
 from flamefit.fitting.embedding import (
     closest_points_on_triangles,
+    detector_names,
     embedding_cache_path,
     ibug68_embedding,
     robust_mean,
@@ -70,6 +71,15 @@ def test_every_view_found_and_views_agree(computed):
     assert embedding.face_idx.shape == (68,) and embedding.bary.shape == (68, 3)
     assert np.allclose(embedding.bary.sum(1), 1, atol=1e-5) and (embedding.bary >= -1e-6).all()
     assert np.array_equal(embedding.point_ids, np.arange(68))
+
+
+def test_inner_face_from_the_fits_detector_jaw_line_from_dlib(computed):
+    _, _, report = computed
+    inner, jaw = detector_names()
+    assert jaw == "dlib"
+    assert report["detector"] == (inner if inner == jaw else f"{inner} (jaw line: dlib)")
+    # every render was detected by both, and the views carry the combined detector's name
+    assert all(view["detected"] and (inner == jaw or "+ jaw dlib" in view["detector"]) for view in report["views"])
 
 
 def test_left_right_and_on_the_skin(computed):

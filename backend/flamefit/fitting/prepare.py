@@ -26,7 +26,7 @@ def is_prepared(model: HeadModel) -> bool:
     return model.is_read_only and model.has_uvs and emb is not None and emb.dynamic_face_idx is not None
 
 
-def prepare_model(model: HeadModel, cache_dir=None, *, detector: str = "dlib") -> HeadModel:
+def prepare_model(model: HeadModel, cache_dir=None, *, detector: str | None = None) -> HeadModel:
     """The model with an iBUG-68 embedding, UVs and a dynamic jaw line, read-only.
 
     cache_dir: where the automatic embedding is cached (needed only when the model has
