@@ -13,6 +13,11 @@ that line (57 of AFW's 337 faces).
 
     python benchmarks/landmarks.py                          # all photos, retinaface and dlib
     python benchmarks/landmarks.py --limit 40 --fit --json  # first 40 photos, with fits
+    python benchmarks/landmarks.py --fit --annotations      # also fit the hand points themselves
+
+--annotations also fits each found face to its own hand-annotated points: what is left is
+the head model's floor (its shape space, priors and landmark embedding), which no
+detector can get under.
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ def main() -> int:
     parser.add_argument("--detectors", default="retinaface,dlib", help="comma-separated names from DETECTORS")
     parser.add_argument("--limit", type=int, help="first N photos only (sorted by name)")
     parser.add_argument("--fit", action="store_true", help="also fit each found face (stages image..shape)")
+    parser.add_argument("--annotations", action="store_true",
+                        help="with --fit: also fit the hand-annotated points (the model's floor)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = parser.parse_args()
     if not (args.data / "landmarks.json").is_file():
@@ -142,6 +149,9 @@ def main() -> int:
                         except FlameFitError as error:
                             row["fit_error"] = str(error)
                         fit_seconds.append(time.perf_counter() - start)
+                        if args.annotations:
+                            result = fit_photo(photo, model, options, landmarks=gt)
+                            row["annotation_fitted_nme"] = nme(result.fitted_2d, gt)
                 rows.append(row)
             seconds.append(elapsed)
         turned = [r for r in rows if r["turned"]]
@@ -152,12 +162,15 @@ def main() -> int:
                  "median_s_per_photo": round(statistics.median(seconds), 3)}
         if args.fit:
             entry["fitted_nme"] = summarise(rows, "fitted_nme")
+            if args.annotations:
+                entry["annotation_fitted_nme"] = summarise(rows, "annotation_fitted_nme")
             entry["median_fit_s"] = round(statistics.median(fit_seconds), 2) if fit_seconds else None
         report["detectors"][name] = entry
         if not args.json:
             print(f"{name}: found {entry['found']}/{entry['faces']} (turned {entry['turned_found']}/{entry['turned']}), "
                   f"refused {entry['refused']}, detector NME % {entry['detector_nme']}, "
                   + (f"fitted NME % {entry['fitted_nme']}, " if args.fit else "")
+                  + (f"annotations fitted NME % {entry['annotation_fitted_nme']}, " if args.annotations else "")
                   + f"median {entry['median_s_per_photo']} s/photo", flush=True)
     if args.json:
         print(json.dumps(report))
