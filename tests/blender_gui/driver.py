@@ -172,23 +172,25 @@ def step_wait():
     return step_after, 1.0
 
 
+def in_view(operator):
+    """Run a 3D-view operator in the window's 3D view and redraw it."""
+    win, area, region = window_area()
+    with bpy.context.temp_override(window=win, area=area, region=region):
+        operator()
+    area.tag_redraw()
+
+
 def step_after():
     screenshot("04_after_fit")
     measure()
-    win, area, region = window_area()
-    with bpy.context.temp_override(window=win, area=area, region=region):
-        bpy.ops.view3d.view_camera()
-    area.tag_redraw()
+    in_view(bpy.ops.view3d.view_camera)
     return step_camera_view, 1.0
 
 
 def step_camera_view():
     screenshot("05_camera_view")
-    win, area, region = window_area()
-    area.spaces.active.show_region_ui = False  # the whole camera frame, as large as it fits
-    with bpy.context.temp_override(window=win, area=area, region=region):
-        bpy.ops.view3d.view_center_camera()
-    area.tag_redraw()
+    window_area()[1].spaces.active.show_region_ui = False  # the whole camera frame, as large as it fits
+    in_view(bpy.ops.view3d.view_center_camera)
     return step_camera_view_large, 1.0
 
 
