@@ -582,7 +582,10 @@ def test_build_killed_by_a_signal_resumes(head, photo_folder, flame_extract_path
     """A real SIGINT to a build process (2 workers) in the middle of the photos."""
     out = tmp_path / "space.npz"
     tests = Path(__file__).parent
-    script = (f"import sys; sys.path[:0] = [{str(tests.parent / 'backend')!r}, {str(tests)!r}]\n"
+    # Ctrl-C raises KeyboardInterrupt as in a terminal, even when this run inherited SIGINT
+    # ignored (a background job of a non-interactive shell, as CI runners start them).
+    script = (f"import signal, sys; sys.path[:0] = [{str(tests.parent / 'backend')!r}, {str(tests)!r}]\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "from test_texture_space import _build, _load_head\n"
               f"_build({str(photo_folder)!r}, {str(out)!r}, _load_head({str(flame_extract_path)!r}), workers=2)\n")
     env = {**os.environ, "TEXTURE_TEST_FIT_SECONDS": "1.0"}
@@ -591,6 +594,7 @@ def test_build_killed_by_a_signal_resumes(head, photo_folder, flame_extract_path
     deadline = time.time() + 120
     while time.time() < deadline and len(list(work.glob("unwrapped/*.npz"))) < 3 and proc.poll() is None:
         time.sleep(0.1)
+    assert proc.poll() is None, "the build ended before 3 photos were stored: " + proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, err.decode()[-2000:]

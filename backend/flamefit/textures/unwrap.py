@@ -57,7 +57,7 @@ def unwrap_albedo(image_linear, verts, faces, texels: TexelMap, camera: PinholeC
     image_srgb_max: (H, W) max sRGB channel, to down-weight clipped pixels (optional).
     """
     image = torch.as_tensor(np.asarray(image_linear), dtype=torch.float32)
-    verts = torch.as_tensor(np.asarray(verts), dtype=torch.float32)[None]
+    verts = torch.tensor(np.asarray(verts), dtype=torch.float32)[None]
     faces = torch.tensor(np.asarray(faces), dtype=torch.int64)  # a copy: the model's arrays are read-only
     sh = torch.as_tensor(np.asarray(sh), dtype=torch.float32).reshape(1, 9, 3)
     H, W = image.shape[:2]
