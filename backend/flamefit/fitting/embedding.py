@@ -243,7 +243,7 @@ def _detect(view: View, name: str):
 
 def _with_jaw(inner, jaw):
     """The inner detection with its jaw line 0..16 taken from `jaw` (NaN where it has none)."""
-    if isinstance(inner, str) or inner is jaw:
+    if isinstance(inner, str):
         return inner
     points = inner.points.copy()
     points[list(ibug68.JAW)] = np.nan if isinstance(jaw, str) else jaw.points[list(ibug68.JAW)]
@@ -264,7 +264,10 @@ def compute_ibug68_embedding(model: HeadModel, detector: str | None = None, over
     detections = []
     for view in views:
         inner = _detect(view, inner_name)
-        detections.append(_with_jaw(inner, inner if jaw_name == inner_name else _detect(view, jaw_name)))
+        if jaw_name != inner_name:  # the jaw line comes from the frontal view only (_candidates)
+            frontal = (view.yaw, view.pitch) == FRONTAL
+            inner = _with_jaw(inner, _detect(view, jaw_name) if frontal else "jaw line: frontal view only")
+        detections.append(inner)
     detector = inner_name if jaw_name == inner_name else f"{inner_name} (jaw line: {jaw_name})"
     per_point, used, unreliable = _candidates(views, detections)
     missing = [n for n, pts in enumerate(per_point) if not pts]

@@ -25,6 +25,8 @@ def save_overlay(path, views, detections, used, final_points) -> None:
             _label(tile, f"yaw {view.yaw} pitch {view.pitch}: no face")
         else:
             for (x, y), ok in zip(found.points, view_used):
+                if not np.isfinite([x, y]).all():  # a point this view has none of (e.g. the jaw line)
+                    continue
                 cv2.circle(tile, (int(round(x - 0.5)), int(round(y - 0.5))), 2, USED if ok else DISCARDED, -1, cv2.LINE_AA)
             _label(tile, f"yaw {view.yaw} pitch {view.pitch} {found.detector}")
         tiles.append(tile)

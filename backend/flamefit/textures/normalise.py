@@ -33,6 +33,7 @@ def weighted_mean(X: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     mean[~seen] = mean[seen].mean(0) if seen.any() else 0.0
     return mean.astype(np.float32), coverage.astype(np.float32)
 
+
 def normalise_gains(X: np.ndarray, W: np.ndarray, mode: str = "white-balance", rounds: int = 3):
     """Divide each photo by its gain; returns (X normalised, gains (N, 3))."""
     if mode not in MODES:

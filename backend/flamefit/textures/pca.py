@@ -76,7 +76,6 @@ def weighted_pca(X: np.ndarray, W: np.ndarray, K: int, *, gains: str = "none", i
 
 
 def _em_pca(X, W, K, gains, iterations, tol, seed, overrelax, progress) -> PCAResult:
-
     if gains not in MODES:
         raise ValueError(f"gains must be one of {MODES}, got {gains!r}")
     N, P, C = X.shape
