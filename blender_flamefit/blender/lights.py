@@ -17,6 +17,7 @@ import bpy
 from mathutils import Vector
 
 from ..io import sh_math
+from .scene import segment_in_halfspaces
 
 
 def to_blender(v):
@@ -84,30 +85,14 @@ def view_halfspaces(cam_obj, scene, margin: float = VIEW_MARGIN) -> list:
             (Vector((0.0, 0.0, -1.0)), -cam.clip_start)]
 
 
-def segment_in_view(p, q, halfspaces) -> bool:
-    """Does any point of the segment p-q lie inside all half-spaces? (Liang-Barsky clipping)"""
-    t0, t1 = 0.0, 1.0
-    for n, c in halfspaces:
-        fp, fq = n.dot(p) + c, n.dot(q) + c
-        if fp < 0 and fq < 0:
-            return False
-        if fp < 0:
-            t0 = max(t0, fp / (fp - fq))
-        elif fq < 0:
-            t1 = min(t1, fp / (fp - fq))
-        if t0 > t1:
-            return False
-    return True
-
-
 def sun_drawing_in_view(location, shine, to_camera, halfspaces, line: float = SUN_LINE) -> bool:
     """Would a sun at `location` (world) shining along the unit vector `shine` draw its icon,
     direction line or ground line inside the camera view? `to_camera`: world -> camera local."""
     ground = location.copy()
     ground.z = 0.0
     p = to_camera @ location
-    return (segment_in_view(p, to_camera @ (location + shine * line), halfspaces)
-            or segment_in_view(p, to_camera @ ground, halfspaces))
+    return (segment_in_halfspaces(p, to_camera @ (location + shine * line), halfspaces)
+            or segment_in_halfspaces(p, to_camera @ ground, halfspaces))
 
 
 def out_of_view_location(target, toward_light, distance, cam_obj, scene, step: float = 0.25,

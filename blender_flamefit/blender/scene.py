@@ -60,20 +60,27 @@ def world_box(obj):
     return [min(p[i] for p in pts) for i in range(3)], [max(p[i] for p in pts) for i in range(3)]
 
 
-def _segment_hits_box(p, q, lo, hi) -> bool:
-    """Does the segment p-q pass through the box [lo, hi]? (slab test)"""
+def segment_in_halfspaces(p, q, halfspaces) -> bool:
+    """Does any point of the segment p-q lie inside every half-space (n, c), n·x + c >= 0?
+    (Liang-Barsky clipping: a box is six half-spaces, a camera's view five.)"""
     t0, t1 = 0.0, 1.0
-    for i in range(3):
-        d = q[i] - p[i]
-        if abs(d) < 1e-12:
-            if p[i] < lo[i] or p[i] > hi[i]:
-                return False
-            continue
-        a, b = (lo[i] - p[i]) / d, (hi[i] - p[i]) / d
-        t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
+    for n, c in halfspaces:
+        fp = sum(a * b for a, b in zip(n, p)) + c
+        fq = sum(a * b for a, b in zip(n, q)) + c
+        if fp < 0 and fq < 0:
+            return False
+        if fp < 0:
+            t0 = max(t0, fp / (fp - fq))
+        elif fq < 0:
+            t1 = min(t1, fp / (fp - fq))
         if t0 > t1:
             return False
     return True
+
+
+def _box_halfspaces(lo, hi) -> list:
+    axes = [tuple(float(i == j) for j in range(3)) for i in range(3)]
+    return [(a, -lo[i]) for i, a in enumerate(axes)] + [(tuple(-x for x in a), hi[i]) for i, a in enumerate(axes)]
 
 
 def occluders(scene, head_lo, head_hi, camera_pos, exclude=(), view_points=()) -> list:
@@ -90,7 +97,8 @@ def occluders(scene, head_lo, head_hi, camera_pos, exclude=(), view_points=()) -
             continue
         lo, hi = world_box(obj)
         overlap = all(lo[i] <= head_hi[i] and head_lo[i] <= hi[i] for i in range(3))
-        if overlap or any(_segment_hits_box(camera_pos, t, lo, hi) for t in targets):
+        box = _box_halfspaces(lo, hi)
+        if overlap or any(segment_in_halfspaces(camera_pos, t, box) for t in targets):
             hits.append(obj.name)
     return hits
 
