@@ -15,9 +15,10 @@ from flamefit.fitting.embedding import (
     detector_names,
     embedding_cache_path,
     ibug68_embedding,
+    nearest_front_point,
     robust_mean,
 )
-from flamefit.fitting.embedding_views import mesh_components
+from flamefit.fitting.embedding_views import View, mesh_components
 from flamefit.fitting.prepare import prepare_model
 from flamefit.landmarks import ibug68
 from flamefit.models.head_model import JOINT_NAMES, HeadModel, LandmarkEmbedding
@@ -138,6 +139,22 @@ def test_robust_mean_ignores_a_wrong_surface_hit():
     hits = np.array([[0, 0, 0], [0.001, 0, 0], [0, 0.001, 0], [0, 0, -0.1]])
     mean, spread, outliers = robust_mean(hits)
     assert outliers == 1 and np.allclose(mean, [0.001 / 3, 0.001 / 3, 0]) and spread < 0.001
+
+
+def test_a_point_in_a_gap_goes_to_the_front_surface_beside_it():
+    # Lips 1 m from the camera with a 2-pixel gap (rows 9, 10) through which the mouth's
+    # inside is seen 5 cm further back. A detected inner-lip point in the gap, closer to
+    # the upper lip's pixel centres than one pixel, must land on the lip, not inside.
+    depth = np.ones((20, 20))
+    depth[9:11] = 1.05
+    ii, jj = np.mgrid[:20, :20]
+    surface = np.stack([jj * 0.001, -ii * 0.001, -depth], -1)
+    view = View(yaw=0, pitch=0, image=np.zeros((20, 20, 3), np.uint8), surface=surface, depth=depth,
+                facing=np.ones((20, 20)), component=np.zeros((20, 20), int), rotation=np.eye(3),
+                pivot=np.zeros(3), eye=np.zeros(3), focal=100.0)
+    lip = nearest_front_point(view, 10.4, 9.2)
+    assert lip[2] == -1.0 and np.allclose(lip[:2], [0.010, -0.008])  # pixel (row 8, column 10)
+    assert nearest_front_point(view, 10.4, 7.7)[2] == -1.0  # on the lip already: stays there
 
 
 def test_mesh_components_largest_first():

@@ -40,7 +40,7 @@ from ..landmarks import default_detector, detect_landmarks, ibug68
 from ..models.head_model import HeadModel, LandmarkEmbedding
 from .embedding_views import View, mesh_components, render_views
 
-EMBEDDING_VERSION = 2  # bump when the method changes: old cache entries are ignored
+EMBEDDING_VERSION = 3  # bump when the method or its detector changes: old cache entries are ignored
 VIEW_POSES = ((0, 0), (-20, 0), (-10, 0), (10, 0), (20, 0), (0, -10), (0, 10))  # (yaw, pitch) degrees
 FRONTAL = (0, 0)
 MIN_FACING = 0.3  # cosine: below this the surface is seen edge-on and the hit is unreliable
@@ -104,8 +104,9 @@ def nearest_front_point(view: View, x: float, y: float) -> np.ndarray | None:
     d2 = (jj + cols.start + 0.5 - x) ** 2 + (ii + rows.start + 0.5 - y) ** 2
     k = int(np.argmin(d2))
     i, j = ii[k] + rows.start, jj[k] + cols.start
-    if d2[k] < 1.0:  # on the surface already: sub-pixel position
+    if (i, j) == (int(np.floor(y)), int(np.floor(x))):  # on the front surface already: sub-pixel position
         return surface_point(view, x, y)
+    # (x, y) is in a gap (e.g. between the lips): the surface seen there lies behind.
     return view.surface[i, j]
 
 
