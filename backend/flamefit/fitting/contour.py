@@ -4,11 +4,15 @@ has only static points (the open head, the FLAME extract, any automatic embeddin
 A 2D detector puts points 0..16 on the face's outline, which slides over the cheek as
 the head turns. DECA's FLAME embedding stores one row of jaw-line points per degree of
 yaw; `dynamic_contour` builds the same table by "landmark marching": each jaw
-point k has a band of template vertices along the ray from the nose tip through the
-point, outward (cheek toward the ear, ears excluded); at yaw y the point is the band's
-vertex that reaches furthest outward in the image once the template is turned by y (a
-point of the outline). The yaw-0 row is the static embedding itself; points whose ray
-is mostly vertical (the chin) stay static. Rows follow DECA's order (0..39, then -1..-39
+point k has a slice of the template: where the surface crosses the vertical plane
+through the nose tip and the point, outward of it (cheek toward the ear, ears
+excluded); at yaw y the point is the slice's point that reaches furthest outward in
+the image once the template is turned by y (a point of the outline). Points on the
+slice itself, not the nearest vertices, keep each jaw point on its own line: a 5 mm
+band of vertices let points slide along the outline, and fitting the hand-annotated
+jaw lines of every 3rd AFW face left 3.36 % NME on the jaw vs 3.10 % with a 2.5 mm
+band. The yaw-0 row is the static embedding itself; points whose ray is mostly
+vertical (the chin) stay static. Rows follow DECA's order (0..39, then -1..-39
 degrees), so HeadLayer.landmarks and the fitter use the table as they use DECA's.
 """
 
@@ -25,7 +29,6 @@ from ..models.head_model import HeadModel, LandmarkEmbedding
 from ..render.shading import vertex_normals
 
 MAX_YAW = 39
-BAND = 0.005  # metres either side of the ray
 INSIDE = 0.02  # candidates start this far inside the static point
 VERTICAL = 0.8  # |ray.y| above this: the chin, kept static
 
@@ -48,12 +51,7 @@ def dynamic_contour(model: HeadModel) -> LandmarkEmbedding:
     for name in ("eyes", "eyeball_left", "eyeball_right", "mouth_interior"):
         if len(model.regions.get(name, ())):
             eyes[np.asarray(model.regions[name])] = True
-    # One face per vertex, with the vertex's corner, to express a vertex as (face, bary).
-    owner_face = np.full(len(verts), -1)
-    owner_corner = np.zeros(len(verts), int)
-    for k in range(3):
-        owner_face[faces[:, k]] = np.arange(len(faces))
-        owner_corner[faces[:, k]] = k
+    allowed = (verts[:, 2] > z_limit) & ~ears & ~eyes & (normals[:, 2] > -0.5)
     yaws = dynamic_yaw_degrees(2 * MAX_YAW + 1)
     rows_face = np.repeat(emb.face_idx[None, :17], len(yaws), axis=0).copy()
     rows_bary = np.repeat(emb.bary[None, :17], len(yaws), axis=0).copy()
@@ -65,31 +63,42 @@ def dynamic_contour(model: HeadModel) -> LandmarkEmbedding:
         ray /= length
         if abs(ray[1]) > VERTICAL:
             continue
-        rel = verts[:, :2] - centre
-        along = rel @ ray
-        across = np.abs(rel[:, 0] * ray[1] - rel[:, 1] * ray[0])
-        band = (across < BAND) & (along > length - INSIDE) & (verts[:, 2] > z_limit) & ~ears & ~eyes \
-            & (owner_face >= 0) & (normals[:, 2] > -0.5)
-        candidates = np.nonzero(band)[0]
-        if len(candidates) < 2:
+        face_ids, bary, crossing = plane_crossings(verts, faces, centre, ray, allowed)
+        outward = (crossing[:, :2] - centre) @ ray > length - INSIDE
+        face_ids, bary, crossing = face_ids[outward], bary[outward], crossing[outward]
+        if len(crossing) < 2:
             continue
         for row, yaw in enumerate(yaws):
             if yaw == 0:
                 continue
             a = np.radians(yaw)
-            rotated_x = np.cos(a) * verts[candidates, 0] + np.sin(a) * verts[candidates, 2]
-            rotated = np.stack([rotated_x, verts[candidates, 1]], 1)
+            rotated_x = np.cos(a) * crossing[:, 0] + np.sin(a) * crossing[:, 2]
             centre_x = np.cos(a) * points[ibug68.NOSE_TIP, 0] + np.sin(a) * points[ibug68.NOSE_TIP, 2]
-            reach = (rotated - (centre_x, centre[1])) @ ray
+            reach = (np.stack([rotated_x, crossing[:, 1]], 1) - (centre_x, centre[1])) @ ray
             static_x = np.cos(a) * points[k, 0] + np.sin(a) * points[k, 2]
             static_reach = (np.array([static_x, points[k, 1]]) - (centre_x, centre[1])) @ ray
             best = int(np.argmax(reach))
             if reach[best] <= static_reach:  # the static point is still on the outline
                 continue
-            v = candidates[best]
-            rows_face[row, k] = owner_face[v]
-            bary = np.zeros(3, np.float32)
-            bary[owner_corner[v]] = 1.0
-            rows_bary[row, k] = bary
+            rows_face[row, k] = face_ids[best]
+            rows_bary[row, k] = bary[best]
     return dataclasses.replace(emb, dynamic_face_idx=rows_face.astype(np.int64), dynamic_bary=rows_bary.astype(np.float32),
                                dynamic_yaw_degrees=np.asarray(yaws, np.float32))
+
+
+def plane_crossings(verts: np.ndarray, faces: np.ndarray, centre, ray, allowed: np.ndarray):
+    """Where the mesh's edges cross the vertical plane through `centre` (x, y) along `ray`
+    (unit x, y): (face index, barycentrics, 3D point) per crossing, on edges whose two
+    vertices are both `allowed`."""
+    side = (verts[:, :2] - centre) @ np.array([-ray[1], ray[0]])
+    face_ids, barys, points = [], [], []
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        va, vb = faces[:, a], faces[:, b]
+        cross = (side[va] * side[vb] < 0) & allowed[va] & allowed[vb]
+        t = side[va[cross]] / (side[va[cross]] - side[vb[cross]])
+        bary = np.zeros((len(t), 3), np.float32)
+        bary[:, a], bary[:, b] = 1 - t, t
+        face_ids.append(np.nonzero(cross)[0])
+        barys.append(bary)
+        points.append(verts[va[cross]] + t[:, None] * (verts[vb[cross]] - verts[va[cross]]))
+    return np.concatenate(face_ids), np.concatenate(barys), np.concatenate(points)

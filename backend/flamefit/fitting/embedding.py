@@ -40,7 +40,7 @@ from ..landmarks import default_detector, detect_landmarks, ibug68
 from ..models.head_model import HeadModel, LandmarkEmbedding
 from .embedding_views import View, mesh_components, render_views
 
-EMBEDDING_VERSION = 3  # bump when the method or its detector changes: old cache entries are ignored
+EMBEDDING_VERSION = 4  # bump when the method or its detector changes: old cache entries are ignored
 VIEW_POSES = ((0, 0), (-20, 0), (-10, 0), (10, 0), (20, 0), (0, -10), (0, 10))  # (yaw, pitch) degrees
 FRONTAL = (0, 0)
 MIN_FACING = 0.3  # cosine: below this the surface is seen edge-on and the hit is unreliable
@@ -222,12 +222,23 @@ def mediapipe_check(model: HeadModel, embedding: LandmarkEmbedding) -> dict:
             for i, m in ibug68.MEDIAPIPE_CHECK_PAIRS.items() if m in where}
 
 
-def symmetry_error_mm(points: np.ndarray) -> list[float]:
-    """Per point, how far its left/right partner lands from it once mirrored across the
-    points' own middle plane (x = const): ~0 for a symmetric face and detector."""
+def mirrored_partners(points: np.ndarray) -> np.ndarray:
+    """(68,3): each point's left/right partner mirrored across the points' own middle
+    plane (x = const); equal to the points themselves for a symmetric face."""
     middle = (points[:, 0] + points[list(ibug68.MIRROR), 0]).mean() / 2
-    mirrored = points[list(ibug68.MIRROR)] * np.array([-1, 1, 1]) + np.array([2 * middle, 0, 0])
-    return [round(1000 * float(d), 2) for d in np.linalg.norm(mirrored - points, axis=1)]
+    return points[list(ibug68.MIRROR)] * np.array([-1, 1, 1]) + np.array([2 * middle, 0, 0])
+
+
+def symmetry_error_mm(points: np.ndarray) -> list[float]:
+    """Per point, how far its mirrored partner lands from it: ~0 for a symmetric face."""
+    return [round(1000 * float(d), 2) for d in np.linalg.norm(mirrored_partners(points) - points, axis=1)]
+
+
+def symmetrised(points: np.ndarray) -> np.ndarray:
+    """Each point averaged with its mirrored partner: a face's landmarks are symmetric
+    even where the detector's are not (dlib's jaw line on the open head's frontal render
+    put points 0 and 16 4.8 mm out of mirror position)."""
+    return (points + mirrored_partners(points)) / 2
 
 
 def detector_names(detector: str | None = None) -> tuple[str, str]:
@@ -279,7 +290,7 @@ def compute_ibug68_embedding(model: HeadModel, detector: str | None = None, over
             "give an embedding file (landmark_embedding setting) instead")
 
     consensus, spread, outliers = zip(*(robust_mean(np.stack(pts)) for pts in per_point))
-    consensus = np.stack(consensus)
+    consensus = symmetrised(np.stack(consensus))
     spread = [1000 * s for s in spread]
     skin_faces = np.flatnonzero(mesh_components(len(verts), faces)[faces[:, 0]] == 0)
     face_idx, bary, snap = snap_to_surface(consensus, verts, faces, skin_faces)
