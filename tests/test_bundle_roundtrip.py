@@ -65,3 +65,12 @@ def test_files_entries_are_confined_to_the_bundle(bundle, tmp_path):
         assert not is_bundle(copy), bad
     (copy / "result.json").write_text(json.dumps(original))
     assert is_bundle(copy) and validate_bundle(copy) == []
+
+
+def test_zoom_inset_goes_to_the_corner_that_hides_least_of_the_face():
+    from flamefit.bundle.pictures import inset_corner
+
+    H, W, size = 1000, 2000, 450
+    assert inset_corner((H, W), size, (100, 100, 400, 400)) == (W - size - 4, 4)  # face top left: top right
+    assert inset_corner((H, W), size, (1500, 50, 1800, 300)) == (4, 4)
+    assert inset_corner((H, W), size, (0, 0, W, 480)) == (4, H - size - 4)  # across the top: bottom left

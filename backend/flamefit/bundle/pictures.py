@@ -67,8 +67,24 @@ def overlay_picture(result) -> np.ndarray:
     return out
 
 
+def inset_corner(picture_shape, size: int, face_box) -> tuple[int, int]:
+    """Top-left pixel of a size x size inset in the picture corner that covers the least of
+    face_box (x0, y0, x1, y1); ties go to the top left, then top right."""
+    H, W = picture_shape[:2]
+    corners = [(4, 4), (W - size - 4, 4), (4, H - size - 4), (W - size - 4, H - size - 4)]
+
+    def covered(corner):
+        x, y = corner
+        w = min(x + size, face_box[2]) - max(x, face_box[0])
+        h = min(y + size, face_box[3]) - max(y, face_box[1])
+        return max(w, 0) * max(h, 0)
+
+    return min(corners, key=covered)
+
+
 def _inset(out, source, result, scale) -> None:
-    """A small face gets a zoomed copy (landmarks redrawn) in the top-left corner."""
+    """A small face gets a zoomed copy (landmarks redrawn) in a corner of the picture, the
+    one that hides the least of the face."""
     crop = result.frame.crop
     side = crop.side * scale
     x0, y0 = crop.x0 * scale, crop.y0 * scale
@@ -81,9 +97,11 @@ def _inset(out, source, result, scale) -> None:
     _points(inset, to_inset(result.detected_2d), DETECTED, r)
     _points(inset, to_inset(result.fitted_2d), FITTED, r + 1, cross=True)
     cv2.rectangle(inset, (0, 0), (size - 1, size - 1), (255, 255, 255), 2)
-    out[4:4 + size, 4:4 + size] = inset
-    _text(out, "zoom", (10, 22), 0.5, (255, 255, 255), 2)
-    _text(out, "zoom", (10, 22), 0.5, (20, 20, 20), 1)
+    face = result.fitted_2d * scale
+    left, top = inset_corner(out.shape, size, (*face.min(0), *face.max(0)))
+    out[top:top + size, left:left + size] = inset
+    _text(out, "zoom", (left + 6, top + 18), 0.5, (255, 255, 255), 2)
+    _text(out, "zoom", (left + 6, top + 18), 0.5, (20, 20, 20), 1)
 
 
 def _heat(error: np.ndarray, mask: np.ndarray, limit: float = 0.15) -> np.ndarray:
