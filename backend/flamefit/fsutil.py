@@ -7,6 +7,8 @@ flamefit but its errors).
   see either the old file, or a complete new one. Temporaries of dead writers are removed.
 * `file_lock(path)`: an exclusive advisory lock (a lock file), e.g. so that parallel
   processes build a cache once instead of each building it.
+* `file_sha256(path)`: the hex SHA-256 of a file's bytes, read in chunks (which photo a
+  bundle was fitted to: a name alone does not say).
 * `require_regular_file(path, what)` / `regular_file_problem(path, what)`: refuse a missing file, a folder, or a FIFO, device
   or socket up front (opening a FIFO blocks forever) with one clear line.
 """
@@ -47,6 +49,16 @@ def regular_file_problem(path, what: str = "file") -> str | None:
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         return f"is {kind}, not a regular file; FlameFit reads the {what} only from a regular file"
     return None
+
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def temp_name_for(path) -> Path:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import FlameFitError
-from .fsutil import require_regular_file
+from .fsutil import file_sha256, require_regular_file
 
 # Larger images are refused rather than decoded (a decompression bomb guard): 400 MP.
 MAX_PIXELS = 400_000_000
@@ -30,6 +30,7 @@ MAX_PIXELS = 400_000_000
 class Photo:
     path: Path
     rgb: np.ndarray  # (H, W, 3) uint8, sRGB, upright
+    sha256: str | None = None  # of the file's bytes (None for a photo made from an array)
 
     @property
     def width(self) -> int:
@@ -85,7 +86,7 @@ def load_photo(path) -> Photo:
         raise FlameFitError(f"{path}: not an image FlameFit can read (unknown format or not an image file)")
     if rgb.shape[0] < 8 or rgb.shape[1] < 8:
         raise FlameFitError(f"{path}: image is only {rgb.shape[1]}x{rgb.shape[0]} pixels")
-    return Photo(path=path.resolve(), rgb=np.ascontiguousarray(rgb))
+    return Photo(path=path.resolve(), rgb=np.ascontiguousarray(rgb), sha256=file_sha256(path))
 
 
 def _check_size(path, width: int, height: int, bytes_per_pixel: int) -> None:
