@@ -1,10 +1,17 @@
 """Read and check a result bundle against schema.json (tests, `batch --resume`, and the
-rule that only a FlameFit bundle is ever replaced)."""
+rule that only a FlameFit bundle is ever replaced).
+
+A bundle's own files (its manifest) are result.json and the names its `files` object
+gives for the schema's file keys (each one a name schema.json allows for that key, so a
+hand-made result.json cannot claim a user's file). `foreign_files` lists everything else
+in the folder: what `--overwrite` refuses to delete.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +78,42 @@ def is_bundle(folder) -> bool:
         return False
 
 
+def own_files(result: dict) -> set[str]:
+    """The names of the files a bundle wrote itself (its manifest), from its parsed result.json."""
+    files = result.get("files") if isinstance(result, dict) else None
+    own = {RESULT_FILE}
+    if isinstance(files, dict):
+        own.update(name for key, name in files.items() if key in SCHEMA["files"] and name in file_names(key))
+    return own
+
+
+def foreign_files(folder) -> list[str]:
+    """What in the bundle `folder` is not its own (sorted names; a subfolder as "NAME/",
+    everything in it foreign too): anything but a regular file named in its manifest.
+    Everything, for a folder without a readable result.json."""
+    folder = Path(folder)
+    try:
+        own = own_files(read_result(folder))
+    except (OSError, ValueError, RecursionError):
+        own = set()
+    foreign = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                foreign.append(entry.name + "/")
+            elif entry.name not in own or not entry.is_file(follow_symlinks=False):
+                foreign.append(entry.name)
+    return sorted(foreign)
+
+
+def photo_sha256(bundle) -> str | None:
+    """The hex SHA-256 of the photo file the bundle was fitted to (`photo.sha256`); None
+    when the bundle does not record it (older bundles, a photo given as an array)."""
+    photo = read_result(bundle).get("photo")
+    value = photo.get("sha256") if isinstance(photo, dict) else None
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
 def _check_array(name: str, array: np.ndarray, spec: dict, sizes: dict) -> str | None:
     dtype = spec["dtype"]
     ok_dtype = array.dtype.kind == "U" if dtype == "str" else array.dtype == np.dtype(dtype)
@@ -115,26 +158,29 @@ def validate_bundle(bundle, deep: bool = True) -> list[str]:
             problems.append(f"{key} has {len(result[key])} points, expected 68")
     if len(result["lights"]["sh"]) != 9:
         problems.append("lights.sh is not 9x3")
+    from ..errors import ModelFileError
+    from ..models.safe_pickle import load_npz  # the bounded .npz reader: no zip bomb, no pickle
+
     sizes: dict = {}
     for key, entry in files_for(version).items():
         if entry["format"] != "npz":
             continue
         try:
-            with np.load(paths[key], allow_pickle=False) as data:
-                for name, spec in arrays_for(key, version).items():
-                    if name not in data.files:
-                        problems.append(f"{entry['path']} lacks {name}")
-                        continue
-                    array = data[name]
-                    problem = _check_array(name, array, spec, sizes)
-                    if problem:
-                        problems.append(f"{entry['path']}: {problem}")
-                    elif array.dtype.kind == "f" and not np.isfinite(array).all():
-                        problems.append(f"{entry['path']}: {name} holds NaN or infinity")
-                if key == "mesh" and not problems:
-                    if data["faces"].max() >= sizes["V"] or data["uv_faces"].max() >= sizes["T"]:
-                        problems.append("mesh.npz faces index missing vertices or UVs")
-        except (OSError, ValueError, KeyError) as exc:
+            data = load_npz(paths[key], only=set(arrays_for(key, version)), allow_pickle=False)
+            for name, spec in arrays_for(key, version).items():
+                if name not in data:
+                    problems.append(f"{entry['path']} lacks {name}")
+                    continue
+                array = data[name]
+                problem = _check_array(name, array, spec, sizes)
+                if problem:
+                    problems.append(f"{entry['path']}: {problem}")
+                elif array.dtype.kind == "f" and not np.isfinite(array).all():
+                    problems.append(f"{entry['path']}: {name} holds NaN or infinity")
+            if key == "mesh" and not problems:
+                if data["faces"].max() >= sizes["V"] or data["uv_faces"].max() >= sizes["T"]:
+                    problems.append("mesh.npz faces index missing vertices or UVs")
+        except (ModelFileError, ValueError, KeyError) as exc:
             problems.append(f"cannot read {entry['path']}: {exc}")
     from PIL import Image
 

@@ -320,6 +320,15 @@ def _rows(array) -> list:
     return [[None if not np.isfinite(v) else float(v) for v in row] for row in np.asarray(array, dtype=np.float64)]
 
 
+def _photo_entry(photo) -> dict:
+    """result.json's `photo`: where it was, its size, and (when known) the SHA-256 of the
+    file's bytes, which says which photo this is when a name alone does not."""
+    entry = {"path": str(photo.path), "width": photo.width, "height": photo.height}
+    if photo.sha256 is not None:
+        entry["sha256"] = photo.sha256
+    return entry
+
+
 def result_json(result, out: Path) -> dict:
     state, model = result.state, result.model
     focal, principal = result.frame.intrinsics(None)
@@ -329,7 +338,7 @@ def result_json(result, out: Path) -> dict:
         "schema_version": SCHEMA_VERSION,
         "flamefit_version": __version__,
         "model": {"name": model.name, "version": model.version, "licence": model.licence, "id": model_id(model.name)},
-        "photo": {"path": str(result.photo.path), "width": result.photo.width, "height": result.photo.height},
+        "photo": _photo_entry(result.photo),
         "camera": {
             "type": "pinhole",
             "focal_px": [float(v) for v in focal],
