@@ -13,8 +13,12 @@ as the backend reports its bundle, while the backend fits the next one. A single
 one `flamefit fit`. Writes OUT_DIR/<name>.blend (images packed), OUT_DIR/<name>.png (Cycles
 CPU preview of the head over the photo) and keeps the bundle in OUT_DIR/<name>/ (<name>: the
 photo's stem, made unique by the backend; a folder run also writes OUT_DIR/summary.csv).
-The backend interpreter comes from FLAMEFIT_PYTHON, else the add-on preferences. Exit code
-1 when any photo failed (the others are still processed).
+An existing <name>.blend / <name>.png or bundle is replaced only with --overwrite, and an
+input photo never (that photo is refused: choose another OUT_DIR); when every photo would
+be refused, the run stops before any work. Both files are written under a temporary name
+and moved into place, so a crash leaves no half-written file. The backend interpreter comes
+from FLAMEFIT_PYTHON, else the add-on preferences. Exit code 1 when any photo failed (the
+others are still processed).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from array import array
 
@@ -56,6 +62,9 @@ def parse_args(argv, options):
     parser.add_argument("--preview-size", type=int, default=512, help="longest side of the preview in pixels")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="backend device (default: preferences)")
     parser.add_argument("--no-preview", action="store_true", help="skip the preview render")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUT_DIR/<name>.blend, <name>.png and bundle <name>/ "
+                             "(never an input photo)")
     # the fit and import options (io/options.py); a .blend of the batch carries its images
     options.add_arguments(parser, options.FIT_OPTIONS)
     options.add_arguments(parser, options.IMPORT_OPTIONS, defaults={"pack_images": True})
@@ -63,9 +72,44 @@ def parse_args(argv, options):
 
 
 def photos_in(path, suffixes):
+    """The photos `flamefit batch` fits in a folder (files with a photo suffix, no hidden
+    ones, by name), or the one photo."""
     if os.path.isdir(path):
-        return sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.splitext(f)[1].lower() in suffixes)
+        return sorted(os.path.join(path, f) for f in os.listdir(path) if os.path.splitext(f)[1].lower() in suffixes
+                      and not f.startswith(".") and os.path.isfile(os.path.join(path, f)))
     return [path]
+
+
+def plain_names(photos) -> dict:
+    """photo -> its bundle name where that is the photo's stem (INTERFACE.md: a stem no other
+    photo shares); the names the backend makes unique are known once their bundle arrives."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in photos]
+    lowered = [s.lower() for s in stems]
+    return {p: s for p, s in zip(photos, stems, strict=True) if lowered.count(s.lower()) == 1}
+
+
+def outputs(args, name: str) -> list:
+    """The files this batch writes for bundle `name`."""
+    base = os.path.join(args.out_dir, name)
+    return [base + ".blend"] + ([] if args.no_preview else [base + ".png"])
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is missing (or a dangling link): not the same file
+        return False
+
+
+def refusal(paths, photos, overwrite: bool) -> str:
+    """Why these outputs may not be written ('' when they may): an input photo is never
+    written over, any other existing file only with --overwrite."""
+    for path in paths:
+        if any(_same_file(path, photo) for photo in photos):
+            return f"its output {path} is an input photo, which is never written over; choose another OUT_DIR"
+        if os.path.lexists(path) and not overwrite:
+            return f"{path} already exists and is not replaced; use --overwrite, or choose another OUT_DIR"
+    return ""
 
 
 def clear_data():
@@ -157,16 +201,19 @@ def backend_job(pkg, context, args, python: str):
     out = args.out_dir if folder else os.path.join(args.out_dir, os.path.splitext(os.path.basename(target))[0])
     argv = bp.backend_command(python, target, out, device=args.device or prefs.device, detector=prefs_mod.detector_flag(prefs),
                               texture_size=prefs.texture_size, model_files=prefs_mod.model_file_flags(prefs),
-                              extra=["--overwrite"], command="batch" if folder else "fit",
+                              extra=["--overwrite"] if args.overwrite else [], command="batch" if folder else "fit",
                               **bp.fit_flags(**options.as_keywords(args, options.FIT_OPTIONS)))
     return (bp.BatchJob if folder else bp.FitJob)(argv, out, env=bp.child_env())
 
 
-def save_blend(pkg, context, bundle_dir: str, args) -> str:
-    """Import one bundle into an emptied file, save OUT_DIR/<name>.blend and the preview.
-    Returns '' or an error sentence."""
+def save_blend(pkg, context, bundle_dir: str, args, photos, work: str) -> str:
+    """Import one bundle into an emptied file, save OUT_DIR/<name>.blend and the preview
+    (written in `work`, then moved into place). Returns '' or an error sentence."""
     options, bundle = _sub(pkg, "io.options"), _sub(pkg, "io.bundle")
     name = os.path.basename(os.path.normpath(bundle_dir))
+    refused = refusal(outputs(args, name), photos, args.overwrite)
+    if refused:
+        return refused
     clear_data()
     scene = context.scene
     try:
@@ -176,28 +223,34 @@ def save_blend(pkg, context, bundle_dir: str, args) -> str:
         return str(exc)
     _sub(pkg, "ui.operators").record_result(scene, result)
     configure_cycles(scene, args.samples)
-    blend = os.path.join(args.out_dir, f"{name}.blend")
-    bpy.ops.wm.save_as_mainfile(filepath=blend, check_existing=False, copy=True)
-    print(f"flamefit batch: {name}: wrote {blend} (light fit error {result.rig.error:.1%}, "
-          f"metrics {result.bundle.metrics})", flush=True)
+    files = outputs(args, name)
+    staged = [os.path.join(work, os.path.basename(path)) for path in files]
+    bpy.ops.wm.save_as_mainfile(filepath=staged[0], check_existing=False, copy=True)
     if not args.no_preview:
         photo_img = result.camera.data.background_images[0].image if result.camera.data.background_images else None
-        preview = os.path.join(args.out_dir, f"{name}.png")
-        render_preview(scene, photo_img, preview, args.preview_size)
-        print(f"flamefit batch: {name}: wrote {preview}", flush=True)
+        render_preview(scene, photo_img, staged[1], args.preview_size)
+    for tmp, path in zip(staged, files, strict=True):
+        os.replace(tmp, path)
+    print(f"flamefit batch: {name}: wrote {', '.join(files)} (light fit error {result.rig.error:.1%}, "
+          f"metrics {result.bundle.metrics})", flush=True)
     return ""
 
 
-def run(pkg, context, args, python: str, count: int) -> int:
-    """Fit everything with one backend process, saving each photo as its bundle arrives.
-    Returns the number of photos that failed."""
+def run(pkg, context, args, python: str, photos, work: str) -> int:
+    """Fit everything with one backend process, saving each photo as its bundle arrives
+    (its files staged in `work`). Returns the number of photos that failed."""
     bp = _sub(pkg, "io.backend_process")
+    count = len(photos)
     job = backend_job(pkg, context, args, python)
     saved = failed = 0
 
     def finished(photo, bundle_dir, error):
         nonlocal saved, failed
-        error = error or save_blend(pkg, context, bundle_dir, args)
+        if not error:
+            try:
+                error = save_blend(pkg, context, bundle_dir, args, photos, work)
+            except Exception as exc:  # noqa: BLE001 - an unreadable bundle or a failed write fails this photo only
+                error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
         if error:
             failed += 1
             print(f"flamefit batch: error: {os.path.basename(photo)}: {error}", file=sys.stderr, flush=True)
@@ -250,9 +303,25 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.input) and not os.path.isfile(args.input):
         print(f"flamefit batch: error: {args.input}: no such file", file=sys.stderr)
         sys.exit(1)
-    os.makedirs(args.out_dir, exist_ok=True)
+    # Refuse before any work when no photo could be saved (the others are refused as they arrive).
+    names = plain_names(photos)
+    refused = [f"{os.path.basename(p)}: {why}" for p, name in names.items()
+               if (why := refusal(outputs(args, name), photos, args.overwrite))]
+    if len(refused) == len(photos):
+        others = f" (and the other {len(refused) - 1} photos likewise; nothing was done)" if len(refused) > 1 else ""
+        print(f"flamefit batch: error: {refused[0]}{others}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=".flamefit-batch-", dir=args.out_dir)  # ours alone: files are staged here
+    except OSError as exc:
+        print(f"flamefit batch: error: {args.out_dir}: cannot write there ({exc.strerror or exc})", file=sys.stderr)
+        sys.exit(1)
     print(f"flamefit batch: fitting {len(photos)} photo(s) from {args.input} with {python}", flush=True)
-    failed = run(pkg, context, args, python, len(photos))
+    try:
+        failed = run(pkg, context, args, python, photos, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"flamefit batch: {len(photos) - failed} of {len(photos)} photos done", flush=True)
     if failed:
         sys.exit(1)
