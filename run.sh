@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # FlameFit's two entry points on a fresh machine; each does all of its own set-up.
-#   ./run.sh demo [PHOTO] [OUT_DIR]   fit a photo (default: skimage's astronaut) and build a .blend
+#   ./run.sh demo [PHOTO] [OUT_DIR] [BATCH_OPTIONS...]   fit a photo (default: skimage's astronaut)
+#                                     and build a .blend (again into the same OUT_DIR: --overwrite)
 #   ./run.sh test [PYTEST_ARGS...]    run every test (backend, add-on in bpy, Blender 3.4)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -61,21 +62,26 @@ case "$cmd" in
         fi
         ;;
     demo)
+        args=()  # PHOTO and OUT_DIR: the words before the first option; the options go to the batch
+        while [ $# -gt 0 ] && [[ $1 != -* ]]; do args+=("$1"); shift; done
+        [ ${#args[@]} -le 2 ] || { sed -n '2,5p' "$0"; exit 2; }
         setup_backend
         apt_install blender
-        photo=${1:-}
-        out=${2:-out}
+        photo=${args[0]:-}
+        out=${args[1]:-out}
         mkdir -p "$out"
         if [ -z "$photo" ]; then
             mkdir -p "$out/photos"
             photo=$out/photos/astronaut.png  # not beside the outputs: the preview is <stem>.png
-            .venv/bin/python -c "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.astronaut())" "$photo"
+            [ -e "$photo" ] ||  # written once: a file there is never replaced
+                .venv/bin/python -c "import sys; from skimage import data, io; io.imsave(sys.argv[1], data.astronaut())" "$photo"
         fi
-        # The headless batch fits the photo with the backend and writes <stem>.blend + a preview.
+        # The headless batch fits the photo with the backend and writes <stem>.blend + a preview;
+        # it keeps an earlier run's (maybe edited) files and refuses with one line unless --overwrite.
         FLAMEFIT_PYTHON=$REPO/.venv/bin/python blender -b --factory-startup --python-exit-code 1 \
-            --python blender_flamefit/batch.py -- "$photo" "$out"
+            --python blender_flamefit/batch.py -- "$photo" "$out" "$@"
         log "done: $out/$(basename "${photo%.*}").blend, preview $out/$(basename "${photo%.*}").png, bundle in $out/$(basename "${photo%.*}")/"
         ;;
     *)
-        sed -n '2,4p' "$0"; exit 2;;
+        sed -n '2,5p' "$0"; exit 2;;
 esac
