@@ -5,12 +5,22 @@
   landmarks come from a sidecar file beside the photo (PHOTO_STEM.pts/.json/.npy);
 - an existing OUT_DIR/<name> is only ever replaced when it is a FlameFit bundle of the
   same photo: with --overwrite, or with --resume when it is incomplete (a complete one
-  is skipped); anything else there is left alone and the photo reported as failed;
+  is skipped); anything else there is left alone and the photo reported as failed.
+  The same photo means the same name and, for a bundle that records it, the same
+  SHA-256 (an a.png from another folder is another photo); an older bundle without a
+  hash is matched by name. A photo edited since its bundle was fitted is refitted by
+  --overwrite only;
 - `--workers N` fits N at a time in separate processes (app.pool: each is sent the
   settings and loads the model once itself, so it can be stopped while starting; a
-  worker that dies is replaced and its photo retried alone);
-- OUT_DIR/summary.csv (written atomically, also when interrupted) lists every photo
-  handled and every bundle on disk; the command fails (exit 2) when any photo failed.
+  worker that dies is replaced and its photo retried alone); N is capped at the cores
+  and memory (pool.worker_count);
+- OUT_DIR/summary.csv (written atomically under a private temporary name, also when
+  interrupted) lists every photo handled and every bundle on disk; only a summary
+  FlameFit wrote (our header line) is replaced, anything else named so is refused up
+  front; the command fails (exit 2) when any photo failed;
+- a bundle counts as written this run only if its result.json is not the one that
+  was there before (an interrupted --overwrite keeps the earlier bundles, listed as
+  skipped).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from ..bundle import read_result, validate_bundle, write_bundle
 from ..bundle.reader import is_bundle
 from ..bundle.writer import check_path_text
 from ..errors import FlameFitError, Interrupted
+from ..fsutil import atomic_write_text, file_sha256, regular_file_problem
 from . import pool
 from .photos import bundle_names, list_photos, sidecar_landmarks
 from .session import configure_threads, load_fit_inputs, resolve_device, settings_from
@@ -114,12 +125,21 @@ def _plan(photos, names, out_dir: Path, request: BatchRequest, rows: dict) -> li
             rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} exists and is not a FlameFit bundle; "
                                "not replaced (move it away or choose another output folder)")
             continue
-        owner = Path(str((read_result(bundle).get("photo") or {}).get("path", ""))).name
-        if owner != photo.name:
-            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} holds the bundle of another photo "
-                               f"({owner}); not replaced")
+        try:
+            owner, fitted = _owner(photo, bundle)
+        except OSError as exc:
+            rows[photo] = _row(photo, bundle, "failed", message=f"{photo}: cannot read the photo "
+                               f"({exc.strerror or exc})")
             continue
-        if request.resume and not validate_bundle(bundle, deep=False):
+        if owner == "other":
+            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} holds the bundle of another photo "
+                               f"({fitted}); not replaced")
+            continue
+        if owner == "edited" and not request.overwrite:
+            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} was fitted to an earlier version of "
+                               f"{photo.name}; not replaced (use --overwrite to refit it)")
+            continue
+        if owner == "same" and request.resume and not validate_bundle(bundle, deep=False):
             rows[photo] = _row(photo, bundle, "skipped", read_result(bundle).get("metrics"), message="already done")
         elif request.resume or request.overwrite:
             todo.append((photo, bundle, True))  # an incomplete bundle of ours (resume), or asked to (overwrite)
@@ -127,6 +147,30 @@ def _plan(photos, names, out_dir: Path, request: BatchRequest, rows: dict) -> li
             rows[photo] = _row(photo, bundle, "failed", message=f"{bundle}: output folder already exists "
                                "(use --resume to skip done photos or --overwrite to replace them)")
     return todo
+
+
+def _owner(photo: Path, bundle: Path) -> tuple[str, str]:
+    """Whose bundle this is, and the photo it names: "same" (this photo's), "edited" (this
+    very file, changed since it was fitted) or "other". A bundle records its photo's path
+    and SHA-256, so an a.png from another folder is another photo; one written before
+    the hash was recorded is matched by the file name alone, as it always was."""
+    recorded = read_result(bundle).get("photo") or {}
+    fitted = Path(str(recorded.get("path", "")))
+    if fitted.name != photo.name:
+        return "other", fitted.name
+    digest = recorded.get("sha256")
+    if digest is None or digest == file_sha256(photo):
+        return "same", str(fitted)
+    return ("edited" if fitted == photo.resolve() else "other"), str(fitted)
+
+
+def _result_identity(bundle: Path):
+    """Which result.json is in `bundle` (a rewritten bundle has a new file), None if none."""
+    try:
+        info = (bundle / "result.json").stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns
 
 
 def _output_folder(output) -> Path:
@@ -142,9 +186,23 @@ def _output_folder(output) -> Path:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise FlameFitError(f"{ancestor}: folder is not writable")
     summary = out_dir / SUMMARY
-    if summary.exists() and not summary.is_file():
-        raise FlameFitError(f"{summary}: exists and is not a file")
+    if (summary.exists() or summary.is_symlink()) and not _is_our_summary(summary):
+        raise FlameFitError(f"{summary}: exists and is not a FlameFit batch summary; not replaced "
+                            "(move it away or choose another output folder)")
     return out_dir
+
+
+def _is_our_summary(path: Path) -> bool:
+    """A summary.csv this command wrote: a regular file (not a link) starting with our header line."""
+    if path.is_symlink() or regular_file_problem(path):
+        return False
+    header = ",".join(COLUMNS).encode()
+    try:
+        with open(path, "rb") as stream:
+            first = stream.read(len(header) + 3).split(b"\n")[0]
+    except OSError:
+        return False
+    return first.rstrip(b"\r") == header
 
 
 def _write_summary(path: Path, rows: list[dict]) -> None:
@@ -152,27 +210,25 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8", errors="backslashreplace")
-    tmp.replace(path)
+    atomic_write_text(path, _printable(buffer.getvalue()))  # a private temporary: parallel writers never collide
 
 
 def run_batch(request: BatchRequest) -> dict:
     """Fit every photo of request.photos_dir; the counts. FlameFitError when any failed,
     Interrupted (with what was written) when stopped."""
     folder = Path(request.photos_dir).expanduser()
-    if request.workers < 1:
-        raise FlameFitError(f"--workers {request.workers}: need at least 1")
     out_dir = _output_folder(request.output)
     photos = list_photos(folder)
     names = bundle_names(photos)
     device = str(resolve_device(request.device))
     settings_from(request.settings)  # bad settings fail before anything is written
+    workers = pool.worker_count(request.workers)
     json_out = request.progress
     info = sys.stderr
 
     rows: dict[Path, dict] = {}
     todo = _plan(photos, names, out_dir, request, rows)
+    before = {bundle: _result_identity(bundle) for _, bundle, _ in todo}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -193,7 +249,7 @@ def run_batch(request: BatchRequest) -> dict:
 
     interrupted = False
     try:
-        if todo and request.workers == 1:
+        if todo and workers == 1:
             configure_threads()
             model, space, _ = load_fit_inputs(settings_from(request.settings))
             for photo, bundle, overwrite in todo:
@@ -201,23 +257,26 @@ def run_batch(request: BatchRequest) -> dict:
         elif todo:
             state = {"settings": request.settings, "options": request.fit_options, "detector": request.detector,
                      "device": device}
-            pool.run_jobs([(str(p), str(b), o) for p, b, o in todo], worker_fit, request.workers, worker_init,
+            pool.run_jobs([(str(p), str(b), o) for p, b, o in todo], worker_fit, workers, worker_init,
                           (state,), on_result=lambda job, row: report(row),
                           on_crash=lambda job, message: report(_row(job[0], job[1], "failed", message=message)))
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        # What is on disk decides: a bundle finished while stopping is listed as written.
+        # What is on disk decides: a bundle finished while stopping is listed as written; one
+        # whose result.json is still the one from before (--overwrite) was kept, not refitted.
         for photo, bundle, _ in todo:
             if photo not in rows and is_bundle(bundle) and not validate_bundle(bundle, deep=False):
-                rows[photo] = _row(photo, bundle, "ok", read_result(bundle).get("metrics"),
-                                   message="finished while stopping")
+                rewritten = _result_identity(bundle) != before[bundle]
+                rows[photo] = _row(photo, bundle, "ok" if rewritten else "skipped", read_result(bundle).get("metrics"),
+                                   message="finished while stopping" if rewritten else
+                                   "not refitted (interrupted); the earlier bundle is kept")
         ordered = [rows[p] for p in photos if p in rows]
         summary = out_dir / SUMMARY
         _write_summary(summary, ordered)
     counts = {status: sum(r["status"] == status for r in ordered) for status in ("ok", "failed", "skipped")}
     if interrupted:
-        left = len(photos) - len(ordered)
+        left = sum(rows.get(p, {}).get("status", "skipped") == "skipped" for p, _, _ in todo)  # kept or not reached
         written = counts["ok"]
         raise Interrupted(f"interrupted; {written} bundle(s) written this run, {left} photo(s) not fitted, "
                           f"listed in {summary}: run again with --resume to continue" if written else
