@@ -308,7 +308,8 @@ def main(argv=None) -> int:
     refused = [f"{os.path.basename(p)}: {why}" for p, name in names.items()
                if (why := refusal(outputs(args, name), photos, args.overwrite))]
     if len(refused) == len(photos):
-        others = f" (and the other {len(refused) - 1} photos likewise; nothing was done)" if len(refused) > 1 else ""
+        n = len(refused) - 1
+        others = f" (and the other {n} photo{'s' * (n > 1)} likewise; nothing was done)" if n else ""
         print(f"flamefit batch: error: {refused[0]}{others}", file=sys.stderr)
         sys.exit(1)
     try:

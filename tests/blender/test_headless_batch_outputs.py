@@ -83,7 +83,7 @@ def test_existing_outputs_kept_without_overwrite(tmp_path):
     proc = run_batch(tmp_path, photos, out)
     assert proc.returncode == 1
     assert errors(proc) == [f"flamefit batch: error: anna.png: {out / 'anna.blend'} already exists and is not "
-                            "replaced; use --overwrite, or choose another OUT_DIR (and the other 1 photos "
+                            "replaced; use --overwrite, or choose another OUT_DIR (and the other 1 photo "
                             "likewise; nothing was done)"], proc.stderr
     assert {name: (out / name).read_bytes() for name in kept} == kept
     assert len(backend_calls(tmp_path)) == 1  # the backend was not started
