@@ -3,12 +3,16 @@
 Debian's Blender 3.4 runs on the system Python, which may have no numpy, so the add-on
 reads the backend's arrays itself. Supported: the plain numeric dtypes (little or big
 endian), bool, fixed-width unicode/bytes strings; C or Fortran order; stored or
-deflated .npz members. Object arrays (pickles) are refused, never unpickled.
+deflated .npz members (what numpy writes). Object arrays (pickles) are refused, never
+unpickled. Data is read in chunks straight into the array it fills, never more than the
+header declares, so memory stays at the array's own size.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import itertools
 import re
 import struct
 import sys
@@ -90,32 +94,38 @@ class NdArray:
         return f"NdArray(shape={self.shape}, dtype={self.dtype!r})"
 
 
+MAX_REORDER_STEPS = 10_000  # strided copies to reorder a Fortran-order array: (V, 3) needs 3, (K, V, 3) 3K
+
+
+def _prod(values) -> int:
+    n = 1
+    for v in values:
+        n *= v
+    return n
+
+
+def _reorder_steps(shape) -> int:
+    """Strided copies _fortran_to_c makes: one per line along the longest axis."""
+    return _prod(shape) // max(shape) if len(shape) > 1 and min(shape) > 0 else 0
+
+
 def _fortran_to_c(flat, shape):
-    """Reorder flat Fortran-order data into C order."""
-    n = len(flat)
-    if len(shape) < 2 or n == 0:
+    """Reorder flat Fortran-order data into C order: one strided slice copy (C speed) per line
+    along the longest axis, instead of a Python step per element."""
+    if len(shape) < 2 or len(flat) == 0:
         return flat
-    # C-order index -> Fortran-order flat position
-    strides_f = []
-    acc = 1
-    for s in shape:
-        strides_f.append(acc)
-        acc *= s
-    idx = [0] * len(shape)
-    values = []
-    for _ in range(n):
-        pos = 0
-        for k, i in enumerate(idx):
-            pos += i * strides_f[k]
-        values.append(flat[pos])
-        for k in range(len(shape) - 1, -1, -1):
-            idx[k] += 1
-            if idx[k] < shape[k]:
-                break
-            idx[k] = 0
-    if isinstance(flat, array):
-        return array(flat.typecode, values)
-    return values
+    ndim = len(shape)
+    c_strides = [_prod(shape[k + 1:]) for k in range(ndim)]
+    f_strides = [_prod(shape[:k]) for k in range(ndim)]
+    axis = max(range(ndim), key=lambda k: shape[k])
+    length, c_step, f_step = shape[axis], c_strides[axis], f_strides[axis]
+    others = [k for k in range(ndim) if k != axis]
+    out = flat[:]  # same type and size; every element is overwritten
+    for idx in itertools.product(*(range(shape[k]) for k in others)):
+        c0 = sum(i * c_strides[k] for i, k in zip(idx, others, strict=True))
+        f0 = sum(i * f_strides[k] for i, k in zip(idx, others, strict=True))
+        out[c0:c0 + length * c_step:c_step] = flat[f0:f0 + length * f_step:f_step]
+    return out
 
 
 MAX_HEADER = 10000  # numpy's own limit for a trusted header (np.load max_header_size)
@@ -123,6 +133,9 @@ MAX_MEMBERS = 64
 DEFAULT_MAX_BYTES = 256 * 2 ** 20  # what one .npz may expand to (a FLAME mesh.npz is ~30 MB)
 _DESCR = re.compile(r"^([<>|=])(b1|[fiu][1248]|[US][0-9]{1,6})$")
 _OBJECT = re.compile(r"^[<>|=]?O")
+MAX_STRINGS = 100_000  # text elements in one array (a FlameFit mesh has ~400 shape-key names)
+CHUNK = 2 ** 20  # bytes per read while filling an array
+_METHODS = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
 
 
 @dataclass(frozen=True)
@@ -188,43 +201,83 @@ def parse_header(raw: bytes, name: str = "array") -> NpyHeader:
     return NpyHeader(match.group(1), match.group(2), fortran, shape, start + hlen)
 
 
-def read_npy_bytes(raw: bytes, name: str = "array") -> NdArray:
-    """Parse the bytes of one .npy file."""
+def _read_header(fh, name: str) -> tuple:
+    """Read and parse the header at the start of the stream `fh`; returns (header, the bytes
+    read past it). Never reads more than the longest header allowed."""
+    raw = fh.read(12)
+    if raw.startswith(MAGIC) and len(raw) == 12:
+        # version 1 has a 2-byte header length, versions 2 and 3 a 4-byte one
+        end = 10 + struct.unpack("<H", raw[8:10])[0] if raw[6] == 1 else 12 + struct.unpack("<I", raw[8:12])[0]
+        if end <= 12 + MAX_HEADER:
+            raw += fh.read(max(0, end - len(raw)))
     head = parse_header(raw, name)
+    return head, raw[head.offset:]
+
+
+def _read_data(fh, head: NpyHeader, name: str, start: bytes = b""):
+    """The header's data from the stream: numbers are read in chunks into the final array
+    (memory: the array itself); never more bytes than the header declares."""
     order, kind, count = head.order, head.kind, head.count
-    body = raw[head.offset:]
-    if len(body) < head.nbytes:
-        raise NpyError(f"{name}: truncated data ({len(body)} of {head.nbytes} bytes)")
     if kind[0] in "US":
+        if count > MAX_STRINGS:  # each becomes a Python str of ~60 bytes
+            raise NpyError(f"{name}: {count} strings is too many for a FlameFit array file")
+        body = start + fh.read(head.nbytes - len(start))
+        if len(body) < head.nbytes:
+            raise NpyError(f"{name}: truncated data ({len(body)} of {head.nbytes} bytes)")
         itemsize = head.itemsize
         enc = ("utf-32-be" if order == ">" else "utf-32-le") if kind[0] == "U" else "latin1"
         try:
-            data = [body[i * itemsize:(i + 1) * itemsize].decode(enc).rstrip("\x00") for i in range(count)]
+            return [body[i * itemsize:(i + 1) * itemsize].decode(enc).rstrip("\x00") for i in range(count)]
         except UnicodeDecodeError:
             raise NpyError(f"{name}: invalid text data") from None
-    else:
-        data = array(_NUMERIC[kind])
-        if data.itemsize != int(kind[1:]):
-            raise NpyError(f"{name}: this platform has no {order + kind!r} array type")
-        data.frombytes(body[:head.nbytes])
-        big = order == ">"
-        if data.itemsize > 1 and big != (sys.byteorder == "big"):
-            data.byteswap()
+    typecode, itemsize = _NUMERIC[kind], int(kind[1:])
+    if array(typecode).itemsize != itemsize:
+        raise NpyError(f"{name}: this platform has no {order + kind!r} array type")
+    data = array(typecode, bytes(itemsize)) * count  # zeros, filled in place below
+    with memoryview(data) as view, view.cast("B") as buf:
+        pos = min(len(start), head.nbytes)
+        buf[:pos] = start[:pos]
+        while pos < head.nbytes:
+            got = fh.readinto(buf[pos:pos + CHUNK])
+            if not got:
+                raise NpyError(f"{name}: truncated data ({pos} of {head.nbytes} bytes)")
+            pos += got
+    if data.itemsize > 1 and (order == ">") != (sys.byteorder == "big"):
+        data.byteswap()
+    return data
+
+
+def read_npy_stream(fh, name: str = "array", check=None) -> NdArray:
+    """One .npy array from a binary stream. `check(header)` may refuse it (NpyError) before
+    any data is read."""
+    head, start = _read_header(fh, name)
+    if check is not None:
+        check(head)
+    if head.fortran and _reorder_steps(head.shape) > MAX_REORDER_STEPS:
+        raise NpyError(f"{name}: a Fortran-order array of shape {head.shape} is refused (too slow to reorder)")
+    data = _read_data(fh, head, name, start)
     if head.fortran:
         data = _fortran_to_c(data, head.shape)
-    return NdArray(data, head.shape, kind)
+    return NdArray(data, head.shape, head.kind)
+
+
+def read_npy_bytes(raw: bytes, name: str = "array") -> NdArray:
+    """Parse the bytes of one .npy file."""
+    return read_npy_stream(io.BytesIO(raw), name)
 
 
 def read_npy(path) -> NdArray:
     with open(path, "rb") as fh:
-        return read_npy_bytes(fh.read(), str(path))
+        return read_npy_stream(fh, str(path))
 
 
-def read_npz(path, names=None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+def read_npz(path, names=None, max_bytes: int = DEFAULT_MAX_BYTES, check=None) -> dict:
     """Arrays of an .npz file by name (without the .npy suffix): all of them, or those in
-    `names`. Every member's header is read first and the sizes the headers and the zip
-    directory declare are checked against `max_bytes` before any data is decompressed, so a
-    zip bomb is refused after reading a few hundred bytes."""
+    `names`. The sizes the zip directory declares are checked against `max_bytes` before any
+    data is decompressed, then each member's header (and `check(key, header)`, which may
+    refuse it with an NpyError) before its data is read, so a zip bomb is refused after a
+    few hundred bytes. Only stored or deflated members are read: zipfile inflates other
+    methods (bzip2, lzma) whole on the first read, whatever size the zip declares."""
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -235,6 +288,12 @@ def read_npz(path, names=None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
                 key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 if names is not None and key not in names:
                     continue
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    method = _METHODS.get(info.compress_type, f"method {info.compress_type}")
+                    raise NpyError(f"{path}: member {info.filename[:80]!r} is compressed with {method}; "
+                                   f"only stored or deflated members (what numpy writes) are read")
+                if info.flag_bits & 0x1:
+                    raise NpyError(f"{path}: member {info.filename[:80]!r} is encrypted")
                 chosen.append((key, info))
             total = sum(info.file_size for _, info in chosen)
             if total > max_bytes:
@@ -243,13 +302,16 @@ def read_npz(path, names=None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
             out = {}
             for key, info in chosen:
                 name = f"{path}:{key}"
+
+                def check_member(head, key=key, info=info, name=name):
+                    if head.offset + head.nbytes != info.file_size:
+                        raise NpyError(f"{name}: the header declares {head.nbytes} bytes of data but the "
+                                       f"member holds {info.file_size - head.offset}")
+                    if check is not None:
+                        check(key, head)
+
                 with zf.open(info) as fh:
-                    start = fh.read(12 + MAX_HEADER)
-                head = parse_header(start, name)
-                if head.offset + head.nbytes != info.file_size:
-                    raise NpyError(f"{name}: the header declares {head.nbytes} bytes of data but the "
-                                   f"member holds {info.file_size - head.offset}")
-                out[key] = read_npy_bytes(zf.read(info), name)
+                    out[key] = read_npy_stream(fh, name, check_member)
     except zipfile.BadZipFile as exc:
         raise NpyError(f"{path}: not a readable .npz archive ({exc})") from None
     except (NotImplementedError, EOFError, zlib.error, RuntimeError) as exc:  # odd compression, bad data
