@@ -28,14 +28,16 @@ SCHEMA_PATHS = (os.path.join(HERE, "schema.json"),
 
 REQUIRED_FILES = ("mesh", "albedo")
 MESH_REQUIRED = ("vertices", "faces", "uv_coords", "uv_faces")
-MAX_RESULT_BYTES = 16 * 2 ** 20  # result.json is ~100 KB
+MAX_RESULT_BYTES = 4 * 2 ** 20  # result.json is ~100 KB; 4 MiB of "{}," parse to ~90 MB of Python objects
 MAX_JSON_DEPTH = 32  # result.json nests 4 levels deep
+MAX_JSON_NUMBER_CHARS = 100  # a float's repr has at most 24; a longer int overflows a float or costs time
 MAX_VERTICES = 1_000_000
 MAX_FACES = 2_000_000
 MAX_SHAPE_KEYS = 2000
 MAX_IMAGE_SIDE = 65536  # Blender's largest render resolution
 MAX_IMAGE_PIXELS = 400_000_000  # the backend's decompression-bomb limit
-MAX_TEXTURE_SIDE = 16384
+MAX_TEXTURE_SIDE = 8192  # twice the backend's largest (--texture-size 4096); Blender holds 256 MB of it
+MAX_NAME_CHARS = 256  # one shape-key name in mesh.npz
 MAX_COORDINATE = 100.0  # metres; a head is 0.2 m across
 MAX_COEFFICIENT = 1e4  # slider ranges, key values
 
@@ -217,17 +219,43 @@ def _in_range(arr, lo, hi) -> bool:
     return len(data) == 0 or (math.isfinite(sum(data)) and lo <= min(data) and max(data) <= hi)
 
 
-def _depth_ok(value, limit=MAX_JSON_DEPTH) -> bool:
+def _json_tree_problem(value, limit=MAX_JSON_DEPTH):
+    """Why parsed JSON is unusable (too deep; text Blender cannot store), else None."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
-            return False
+            return "nested too deeply"
         if isinstance(item, dict):
             stack.extend((v, depth + 1) for v in item.values())
+            stack.extend((k, depth) for k in item)
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-    return True
+        elif isinstance(item, str):
+            try:
+                item.encode("utf8")
+            except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no name or property can hold it
+                return "text that is not valid Unicode"
+    return None
+
+
+# json's number hooks: Python's own int() refuses more than 4,300 digits with a ValueError of
+# its own, and json reads NaN, Infinity and 1e999 (the backend writes none of them)
+def _json_int(text: str) -> int:
+    if len(text) > MAX_JSON_NUMBER_CHARS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text) if len(text) <= MAX_JSON_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"a number out of range ({text[:24]})")
+    return value
+
+
+def _json_constant(text: str):
+    raise ValueError(f"{text} is not a number")
 
 
 def resolve_result_path(path) -> str:
@@ -245,15 +273,16 @@ def read_result_json(path) -> dict:
         raise BundleError(f"{path} is too large to be a FlameFit result ({os.path.getsize(path)} bytes)")
     try:
         with open(path, encoding="utf8") as fh:
-            result = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            result = json.load(fh, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except (OSError, ValueError) as exc:  # also JSONDecodeError, UnicodeDecodeError and the hooks' errors
         raise BundleError(f"{path} is not a readable FlameFit result ({str(exc)[:120]})") from None
     except (RecursionError, MemoryError):
         raise BundleError(f"{path} is not a FlameFit result (nested too deeply)") from None
     if not isinstance(result, dict):
         raise BundleError(f"{path} is not a FlameFit result (no JSON object)")
-    if not _depth_ok(result):
-        raise BundleError(f"{path} is not a FlameFit result (nested too deeply)")
+    problem = _json_tree_problem(result)
+    if problem:
+        raise BundleError(f"{path} is not a FlameFit result ({problem})")
     version = result.get("schema_version")
     if version is None:
         raise BundleError(f"{path} has no schema_version; it is not a FlameFit result bundle")
@@ -279,6 +308,30 @@ def _confined(folder: str, rel, key: str, path: str) -> str:
 
 
 _DTYPE_KINDS = {"float32": "f", "float64": "f", "int32": "iu", "int64": "iu", "str": "US", "bool": "b"}
+
+
+def _mesh_header_check(version: int):
+    """check(key, header) for read_npz: refuses a mesh.npz member from its .npy header, before
+    any data is read, unless it has the schema's dtype and shape within the import limits
+    (text decodes to one Python object per element: 64 M of them take gigabytes)."""
+    specs = mesh_arrays(version)
+    limits = {"V": MAX_VERTICES, "F": MAX_FACES, "K": MAX_SHAPE_KEYS}
+
+    def check(key, head):
+        spec = specs[key]
+        if head.kind[0] not in _DTYPE_KINDS.get(spec["dtype"], ""):
+            raise NpyError(f"{key} has dtype {head.order}{head.kind}, expected {spec['dtype']}")
+        want = spec["shape"]
+        fits = len(head.shape) == len(want) and all(
+            got == dim if isinstance(dim, int) else got <= limits.get(dim, got)
+            for dim, got in zip(want, head.shape, strict=False))
+        if not fits:
+            shown = ", ".join(f"{d} <= {limits[d]}" if d in limits else str(d) for d in want)
+            raise NpyError(f"{key} has shape {head.shape}, expected ({shown})")
+        if head.kind[0] in "US" and int(head.kind[1:]) > MAX_NAME_CHARS:
+            raise NpyError(f"{key} holds names of {head.kind[1:]} characters (at most {MAX_NAME_CHARS})")
+
+    return check
 
 
 def _check_mesh(mesh: dict, path: str, version: int) -> None:
@@ -367,8 +420,31 @@ def _sh(result: dict, path: str) -> list:
     return [list(_numbers(row, 3, "lights.sh row", path, limit=1e4)) for row in sh]
 
 
+# Blender decodes an image by its content, whatever its name says: these are the formats it
+# reads, by their first bytes, so a refusal can name what a file really is
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8", "JPEG"), (b"II*\x00", "TIFF"),
+                (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"v/1\x01", "OpenEXR"), (b"#?", "Radiance HDR"),
+                (b"SDPX", "DPX"), (b"XPDS", "DPX"), (b"\x80*_\xd7", "Cineon"), (b"\x00\x00\x00\x0cjP", "JPEG 2000"),
+                (b"\xffO\xffQ", "JPEG 2000"), (b"DDS ", "DDS"), (b"8BPS", "PSD"), (b"GIF8", "GIF"),
+                (b"\x01\xda", "SGI"))
+_JPEG_FRAMES = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+
+
+def image_format(path: str) -> str:
+    """The image format of a file by its first bytes ("PNG", "JPEG", "TIFF", ...), else ""."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return ""
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _IMAGE_MAGIC if head.startswith(magic)), "")
+
+
 def image_size(path: str):
-    """(width, height) from a PNG or JPEG header, else None (other formats, unreadable)."""
+    """(width, height) from a PNG or JPEG header (by content, not name), else None (other
+    formats, unreadable)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(26)
@@ -378,18 +454,34 @@ def image_size(path: str):
                 return None
             fh.seek(2)
             for _ in range(1000):  # JPEG markers up to the frame header
-                marker = fh.read(4)
-                if len(marker) < 4 or marker[0] != 0xFF:
+                marker = fh.read(2)
+                for _ in range(64):  # fill bytes before a marker
+                    if marker[1:] != b"\xff":
+                        break
+                    marker = marker[1:] + fh.read(1)
+                if len(marker) < 2 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):  # end, scan data
                     return None
-                kind, length = marker[1], struct.unpack(">H", marker[2:4])[0]
-                if kind in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                    frame = fh.read(5)
-                    h, w = struct.unpack(">HH", frame[1:5])
+                if marker[1] == 0x01 or 0xD0 <= marker[1] <= 0xD7:  # markers without a length
+                    continue
+                (length,) = struct.unpack(">H", fh.read(2))
+                if marker[1] in _JPEG_FRAMES:
+                    h, w = struct.unpack(">HH", fh.read(5)[1:5])
                     return w, h
                 fh.seek(length - 2, os.SEEK_CUR)
     except (OSError, struct.error):
         return None
     return None
+
+
+def checked_image_size(path: str) -> tuple:
+    """(width, height) of a PNG or JPEG, the only formats a bundle holds; any other image is
+    refused with its format named, before Blender decodes it (its header would go unread)."""
+    size = image_size(path)
+    if size is None:
+        kind = image_format(path)
+        found = f"a {kind} image" if kind and kind not in ("PNG", "JPEG") else "not a readable PNG or JPEG image"
+        raise BundleError(f"{path} is {found}; a FlameFit bundle's images are PNG or JPEG")
+    return size
 
 
 def load_bundle(path) -> Bundle:
@@ -417,23 +509,32 @@ def load_bundle(path) -> Bundle:
     if lm2d is not None and (not isinstance(lm2d, list) or len(lm2d) > 10000 or not all(
             isinstance(p, list) and len(p) == 2 and _finite(p) for p in lm2d)):
         raise BundleError(f"{result_path}: landmarks_2d must be a list of [x, y]")
-    texture = image_size(files["albedo"])
-    if texture is not None and not (1 <= min(texture) and max(texture) <= MAX_TEXTURE_SIDE):
+    lm3d = result.get("landmarks_3d")
+    if lm3d is not None and (not isinstance(lm3d, list) or len(lm3d) > 10000 or not all(
+            isinstance(p, list) and len(p) == 3 and _finite(p) for p in lm3d)):
+        raise BundleError(f"{result_path}: landmarks_3d must be a list of [x, y, z]")
+    texture = checked_image_size(files["albedo"])
+    if not (1 <= min(texture) and max(texture) <= MAX_TEXTURE_SIDE):
         raise BundleError(f"{files['albedo']}: an albedo of {texture[0]}x{texture[1]} pixels is refused "
                           f"(at most {MAX_TEXTURE_SIDE} a side)")
     try:
-        mesh = read_npz(files["mesh"], names=set(mesh_arrays(version)))
+        mesh = read_npz(files["mesh"], names=set(mesh_arrays(version)), check=_mesh_header_check(version))
     except (NpyError, OSError) as exc:
         raise BundleError(f"cannot read the mesh of {folder}: {exc}") from None
     _check_mesh(mesh, files["mesh"], version)
     bundle = Bundle(folder=folder, result_path=result_path, result=result, mesh=mesh, camera=camera, sh=sh,
                     files=files)
     photo = files.get("photo")
-    if photo is not None and image_size(photo) not in (None, camera.image_size):
-        w, h = image_size(photo)
-        files.pop("photo")
-        bundle.warnings.append(f"the bundle's photo is {w}x{h} but the camera saw {camera.image_size[0]}x"
-                               f"{camera.image_size[1]}; the camera has no background image")
-    elif photo is None:
+    if photo is None:
         bundle.warnings.append("the bundle has no photo of its own; the camera has no background image")
+    else:
+        try:
+            w, h = checked_image_size(photo)
+            problem = None if (w, h) == camera.image_size else \
+                f"the bundle's photo is {w}x{h} but the camera saw {camera.image_size[0]}x{camera.image_size[1]}"
+        except BundleError as exc:
+            problem = str(exc)
+        if problem:  # the photo is optional: the import goes on without it
+            files.pop("photo")
+            bundle.warnings.append(f"{problem}; the camera has no background image")
     return bundle
