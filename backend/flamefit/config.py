@@ -57,12 +57,17 @@ def settings_file_path(env=os.environ) -> Path:
 
 def _read_settings_file(path: Path) -> dict:
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise FlameFitError(f"{path}: settings file is not valid TOML ({exc})") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise FlameFitError(f"{path}: cannot read settings file ({exc.strerror})") from None
+    try:
+        # utf-8-sig: Windows editors often start UTF-8 files with a byte-order mark
+        data = tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise FlameFitError(f"{path}: settings file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                            f"{exc.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FlameFitError(f"{path}: settings file is not valid TOML ({exc})") from None
     unknown = sorted(set(data) - set(PATH_KEYS) - {"cache_dir"})
     if unknown:
         raise FlameFitError(f"{path}: unknown settings {unknown}; known: {[*PATH_KEYS, 'cache_dir']}")
