@@ -9,15 +9,20 @@ or NaN) is missing, as MediaPipe's jaw line is.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import FlameFitError
 from ..fsutil import require_regular_file
+from ..models.safe_pickle import npy_header
 from .ibug68 import NUM_POINTS
 
 FORMATS = (".pts", ".json", ".npy")
+# 68 points take under 4 KB in any of the formats; a larger file is not a landmark file,
+# and is refused before it is read (and parsed) whole.
+MAX_FILE_BYTES = 1 << 20
 
 
 def _parse_pts(text: str, path: Path) -> np.ndarray:
@@ -44,6 +49,9 @@ def _parse_json(text: str, path: Path) -> np.ndarray:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FlameFitError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # the parser recurses once per nesting level
+        raise FlameFitError(f"{path}: JSON nested too deeply for a landmark file (expected a list of "
+                            "[x, y] pairs)") from None
     if isinstance(data, dict):
         if "landmarks" not in data:
             raise FlameFitError(f"{path}: JSON object without a 'landmarks' key (expected a list of "
@@ -64,7 +72,14 @@ def load_landmarks_file(path) -> np.ndarray:
         raise FlameFitError(f"{path}: unknown landmark file type '{suffix}'; use one of {', '.join(FORMATS)}")
     require_regular_file(path, "landmark file")  # a FIFO would block forever
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise FlameFitError(f"{path}: {size / 1e6:.1f} MB is too large for a landmark file "
+                                f"(68 points take a few KB; at most {MAX_FILE_BYTES >> 20} MB)")
         if suffix == ".npy":
+            shape, _ = npy_header(path)  # a header may declare terabytes: checked before allocating
+            if math.prod(shape) != NUM_POINTS * 2:
+                raise FlameFitError(f"{path}: expected {NUM_POINTS} points of (x, y) (iBUG-68), got shape {shape}")
             points = np.load(path, allow_pickle=False)
         else:
             text = path.read_text(encoding="utf-8")
