@@ -26,6 +26,9 @@ from .lbs import blend_skinning
 JOINT_NAMES = ("global", "neck", "jaw", "eye_left", "eye_right")
 JOINT_PARENTS = np.array([-1, 0, 1, 1, 1])
 JAW_JOINT, EYE_JOINTS = 2, (3, 4)
+# Positions and blend shapes are in metres and a head is about 0.2 m across: larger
+# values are another unit (a file in millimetres) or garbage, which no fit survives.
+MAX_COORDINATE_M = 10.0
 
 
 def _corner_positions(verts: np.ndarray, faces: np.ndarray, face_idx: np.ndarray) -> np.ndarray:
@@ -212,6 +215,10 @@ class HeadModel:
             require(emb.face_idx.max(initial=-1) < len(self.faces), f"landmark embedding '{key}' indexes faces that do not exist (another topology?)")
         for array_name in ("v_template", "identity_basis", "expression_basis", "skin_weights"):
             require(np.isfinite(getattr(self, array_name)).all(), f"{array_name} holds NaN or infinity")
+        for array_name in ("v_template", "identity_basis", "expression_basis"):
+            largest = float(np.abs(getattr(self, array_name)).max(initial=0.0))
+            require(largest <= MAX_COORDINATE_M, f"{array_name} reaches {largest:.3g}; FlameFit expects metres "
+                                                 f"(a head is about 0.2 m across, at most {MAX_COORDINATE_M:g})")
         return self
 
     # --- cache: one npz, arrays + JSON metadata -------------------------------------
