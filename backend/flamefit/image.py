@@ -12,6 +12,7 @@ project's): x right, y down, the centre of pixel (row i, column j) is (j + 0.5, 
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,9 @@ def _load_with_pillow(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1 and image.format in MULTI_FRAME_FORMATS:
+                    _warn(f"{path}: {frames} frames (animated or multi-page); only the first is used")
                 image.load()
                 try:
                     ImageOps.exif_transpose(image, in_place=True)  # in place: no second full-size copy
@@ -180,6 +184,19 @@ def _load_with_pillow(path: Path) -> np.ndarray:
 
 
 INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# Formats whose further frames are pictures of their own (animation, pages). Not MPO:
+# phone JPEGs carry a preview or depth map as a second frame.
+MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP", "TIFF")
+
+
+def _warn(message: str) -> None:
+    """A warning the run goes on after: one line on stderr (stdout may be the progress
+    stream), like the error lines."""
+    if sys.stderr is not None:
+        try:
+            print("flamefit: warning: " + message.replace("\n", "\\n"), file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass  # stderr is closed: nobody to tell
 
 
 def _to_rgb8(image) -> np.ndarray:
