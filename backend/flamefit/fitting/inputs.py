@@ -69,7 +69,8 @@ def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, fa
     from ..landmarks import detect_landmarks
 
     small, scale = detection_copy(photo.rgb)  # a huge photo: detect on a downscaled copy (#11.6)
-    found = detect_landmarks(small, detector=detector, face_index=face_index, image_name=photo.path.name)
+    found = detect_landmarks(small, detector=detector, face_index=face_index, image_name=photo.path.name,
+                             photo_size=(photo.width, photo.height))
     return found.points.astype(np.float64) / scale, {"source": "detector", "detector": found.detector,
                                                      "num_faces": found.num_faces, "face_index": found.face_index,
                                                      "box": [float(v) / scale for v in found.box], "score": float(found.score)}

@@ -19,7 +19,10 @@ from .faces import Face
 from .registry import DETECTORS, default_detector
 
 MIN_INTER_OCULAR_PX = 20.0
-NO_FACE_HINT = "try a larger, more frontal photo, or give the points with --landmarks FILE"
+# Fits any photo size: detectors search downscaled copies, so a bigger photo does not help
+# a small face, a closer crop does.
+NO_FACE_HINT = ("try a more frontal photo with the face larger in the frame (crop closer to it), "
+                "or give the points with --landmarks FILE")
 
 
 @dataclass
@@ -74,7 +77,7 @@ def _area(face: Face) -> float:
 
 
 def detect_landmarks(image_rgb: np.ndarray, detector: str | None = None, face_index: int | None = None,
-                     image_name: str = "image") -> Detection:
+                     image_name: str = "image", photo_size: tuple[int, int] | None = None) -> Detection:
     """Find one face's 68 iBUG points.
 
     image_rgb: uint8 (H,W,3) RGB, (H,W,4) RGBA or (H,W) grey. detector: a name in
@@ -82,7 +85,8 @@ def detect_landmarks(image_rgb: np.ndarray, detector: str | None = None, face_in
     else dlib). face_index: which face, counted left to right by box centre; default the
     largest (the next largest when the largest is not a human face). Faces scoring below
     the detector's min_score are not counted. Raises FlameFitError when no face is found,
-    the index is out of range or the face is too small.
+    the index is out of range or the face is too small. photo_size: (width, height) of the
+    photo when `image_rgb` is a downscaled copy of it (image.detection_copy), for messages.
     """
     name = detector or default_detector()
     if name not in DETECTORS:
@@ -96,7 +100,8 @@ def detect_landmarks(image_rgb: np.ndarray, detector: str | None = None, face_in
     if not faces:
         best = f" (best candidate scored {max(f.score for f in weak):.2f}, below the {finder.min_score} needed)" \
             if weak else ""
-        raise FlameFitError(f"no face found in {image_name} ({image.shape[1]}x{image.shape[0]} px, "
+        width, height = photo_size or (image.shape[1], image.shape[0])
+        raise FlameFitError(f"no face found in {image_name} ({width}x{height} px, "
                             f"detector {name}){best}: {NO_FACE_HINT}")
     if face_index is not None and not 0 <= face_index < len(faces):
         raise FlameFitError(f"{image_name}: --face {face_index} is out of range: found {len(faces)} "
