@@ -184,8 +184,16 @@ def cmd_texture_space_build(args) -> None:
                           "run the same command with --resume to continue") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is one line like every other error, not argparse's usage block;
+    the subcommand parsers are of this class too (add_subparsers copies it)."""
+
+    def error(self, message):
+        raise FlameFitError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flamefit", description="Fit a FLAME head to a photo.")
+    parser = _Parser(prog="flamefit", description="Fit a FLAME head to a photo.")
     parser.add_argument("--version", action="version", version=f"flamefit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -285,7 +293,11 @@ def main(argv=None) -> int:
         parser = build_parser()  # imports the layers below: a broken install is one line too
     except Exception as exc:  # noqa: BLE001
         return _internal(exc, debug)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except FlameFitError as exc:
+        _say(f"error: {exc}")
+        return EXIT_ERROR
     debug = debug or args.debug
     _interrupted[0] = False
     # Called in-process (argv given, e.g. by tests) the caller's handlers come back after;
