@@ -5,6 +5,7 @@ parallel summary writers never collide; --workers is capped at cores and memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,7 +24,6 @@ from test_cli_fit import _env, flamefit
 from test_cli_safety import FAST, _one_line, _start
 
 from flamefit.app import pool
-from flamefit.fsutil import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,10 @@ def fitted(tmp_path_factory, astronaut):
     proc = flamefit("batch", photos, "-o", root / "out", *FAST)
     assert proc.returncode == 0, proc.stderr
     return photos, root / "out"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _result_bytes(out: Path) -> dict[str, bytes]:
@@ -108,7 +112,7 @@ def test_resume_and_overwrite_leave_the_bundle_of_another_photo_with_the_same_na
     out = tmp_path / "out"
     shutil.copytree(fitted[1], out)
     before = _result_bytes(out)
-    assert json.loads(before["a"])["photo"]["sha256"] == file_sha256(fitted[0] / "a.png")
+    assert json.loads(before["a"])["photo"]["sha256"] == _sha256(fitted[0] / "a.png")
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(fitted[0] / "b.png", other / "a.png")  # another photo, named a.png
@@ -134,7 +138,7 @@ def test_an_edited_photo_is_refitted_only_with_overwrite(fitted, tmp_path):
     assert "earlier version of a.png" in _summary(out)["a.png"]["message"] and _result_bytes(out) == kept
     proc = flamefit("batch", photos, "-o", out, "--overwrite", *FAST)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((out / "a" / "result.json").read_text())["photo"]["sha256"] == file_sha256(photos / "a.png")
+    assert json.loads((out / "a" / "result.json").read_text())["photo"]["sha256"] == _sha256(photos / "a.png")
 
 
 # --- 9. parallel summary writers -------------------------------------------------------------
@@ -160,8 +164,8 @@ print(len(failures), sorted(set(failures)))
 
 
 def test_two_processes_writing_the_summary_never_collide(tmp_path):
-    """They shared one temporary name (.summary.csv.tmp): measured 6-21 of 2 x 400 writes
-    failed with FileNotFoundError on the old code."""
+    """They shared one temporary name (.summary.csv.tmp): on the old code 80 and 99 of the
+    two processes' 400 writes each failed (FileNotFoundError)."""
     summary = tmp_path / "summary.csv"
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(summary), str(tmp_path / f"ready-{k}"), "400"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
@@ -184,8 +188,6 @@ def test_workers_are_capped_at_cores_and_memory(tmp_path, capsys):
     note = capsys.readouterr().err.strip()
     assert re.fullmatch(rf"flamefit: --workers 1000: using {workers} \({cores} cores, [\d.]+ GB available at "
                         r"~[\d.]+ GB per worker\)", note), note
-    with pytest.raises(Exception, match="need at least 1"):
-        pool.worker_count(0)
 
     # Both commands say it, on one line, before they start (here the first thing each then refuses:
     # a photo whose bundle folder is the user's; a model file that is not one).

@@ -217,12 +217,14 @@ def run_batch(request: BatchRequest) -> dict:
     """Fit every photo of request.photos_dir; the counts. FlameFitError when any failed,
     Interrupted (with what was written) when stopped."""
     folder = Path(request.photos_dir).expanduser()
+    if request.workers < 1:
+        raise FlameFitError(f"--workers {request.workers}: need at least 1")
     out_dir = _output_folder(request.output)
     photos = list_photos(folder)
     names = bundle_names(photos)
     device = str(resolve_device(request.device))
     settings_from(request.settings)  # bad settings fail before anything is written
-    workers = pool.worker_count(request.workers)
+    workers = pool.worker_count(request.workers)  # after the other checks: a note, not an error
     json_out = request.progress
     info = sys.stderr
 

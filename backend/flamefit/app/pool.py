@@ -47,11 +47,10 @@ WORKER_PEAK_BYTES = int(1.1 * 2**30)
 
 
 def worker_count(requested: int) -> int:
-    """The workers to start for `--workers requested`: at most one per core (each fits on
-    one thread) and as many as the available memory holds, at least 1; a line on stderr
-    says when fewer than asked are used (1000 workers would need ~800 GB)."""
-    if requested < 1:
-        raise FlameFitError(f"--workers {requested}: need at least 1")
+    """The workers to start for `--workers requested` (>= 1, checked up front by the caller):
+    at most one per core (each fits on one thread) and as many as the available memory
+    holds, at least 1. A line on stderr says when fewer than asked are used, so call it
+    after the other checks (an error stays the only line)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     available = _available_memory()
     by_memory = requested if available is None else max(1, available // WORKER_PEAK_BYTES)

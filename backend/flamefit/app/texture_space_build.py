@@ -280,6 +280,8 @@ def run_build(request: BuildRequest) -> BuildReport:
     """`flamefit texture-space build` from its request; checks come before the model loads."""
     from .session import settings_from
 
+    if request.workers < 1:
+        raise FlameFitError(f"--workers {request.workers}: need at least 1")
     if not 2 <= request.components <= 1000:
         raise FlameFitError(f"--components {request.components}: choose between 2 and 1000")
     for flag, value in (("--uv-resolution", request.uv_resolution), ("--size", request.size)):
@@ -288,7 +290,7 @@ def run_build(request: BuildRequest) -> BuildReport:
     photos_dir = Path(request.photos_dir).expanduser()
     list_photos(photos_dir)  # a bad folder fails before the model loads
     settings = settings_from(request.settings)
-    request.workers = pool.worker_count(request.workers)  # after the other checks: its note is not an error
+    request.workers = pool.worker_count(request.workers)  # after the other checks: a note, not an error
     if request.workers == 1:
         configure_threads()
     model = load_model(settings)
