@@ -1,14 +1,17 @@
 """Contact sheet of a texture space: the mean, mean +/- 2 sigma of the first components,
 how much each texel was seen, and the explained-variance curve (PIL only). The tiles
-show the part of the UV map the photos saw; never-seen texels are faded."""
+show the part of the UV map the photos saw; never-seen texels are faded. The PNG carries
+a text chunk (MARK) so that `texture-space build --overwrite` can tell a sheet it wrote
+from a user's picture of the same name, which it never replaces."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
+from ..fsutil import atomic_write
 from ..image import linear_to_srgb
 from .spaces import TextureSpaceData
 
@@ -19,6 +22,7 @@ BACKGROUND = (250, 250, 250)
 INK = (30, 30, 30)
 BAR = (90, 130, 200)
 CURVE = (210, 80, 60)
+MARK = ("Software", "FlameFit texture-space contact sheet")  # PNG text chunk: key, value
 
 
 def _font(size: int):
@@ -139,5 +143,18 @@ def write_contact_sheet(path, space: TextureSpaceData, explained_ratio: np.ndarr
         plot = variance_plot(np.asarray(explained_ratio, np.float64), sheet.width - 2 * PAD, plot_h)
         sheet.paste(plot, (PAD, height - plot_h - PAD))
     path = Path(path)
-    sheet.save(path)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*MARK)
+    with atomic_write(path) as stream:  # the old sheet stays whole until the new one is
+        sheet.save(stream, format="PNG", pnginfo=info)
     return path
+
+
+def is_contact_sheet(path) -> bool:
+    """Whether `path` is a contact sheet FlameFit wrote (a PNG with MARK; only the
+    header chunks are read, no pixels)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get(MARK[0]) == MARK[1]
+    except Exception:  # noqa: BLE001 - unreadable, not an image, too large: not our sheet
+        return False
