@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FlameFitError
+from ..fsutil import atomic_save_npz, atomic_write_text
 
 WORK_VERSION = 1  # layout of the per-photo results; a resume needs the same
+SETTINGS_FILE = "settings.json"  # written first into every work folder: what makes a folder one
+
 
 def work_dir_for(output: Path) -> Path:
     return output.with_name(output.stem + ".work")
@@ -26,6 +29,25 @@ def photo_id(photos_dir: Path, photo: Path) -> str:
     return f"{safe}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
 
 
+def check_work_dir(root: Path, resume: bool) -> None:
+    """Refuse, before any fitting, a work folder this build may not use: anything but a
+    folder; a folder holding anything unless --resume; and with --resume a folder that is
+    not a build's (no settings.json), so a user's folder is never written into. An
+    empty folder is used. FlameFit never removes or empties a work folder."""
+    root = Path(root)
+    if os.path.lexists(root) and not root.is_dir():
+        raise FlameFitError(f"{root}: exists and is not a folder (the build keeps its work there); "
+                            "move it or choose another -o")
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    if not resume:
+        raise FlameFitError(f"{root}: a build was started here before; pass --resume to continue it, "
+                            "or remove the folder to start over (--overwrite never removes it)")
+    if not (root / SETTINGS_FILE).is_file():
+        raise FlameFitError(f"{root}: exists and is not a texture-space build's work folder (no {SETTINGS_FILE}); "
+                            "FlameFit writes into no other folder: move it or choose another -o")
+
+
 # ----------------------------------------------------------------------------- work folder
 
 
@@ -36,39 +58,37 @@ class WorkFolder:
         self.root = Path(root)
         self.unwrapped = self.root / "unwrapped"
         self.failed = self.root / "failed"
-        settings_file = self.root / "settings.json"
-        if self.root.exists() and not self.root.is_dir():
-            raise FlameFitError(f"{self.root}: exists and is not a folder (the build keeps its work there)")
-        if self.root.exists() and any(self.root.iterdir()):
-            if not resume:
-                raise FlameFitError(f"{self.root}: a build was started here before; pass --resume to continue it, "
-                                    "or remove the folder to start over")
-            if settings_file.exists():
-                old = _read_json(settings_file)
-                if not isinstance(old, dict):
-                    _damaged(settings_file, "not a JSON object")
-                changed = {k for k in settings if old.get(k) != settings[k]}
-                if changed:
-                    raise FlameFitError(f"{self.root}: cannot resume, the build settings changed "
-                                        f"({', '.join(sorted(changed))}); use the earlier settings or a new output")
+        settings_file = self.root / SETTINGS_FILE
+        check_work_dir(self.root, resume)
+        if settings_file.exists():  # resuming (check_work_dir allows nothing else)
+            old = _read_json(settings_file)
+            if not isinstance(old, dict):
+                _damaged(settings_file, "not a JSON object")
+            changed = {k for k in settings if old.get(k) != settings[k]}
+            if changed:
+                raise FlameFitError(f"{self.root}: cannot resume, the build settings changed "
+                                    f"({', '.join(sorted(changed))}); use the earlier settings or a new output")
             self.check()  # a damaged folder is refused before any photo is fitted
-        self.unwrapped.mkdir(parents=True, exist_ok=True)
+        # settings.json first: it is what marks the folder as a build's (check_work_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(settings_file, json.dumps(settings, indent=2))
+        self.unwrapped.mkdir(exist_ok=True)
         self.failed.mkdir(exist_ok=True)
         for leftover in [*self.unwrapped.glob(".*.tmp*"), *self.failed.glob(".*.tmp*")]:
             leftover.unlink(missing_ok=True)  # from a process killed while writing
-        _atomic_write_text(settings_file, json.dumps(settings, indent=2))
 
     def check(self) -> None:
-        """Refuse damaged stored results (cheap: zip members and JSON, no arrays decoded)."""
-        import zipfile
+        """Refuse damaged stored results (cheap: zip members, their .npy headers and JSON;
+        no arrays decoded), and a zip bomb before hours of fitting."""
+        from ..errors import ModelFileError
+        from ..models.safe_pickle import npz_headers
 
         for path in sorted(self.unwrapped.glob("*.npz")):
             try:
-                with zipfile.ZipFile(path) as archive:
-                    names = set(archive.namelist())
-            except (OSError, zipfile.BadZipFile) as exc:
-                _damaged(path, f"{type(exc).__name__}: {exc}")
-            if not {"albedo.npy", "confidence.npy", "info.npy"} <= names:
+                names = set(npz_headers(path))
+            except ModelFileError as exc:
+                _damaged(path, exc.problem)
+            if not {"albedo", "confidence", "info"} <= names:
                 _damaged(path, f"holds {sorted(names)}")
         self.failures()
 
@@ -77,15 +97,12 @@ class WorkFolder:
         return names | {p.name[:-5] for p in self.failed.glob("*.json")}
 
     def save(self, pid: str, albedo: np.ndarray, confidence: np.ndarray, info: dict) -> None:
-        target = self.unwrapped / f"{pid}.npz"
-        tmp = target.with_name(f".{pid}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, albedo=albedo.astype(np.float16),
-                 confidence=np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8),
-                 info=np.array(json.dumps(info, default=str)))
-        tmp.replace(target)
+        atomic_save_npz(self.unwrapped / f"{pid}.npz", compressed=False, albedo=albedo.astype(np.float16),
+                        confidence=np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8),
+                        info=np.array(json.dumps(info, default=str)))
 
     def save_failure(self, pid: str, photo: Path, message: str) -> None:
-        _atomic_write_text(self.failed / f"{pid}.json", json.dumps({"photo": str(photo), "error": message}))
+        atomic_write_text(self.failed / f"{pid}.json", json.dumps({"photo": str(photo), "error": message}))
 
     def failures(self) -> dict:
         failures = {}
@@ -133,8 +150,3 @@ def _read_json(path: Path):
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         _damaged(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
