@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -544,10 +545,10 @@ def photo_folder(head, tmp_path_factory):
     return folder
 
 
-def _build(folder, out, model, **kw):
+def _build(folder, out, model, log=lambda *a: None, **kw):
     settings = dict(components=4, uv_resolution=R, size=64, fitter="test_texture_space:truth_view")
     options = BuildOptions(**{**settings, **kw})
-    return build_texture_space(folder, out, options, model, log=lambda *a: None)
+    return build_texture_space(folder, out, options, model, log=log)
 
 
 def test_interrupted_build_resumes_without_losing_photos(head, photo_folder, tmp_path):
@@ -572,10 +573,10 @@ def test_interrupted_build_resumes_without_losing_photos(head, photo_folder, tmp
     a, b = read_texture_space(reference.output, head), read_texture_space(out, head)
     np.testing.assert_allclose(a.mean, b.mean, atol=1e-5)
     np.testing.assert_allclose(np.abs(a.basis), np.abs(b.basis), atol=1e-3)
-    again = _build(photo_folder, out, head, resume=True)  # everything stored: only the PCA runs
+    again = _build(photo_folder, out, head, resume=True, overwrite=True)  # everything stored: only the PCA runs
     assert again.fitted_now == 0
     with pytest.raises(FlameFitError, match="settings changed"):
-        _build(photo_folder, out, head, resume=True, uv_resolution=16)
+        _build(photo_folder, out, head, resume=True, overwrite=True, uv_resolution=16)
 
 
 def test_build_killed_by_a_signal_resumes(head, photo_folder, flame_extract_path, tmp_path):
@@ -636,6 +637,115 @@ def test_build_writes_metadata_and_contact_sheet(head, photo_folder, tmp_path):
     assert meta["colour"] == {**meta["colour"], "order": "BGR", "scale": 255.0, "transfer": "linear"}
     sheet = Image.open(report.contact_sheet)
     assert sheet.width > 600 and sheet.height > 500
+
+
+# ----------------------------------------------------------------------------- outputs: nothing a user owns is lost
+
+
+def test_build_never_writes_over_a_photo(head, photo_folder, tmp_path):
+    """-o PHOTOS/p01.npz puts the contact sheet at p01.png, a photo: refused, even with
+    --overwrite, before anything is written."""
+    photos = shutil.copytree(photo_folder, tmp_path / "photos")
+    before = (photos / "p01.png").read_bytes()
+    for kw in ({}, {"overwrite": True}):
+        with pytest.raises(FlameFitError, match=r"p01\.png: is one of the photos in .*--overwrite never replaces"):
+            _build(photos, photos / "p01.npz", head, **kw)
+    assert (photos / "p01.png").read_bytes() == before
+    assert not (photos / "p01.npz").exists() and not (photos / "p01.work").exists()
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite_and_only_ours(head, photo_folder, tmp_path):
+    # The user's own mine.npz / mine.png: kept, with or without --overwrite.
+    mine = tmp_path / "mine.npz"
+    np.savez(mine, mean=np.zeros(3))
+    shutil.copy(photo_folder / "p00.png", tmp_path / "mine.png")
+    owned = {p: p.read_bytes() for p in (mine, tmp_path / "mine.png")}
+    for kw in ({}, {"overwrite": True}):
+        with pytest.raises(FlameFitError, match=r"mine\.npz: exists and is not a texture space FlameFit wrote"):
+            _build(photo_folder, mine, head, **kw)
+        mine.rename(tmp_path / "mine.npz.aside")  # now the picture is in the way
+        with pytest.raises(FlameFitError, match=r"mine\.png: exists and is not a contact sheet FlameFit wrote"):
+            _build(photo_folder, mine, head, **kw)
+        (tmp_path / "mine.npz.aside").rename(mine)
+    assert {p: p.read_bytes() for p in owned} == owned and not (tmp_path / "mine.work").exists()
+
+    # FlameFit's own space and sheet: refused without --overwrite (--resume reuses only
+    # the work folder), replaced with it; --overwrite never starts the work folder over.
+    out = tmp_path / "space.npz"
+    _build(photo_folder, out, head)
+    inodes = [p.stat().st_ino for p in (out, out.with_suffix(".png"))]
+    for kw in ({}, {"resume": True}):
+        with pytest.raises(FlameFitError, match=r"space\.npz: already exists \(use --overwrite"):
+            _build(photo_folder, out, head, **kw)
+    with pytest.raises(FlameFitError, match=r"space\.work: a build was started here before; pass --resume"):
+        _build(photo_folder, out, head, overwrite=True)
+    again = _build(photo_folder, out, head, resume=True, overwrite=True)
+    assert again.fitted_now == 0 and [p.stat().st_ino for p in (out, out.with_suffix(".png"))] != inodes
+
+    # The space the fits read is an input: never replaced.
+    with pytest.raises(FlameFitError, match=r"space\.npz: is the texture space the fits use"):
+        _build(photo_folder, out, head, resume=True, overwrite=True, texture_space=str(out))
+
+
+def truth_view_user_saves(path, model, context):
+    """truth_view, while the user saves a picture where the contact sheet will go."""
+    target = Path(os.environ["TEXTURE_TEST_USER_FILE"])
+    if not target.exists():
+        target.write_bytes(b"the user's drawing")
+    return truth_view(path, model, context)
+
+
+def test_a_file_saved_during_the_build_is_kept(head, photo_folder, tmp_path, monkeypatch):
+    out = tmp_path / "space.npz"
+    monkeypatch.setenv("TEXTURE_TEST_USER_FILE", str(out.with_suffix(".png")))
+    with pytest.raises(FlameFitError, match=r"space\.png: exists and is not a contact sheet FlameFit wrote"):
+        _build(photo_folder, out, head, fitter="test_texture_space:truth_view_user_saves")
+    assert out.with_suffix(".png").read_bytes() == b"the user's drawing" and not out.exists()
+    assert len(list(work_dir_for(out).glob("unwrapped/*.npz"))) == 11  # the fits are kept for a --resume
+
+
+def test_resume_never_writes_into_a_users_folder(head, photo_folder, tmp_path):
+    work = tmp_path / "space.work"
+    work.mkdir()
+    (work / "thesis.txt").write_text("t")
+    with pytest.raises(FlameFitError, match=r"space\.work: exists and is not a texture-space build's work folder"):
+        _build(photo_folder, tmp_path / "space.npz", head, resume=True)
+    assert os.listdir(work) == ["thesis.txt"] and not (tmp_path / "space.npz").exists()
+
+
+def test_every_photo_left_out_is_named(head, photo_folder, tmp_path):
+    """A contact sheet among the photos is not a photo, a failed photo is not used: the
+    log says both (a build into the photo folder leaves its sheet there)."""
+    photos = shutil.copytree(photo_folder, tmp_path / "photos")
+    _build(photos, photos / "space.npz", head)
+    lines = []
+    report = _build(photos, photos / "other.npz", head, log=lines.append)
+    assert report.photos == 12 and report.used == 11
+    assert "left out space.png: a FlameFit contact sheet, not a photo" in lines
+    assert any(line.startswith("11 of 12 photos used; left out: 1 failed (p07.png; why: ") for line in lines), lines
+
+
+def test_cli_refuses_an_output_in_one_line_before_the_model_loads(tmp_path, capsys):
+    """Checked before the model loads: the broken --model is never read."""
+    from PIL import Image
+
+    from flamefit.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a1.png", "a2.png"):
+        Image.new("RGB", (32, 32), (200, 150, 120)).save(photos / name)
+    (tmp_path / "mine.npz").write_bytes(b"my data")
+    (tmp_path / "broken.npz").write_bytes(b"not a model")
+    broken = ["--model", str(tmp_path / "broken.npz")]
+    cases = [(["-o", str(tmp_path / "mine.npz")], "mine.npz: exists and is not a texture space FlameFit wrote"),
+             (["-o", str(photos / "a1.npz"), "--overwrite"], "a1.png: is one of the photos in")]
+    for args, message in cases:
+        assert main(["texture-space", "build", str(photos), *args, *broken]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("flamefit: error: ") and err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "mine.npz").read_bytes() == b"my data" and sorted(os.listdir(tmp_path)) == ["broken.npz", "mine.npz", "photos"]
+    assert sorted(os.listdir(photos)) == ["a1.png", "a2.png"]
 
 
 # ----------------------------------------------------------------------------- real photos

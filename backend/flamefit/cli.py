@@ -153,6 +153,8 @@ def add_texture_space_parser(sub) -> None:
     b.add_argument("--components", type=int, default=50, metavar="K", help="principal components to keep (default 50)")
     b.add_argument("--workers", type=int, default=1, metavar="N", help="fit N photos at a time (processes)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted build: reuse every stored photo")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace an existing SPACE.npz and SPACE.png (only ones FlameFit wrote; never a photo)")
     b.add_argument("--uv-resolution", type=int, default=256, metavar="N", help="unwrap and PCA resolution (default 256)")
     b.add_argument("--size", type=int, default=512, metavar="N", help="stored resolution (default 512, like FLAME's)")
     b.add_argument("--normalise", default="white-balance", choices=("none", "exposure", "white-balance"),
@@ -173,9 +175,10 @@ def cmd_texture_space_build(args) -> None:
     from .textures.work import work_dir_for
 
     request = BuildRequest(photos_dir=args.photos, output=args.output, components=args.components,
-                           workers=args.workers, resume=args.resume, uv_resolution=args.uv_resolution, size=args.size,
-                           normalise=args.normalise, symmetric_fill=args.symmetric_fill, licence=args.licence,
-                           detector=args.detector, settings=model_flags(args))
+                           workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+                           uv_resolution=args.uv_resolution, size=args.size, normalise=args.normalise,
+                           symmetric_fill=args.symmetric_fill, licence=args.licence, detector=args.detector,
+                           settings=model_flags(args))
     try:
         run_build(request)
     except KeyboardInterrupt:

@@ -8,12 +8,19 @@
 2. When all photos are done, textures/build.py turns the stored samples into the space
    (mirror fill, weighted EM-PCA with per-photo gains, smooth fill, resampling), which is
    written in FLAME_texture.npz's layout with metadata and a contact sheet `SPACE.png`.
+
+Nothing a user owns is lost (check_outputs, before any model loads): an existing
+SPACE.npz/SPACE.png is replaced only with --overwrite and only when FlameFit wrote it
+(its metadata / PNG mark), never an input (a photo, the --texture-space the fits read);
+SPACE.work/ is reused only with --resume and never removed. Refreshing a finished build
+(photos added) takes both: --resume --overwrite.
 """
 
 from __future__ import annotations
 
 import datetime
 import importlib
+import json
 import os
 import sys
 import time
@@ -23,11 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..bundle.writer import check_path_text
 from ..errors import FlameFitError
 from ..textures.build import BuildOptions, space_from_work, work_settings
-from ..textures.spaces import save_texture_space
+from ..textures.contact_sheet import is_contact_sheet, write_contact_sheet
+from ..textures.spaces import FORMAT_NAME, save_texture_space
 from ..textures.uv_masks import uv_face_core, uv_skin_prior
-from ..textures.work import WorkFolder, photo_id, work_dir_for
+from ..textures.work import WorkFolder, check_work_dir, photo_id, work_dir_for
 from . import pool
 from .photos import list_photos, sidecar_landmarks
 from .session import configure_threads, load_model
@@ -188,6 +197,82 @@ def run_photos(jobs: list[tuple[str, str]], state: dict, workers: int, report) -
     return time.perf_counter() - start
 
 
+# ----------------------------------------------------------------------------- outputs
+
+
+def check_outputs(photos_dir: Path, output: Path, overwrite: bool, resume: bool,
+                  texture_space=None) -> tuple[list[Path], list[Path]]:
+    """(photos to fit, FlameFit contact sheets found among them and left out), once every
+    output is known to lose nothing a user owns; FlameFitError otherwise. Cheap: run
+    before the model loads. SPACE.npz/SPACE.png: _check_replaceable; SPACE.work/:
+    work.check_work_dir."""
+    photos_dir, output = Path(photos_dir), Path(output)
+    if output.suffix.lower() != ".npz":
+        raise FlameFitError(f"{output}: the texture space is written as .npz; give -o SPACE.npz")
+    check_path_text(output.absolute(), "output file")
+    ancestor = next(p for p in output.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise FlameFitError(f"{ancestor}: is a file, so {output} cannot be created")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FlameFitError(f"{ancestor}: folder is not writable, so {output} cannot be written")
+    listed = list_photos(photos_dir)
+    sheets = [p for p in listed if is_contact_sheet(p)]  # an earlier build's output, not a photo
+    photos = [p for p in listed if p not in sheets]
+    if not photos:
+        raise FlameFitError(f"{photos_dir}: no photos, only FlameFit contact sheets ({', '.join(p.name for p in sheets)})")
+    inputs = _inputs(photos_dir, photos, texture_space)
+    for path in (output, output.with_suffix(".png")):
+        _check_replaceable(path, overwrite, inputs)
+    check_work_dir(work_dir_for(output), resume)
+    return photos, sheets
+
+
+def _inputs(photos_dir: Path, photos: list[Path], texture_space) -> dict[Path, str]:
+    """Every file the build reads -> what it is: no output may be one of them."""
+    inputs = {p: f"one of the photos in {photos_dir}" for p in photos}
+    if texture_space:
+        inputs[Path(texture_space)] = "the texture space the fits use (--texture-space)"
+    return inputs
+
+
+def _check_replaceable(path: Path, overwrite: bool, inputs: dict[Path, str]) -> None:
+    """Refuse to write SPACE.npz or SPACE.png at `path` where that would lose a user's
+    file: an input (even with --overwrite), a link or anything FlameFit did not write,
+    or (without --overwrite) anything at all."""
+    if not os.path.lexists(path):
+        return
+    for other, what in inputs.items():
+        if _same_file(path, other):
+            raise FlameFitError(f"{path}: is {what}; the build would write over it: choose another -o "
+                                "(--overwrite never replaces an input)")
+    what = "texture space" if path.suffix.lower() == ".npz" else "contact sheet"
+    ours = is_flamefit_space(path) if what == "texture space" else is_contact_sheet(path)
+    if path.is_symlink() or not path.is_file() or not ours:
+        raise FlameFitError(f"{path}: exists and is not a {what} FlameFit wrote (the build writes its {what} there); "
+                            "FlameFit replaces only its own files: choose another -o")
+    if not overwrite:
+        raise FlameFitError(f"{path}: already exists (use --overwrite to replace it)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_flamefit_space(path) -> bool:
+    """Whether `path` is a texture space FlameFit built (its metadata names our format;
+    read through the size-guarded npz reader, no arrays but the metadata)."""
+    from ..models.safe_pickle import load_npz
+
+    try:
+        meta = json.loads(str(load_npz(path, only={"meta"})["meta"]))
+    except Exception:  # noqa: BLE001 - unreadable, no or bad metadata: not ours
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+
+
 # ----------------------------------------------------------------------------- the build
 
 
@@ -197,10 +282,10 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
     from ..fitting import prepare_model
 
     photos_dir, output = Path(photos_dir), Path(output)
-    if output.suffix.lower() != ".npz":
-        raise FlameFitError(f"{output}: the texture space is written as .npz; give -o SPACE.npz")
+    photos, sheets = check_outputs(photos_dir, output, options.overwrite, options.resume, options.texture_space)
+    for sheet in sheets:
+        log(f"left out {sheet.name}: a FlameFit contact sheet, not a photo")
     model = prepare_model(model)  # as for a fit; a prepared model is returned as it is
-    photos = list_photos(photos_dir, exclude=[output.with_suffix(".png")])
     ids = [photo_id(photos_dir, p) for p in photos]
     work = WorkFolder(work_dir_for(output), work_settings(model, options), options.resume)
     done = work.done()
@@ -228,6 +313,15 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
     space, result, used, dropped = space_from_work(work, model, options, set(ids))
     pca_seconds = time.perf_counter() - start
     failures = work.failures()
+    names = dict(zip(ids, (p.name for p in photos)))
+    failed = [names[pid] for pid in ids if (work.failed / f"{pid}.json").exists()]
+    log(f"{len(used)} of {len(photos)} photos used" +
+        (f"; left out: {len(failed)} failed ({_some(failed)}; why: {work.failed})" if failed else "") +
+        (f"; {len(dropped)} with too little of the face seen ({_some([names[pid] for pid in dropped])})"
+         if dropped else ""))
+    # Again just before writing: a build takes hours, and a file may have appeared meanwhile.
+    for path in (output, output.with_suffix(".png")):
+        _check_replaceable(path, options.overwrite, _inputs(photos_dir, photos, options.texture_space))
     meta = {
         "num_photos": len(used),
         "photos_failed": len(failures),
@@ -248,8 +342,6 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
         "flamefit_version": __version__,
     }
     save_texture_space(output, space, meta, explained_variance_ratio=result.explained_ratio)
-    from ..textures.contact_sheet import write_contact_sheet
-
     coverage = result.coverage.reshape(options.uv_resolution, options.uv_resolution)
     sheet = write_contact_sheet(output.with_suffix(".png"), space, result.explained_ratio, coverage,
                                 title=f"{output.name}: {len(used)} photos, {model.name}, K = {space.num_components}")
@@ -260,6 +352,10 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
                        pca_seconds=pca_seconds, explained_ratio=result.explained_ratio)
 
 
+def _some(names: list[str], most: int = 10) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 @dataclass
 class BuildRequest:
     photos_dir: Path
@@ -267,6 +363,7 @@ class BuildRequest:
     components: int = 50
     workers: int = 1
     resume: bool = False
+    overwrite: bool = False
     uv_resolution: int = 256
     size: int = 512
     normalise: str = "white-balance"
@@ -288,15 +385,18 @@ def run_build(request: BuildRequest) -> BuildReport:
         if not 16 <= value <= 4096:
             raise FlameFitError(f"{flag} {value}: choose between 16 and 4096")
     photos_dir = Path(request.photos_dir).expanduser()
-    list_photos(photos_dir)  # a bad folder fails before the model loads
+    output = Path(request.output).expanduser().absolute()
     settings = settings_from(request.settings)
+    # A bad folder or an output that would lose a user's file fails before the model loads.
+    check_outputs(photos_dir, output, request.overwrite, request.resume, settings.texture_space)
     request.workers = pool.worker_count(request.workers)  # after the other checks: a note, not an error
     if request.workers == 1:
         configure_threads()
     model = load_model(settings)
     options = BuildOptions(components=request.components, workers=request.workers, resume=request.resume,
+                           overwrite=request.overwrite,
                            uv_resolution=request.uv_resolution, size=request.size, normalise=request.normalise,
                            symmetric_fill=request.symmetric_fill, licence=request.licence, detector=request.detector,
                            texture_space=str(settings.texture_space) if settings.texture_space else None)
-    return build_texture_space(photos_dir, Path(request.output).expanduser().absolute(), options, model,
+    return build_texture_space(photos_dir, output, options, model,
                                log=lambda *a: print(*a, file=sys.stderr, flush=True))

@@ -30,7 +30,8 @@ MIN_SEEN_TEXELS = 20
 class BuildOptions:
     components: int = 50
     workers: int = 1
-    resume: bool = False
+    resume: bool = False  # reuse the work folder's stored photos (textures/work.py)
+    overwrite: bool = False  # replace an existing SPACE.npz/SPACE.png, only FlameFit's own
     uv_resolution: int = 256  # unwrap and PCA resolution
     size: int = 512  # stored resolution
     normalise: str = "white-balance"  # none | exposure | white-balance
