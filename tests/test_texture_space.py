@@ -708,8 +708,9 @@ def test_resume_never_writes_into_a_users_folder(head, photo_folder, tmp_path):
     work = tmp_path / "space.work"
     work.mkdir()
     (work / "thesis.txt").write_text("t")
-    with pytest.raises(FlameFitError, match=r"space\.work: exists and is not a texture-space build's work folder"):
-        _build(photo_folder, tmp_path / "space.npz", head, resume=True)
+    for kw in ({"resume": True}, {}):
+        with pytest.raises(FlameFitError, match=r"space\.work: exists and is not a texture-space build's work folder"):
+            _build(photo_folder, tmp_path / "space.npz", head, **kw)
     assert os.listdir(work) == ["thesis.txt"] and not (tmp_path / "space.npz").exists()
 
 

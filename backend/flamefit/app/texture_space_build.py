@@ -241,11 +241,11 @@ def _check_replaceable(path: Path, overwrite: bool, inputs: dict[Path, str]) -> 
     or (without --overwrite) anything at all."""
     if not os.path.lexists(path):
         return
-    for other, what in inputs.items():
-        if _same_file(path, other):
-            raise FlameFitError(f"{path}: is {what}; the build would write over it: choose another -o "
-                                "(--overwrite never replaces an input)")
     what = "texture space" if path.suffix.lower() == ".npz" else "contact sheet"
+    for other, role in inputs.items():
+        if _same_file(path, other):
+            raise FlameFitError(f"{path}: is {role}; the build would write its {what} over it: choose another -o "
+                                "(--overwrite never replaces an input)")
     ours = is_flamefit_space(path) if what == "texture space" else is_contact_sheet(path)
     if path.is_symlink() or not path.is_file() or not ours:
         raise FlameFitError(f"{path}: exists and is not a {what} FlameFit wrote (the build writes its {what} there); "

@@ -31,21 +31,21 @@ def photo_id(photos_dir: Path, photo: Path) -> str:
 
 def check_work_dir(root: Path, resume: bool) -> None:
     """Refuse, before any fitting, a work folder this build may not use: anything but a
-    folder; a folder holding anything unless --resume; and with --resume a folder that is
-    not a build's (no settings.json), so a user's folder is never written into. An
-    empty folder is used. FlameFit never removes or empties a work folder."""
+    folder; a folder holding anything but a build's work (no settings.json), so a user's
+    folder is never written into; a build's work unless --resume. An empty folder is
+    used. FlameFit never removes or empties a work folder."""
     root = Path(root)
     if os.path.lexists(root) and not root.is_dir():
         raise FlameFitError(f"{root}: exists and is not a folder (the build keeps its work there); "
                             "move it or choose another -o")
     if not root.is_dir() or not any(root.iterdir()):
         return
-    if not resume:
-        raise FlameFitError(f"{root}: a build was started here before; pass --resume to continue it, "
-                            "or remove the folder to start over (--overwrite never removes it)")
     if not (root / SETTINGS_FILE).is_file():
         raise FlameFitError(f"{root}: exists and is not a texture-space build's work folder (no {SETTINGS_FILE}); "
                             "FlameFit writes into no other folder: move it or choose another -o")
+    if not resume:
+        raise FlameFitError(f"{root}: a build was started here before; pass --resume to continue it, "
+                            "or remove the folder to start over (--overwrite never removes it)")
 
 
 # ----------------------------------------------------------------------------- work folder
