@@ -11,8 +11,15 @@ Resource bounds (a small file must not expand without limit): a pickle's objects
 counted as expanded (shared sub-lists count each time they are reached) and nested at
 most MAX_DEPTH deep; every array's declared shape x itemsize (the .npy header, inside a
 zip or not) is checked against MAX_READ_BYTES and against the bytes the file really holds
-before anything is allocated. Allow-listed functions reach the pickle as wrappers that
-refuse BUILD, so a pickle cannot change them (their __name__, __defaults__...).
+before anything is allocated, and then exactly that many bytes are read, in chunks.
+Allow-listed functions reach the pickle as wrappers that refuse BUILD, so a pickle cannot
+change them (their __name__, __defaults__...).
+
+An .npz is read only if every member is stored or deflated (what numpy writes): Python's
+zipfile inflates deflate only as far as it is read, but a bzip2 or lzma member whole on its
+first read(), whatever sizes the zip declares (1.7 KB of bzip2 makes 4.5 GB). `load_npz`
+is the one reader of every .npz the backend takes from a user (models, UV layouts, texture
+spaces, bundle mesh.npz, texture-space build work files).
 """
 
 from __future__ import annotations
@@ -350,14 +357,15 @@ class _Budget:
     def __init__(self, limit=MAX_READ_BYTES):
         self.left = limit
 
-    def take(self, path, shape, dtype, available):
+    def take(self, path, shape, dtype, available, what=None):
         """Check an array's declared size before it is allocated: within the budget and
         no larger than the bytes the file (or zip member) really holds."""
         nbytes = dtype.itemsize
         for n in shape:
             nbytes *= int(n)  # Python ints: no overflow on absurd shapes
         if nbytes > self.left:
-            raise _too_big(path, f"declares an array of shape {tuple(shape)} {dtype} ({nbytes / 2**30:.2f} GiB); FlameFit "
+            what = what or f"an array of shape {tuple(shape)} {dtype}"
+            raise _too_big(path, f"declares {what} ({nbytes / 2**30:.2f} GiB); FlameFit "
                                  f"reads at most {MAX_READ_BYTES / 2**30:.2f} GiB of arrays from one file")
         if available is not None and nbytes > available:
             raise _corrupt(path, "a numpy array file", EOFError(
@@ -374,21 +382,26 @@ def _read_npy_header(stream):
     return np.lib.format._read_array_header(stream, version)  # 3.0: utf-8 header
 
 
-def read_npy_stream(stream, path, size=None, budget=None):
+def read_npy_stream(stream, path, size=None, budget=None, allow_pickle=True):
     """One array from an .npy stream of `size` bytes (when known); object arrays go
-    through the safe unpickler and a 0-d object array (a pickled dict, as in DECA's
-    embedding) returns its item. The declared size is checked before reading."""
+    through the safe unpickler (refused when not allow_pickle) and a 0-d object array (a
+    pickled dict, as in DECA's embedding) returns its item. The declared size is checked
+    before reading."""
     budget = budget or _Budget()
     try:
         start = stream.tell()
         shape, _, dtype = _read_npy_header(stream)
-        if not dtype.hasobject:
-            budget.take(path, shape, dtype, None if size is None else size - (stream.tell() - start))
+        left = None if size is None else size - (stream.tell() - start)
         if dtype.hasobject:
+            if not allow_pickle:
+                raise ModelFileError(path, "holds Python objects, not numbers or text")
+            if left is not None:  # the pickle can read no more than the rest of the member
+                budget.take(path, (left,), np.dtype(np.uint8), None, what="a pickled object array")
             value = unpickle_stream(stream, path)
             if isinstance(value, np.ndarray) and value.shape == () and value.dtype == object:
                 return value.item()
             return value
+        budget.take(path, shape, dtype, left)
         stream.seek(start)
         return np.lib.format.read_array(stream, allow_pickle=False)
     except ModelFileError:
@@ -406,20 +419,40 @@ def _npz_members(archive: zipfile.ZipFile) -> dict[str, str]:
     return {name[:-4] if name.endswith(".npy") else name: name for name in archive.namelist()}
 
 
+NPZ_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what numpy writes; read in bounded steps
+
+
 def _open_npz(path) -> zipfile.ZipFile:
+    """The archive, refused before any member is read when one is compressed in a way
+    numpy never writes (bzip2, lzma: inflated whole on the first read) or encrypted."""
     _open(path).close()  # uniform "file not found" message
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise _corrupt(path, "an .npz (zip) archive", exc) from None
-    if len(archive.infolist()) > MAX_NPZ_MEMBERS:
+    try:
+        _check_members(archive, path)
+    except ModelFileError:
         archive.close()
-        raise _too_big(path, f"holds more than {MAX_NPZ_MEMBERS:,} arrays")
+        raise
     return archive
 
 
-def load_npz(path, only=None) -> dict:
-    """Arrays of an .npz as a dict, `only` those keys when given (big texture spaces)."""
+def _check_members(archive: zipfile.ZipFile, path) -> None:
+    if len(archive.infolist()) > MAX_NPZ_MEMBERS:
+        raise _too_big(path, f"holds more than {MAX_NPZ_MEMBERS:,} arrays")
+    for info in archive.infolist():
+        if info.compress_type not in NPZ_METHODS:
+            method = zipfile.compressor_names.get(info.compress_type, f"method {info.compress_type}")
+            raise ModelFileError(path, f"refuses to read member {info.filename}: it is compressed with {method} "
+                                       "(FlameFit reads only stored or deflate members, as numpy writes them)")
+        if info.flag_bits & 0x1:
+            raise ModelFileError(path, f"refuses to read member {info.filename}: it is encrypted")
+
+
+def load_npz(path, only=None, allow_pickle=True) -> dict:
+    """Arrays of an .npz as a dict, `only` those keys when given (big texture spaces);
+    allow_pickle=False refuses object arrays (files FlameFit wrote: numbers and text)."""
     with _open_npz(path) as archive:
         out = {}
         budget = _Budget()  # for all members together
@@ -428,7 +461,8 @@ def load_npz(path, only=None) -> dict:
                 continue
             try:
                 with archive.open(member) as stream:  # read in chunks: texture spaces are big
-                    out[key] = read_npy_stream(stream, f"{path}[{key}]", archive.getinfo(member).file_size, budget)
+                    out[key] = read_npy_stream(stream, f"{path}[{key}]", archive.getinfo(member).file_size, budget,
+                                               allow_pickle)
             except ModelFileError:
                 raise
             except Exception as exc:
