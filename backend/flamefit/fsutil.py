@@ -2,9 +2,11 @@
 flamefit but its errors).
 
 * `atomic_write(path)` / `atomic_save_npz(path, ...)`: the file appears whole or not at
-  all. Each writer uses its own temporary name beside the target (".NAME.tmp-PID-RANDOM")
-  and `os.replace`s it, so parallel writers never share a half-written file and readers
-  see either the old file, or a complete new one. Temporaries of dead writers are removed.
+  all. Each writer uses its own temporary name beside the target (".NAME.tmp-PID-RANDOM",
+  created with O_EXCL, never through a symlink) and `os.replace`s it, so parallel writers
+  never share a half-written file and readers see either the old file, or a complete new
+  one. Temporaries of dead writers are removed: only regular files of this user whose
+  name has exactly that shape (8 hex digits) and whose process has ended.
 * `file_lock(path)`: an exclusive advisory lock (a lock file), e.g. so that parallel
   processes build a cache once instead of each building it.
 * `file_sha256(path)`: the hex SHA-256 of a file's bytes, read in chunks (which photo a
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from .errors import FlameFitError
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")  # exactly what temp_name_for makes
 
 
 def require_regular_file(path, what: str = "file") -> Path:
@@ -76,13 +78,14 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # someone else's live process
+    except (OSError, OverflowError):
+        return True  # someone else's live process, or no way to tell: keep its files
     return True
 
 
 def remove_stale_temps(path) -> None:
-    """Delete temporaries of `path` (files only) left by writers that died (SIGKILL, power)."""
+    """Delete temporaries of `path` left by writers that died (SIGKILL, power): regular
+    files (no symlink, no folder) of this user named exactly as temp_name_for names them."""
     path = Path(path)
     try:
         entries = list(path.parent.iterdir())
@@ -92,7 +95,9 @@ def remove_stale_temps(path) -> None:
         match = _TEMP.match(entry.name)
         if match and match["name"] == path.name and not pid_alive(int(match["pid"])):
             with contextlib.suppress(OSError):
-                if entry.is_file() and not entry.is_symlink():
+                info = entry.lstat()
+                mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+                if stat.S_ISREG(info.st_mode) and mine:
                     entry.unlink()
 
 
@@ -103,8 +108,10 @@ def atomic_write(path, mode: str = "wb", **open_kwargs):
     path = Path(path)
     remove_stale_temps(path)
     tmp = temp_name_for(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)  # outside the try: a name that was there is not ours to remove
     try:
-        with open(tmp, mode, **open_kwargs) as stream:
+        with open(fd, mode, **open_kwargs) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
