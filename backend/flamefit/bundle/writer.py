@@ -1,14 +1,19 @@
 """Write a result bundle (INTERFACE.md section 3, schema.json), atomically and safely.
 
 - `check_output` runs before any fitting: an existing folder may only be replaced with
-  --overwrite and only when it is a FlameFit bundle (reader.is_bundle); the parent
-  must be writable and the name UTF-8. Without --overwrite the folder is claimed at once
-  (claim.OutputClaim, an flock), so of two writers of one folder exactly one proceeds.
-- Files go to a temporary sibling `.NAME.tmp-PID`, renamed to NAME under the claim
-  when complete (with --overwrite the old bundle is moved aside first and removed
-  after). Temporary siblings of dead writers are removed. On any error or interrupt the
-  temporary folder (and parent folders this run created) is removed, so OUT_DIR either
-  holds a complete bundle or does not exist.
+  --overwrite and only when it is a FlameFit bundle (reader.is_bundle) holding nothing
+  but its own files (reader.foreign_files); the parent must be writable, the name UTF-8
+  and short enough for every name FlameFit makes from it (.NAME.tmp-PID, ...) on that
+  file system. Without --overwrite the folder is claimed at once (claim.OutputClaim, an
+  flock), so of two writers of one folder exactly one proceeds.
+- Files go to a temporary sibling `.NAME.tmp-PID` (claim.make_temp_folder), renamed to
+  NAME under the claim when complete. With --overwrite the old bundle is checked again
+  and moved aside first; if a foreign file is found in it then, it is put back as it was
+  and the write refused. After the swap only its own files are deleted (a file that
+  appeared later keeps the old folder). Temporary siblings of dead writers are removed
+  (claim.remove_stale_siblings). On any error or interrupt the temporary folder (and
+  parent folders this run created) is removed, so OUT_DIR either holds a complete
+  bundle or is as it was.
 """
 
 from __future__ import annotations
@@ -33,9 +38,19 @@ from .. import __version__
 from ..errors import FlameFitError
 from ..image import linear_to_srgb
 from ..models.head_model import JOINT_NAMES
-from .claim import OutputClaim, remove_stale_siblings, temp_sibling
+from .claim import (
+    BUNDLE_NAMES,
+    MAX_PID,
+    TEMP_MARKER,
+    OutputClaim,
+    make_temp_folder,
+    remove_own_files,
+    remove_stale_siblings,
+    sibling_paths,
+    temp_sibling,
+)
 from .pictures import overlay_picture, report_picture
-from .reader import is_bundle
+from .reader import foreign_files, is_bundle
 from .schema import RESULT_FILE, SCHEMA_VERSION, file_names, files_for
 
 # key -> file name (schema.json); the photo's name depends on the photo (photo_name).
@@ -82,14 +97,50 @@ def _replaceable(out: Path) -> None:
     if not is_bundle(out):
         raise FlameFitError(f"{out}: exists and is not a FlameFit result bundle (no valid result.json); "
                             "FlameFit replaces only its own bundles: choose another output folder")
+    _refuse_foreign(out, foreign_files(out))
+
+
+def _refuse_foreign(out: Path, foreign: list[str]) -> None:
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FlameFitError(f"{out}: holds {len(foreign)} item(s) FlameFit did not write ({shown}); --overwrite "
+                            "replaces a bundle only when everything in it is its own: move them out first")
+
+
+def _check_name_length(out: Path) -> None:
+    """Refuse a name that the names FlameFit makes from it (.NAME.lock, .NAME.tmp-PID, the
+    files inside) would make too long for the file system, before any work."""
+    ancestor = next(p for p in out.parents if os.path.isdir(p))
+    try:
+        name_max, path_max = os.pathconf(ancestor, "PC_NAME_MAX"), os.pathconf(ancestor, "PC_PATH_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows) or no answer: nothing to check
+        return
+    for part in out.parent.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise FlameFitError(f"{out}: the folder name {part[:40]}... is too long: the file system allows "
+                                f"{name_max} bytes per name")
+    length = len(os.fsencode(out.name))
+    extra = max(len(os.fsencode(p.name)) for p in sibling_paths(out)) - length
+    if length + extra > name_max:
+        raise FlameFitError(f"{out}: the output folder name is too long: {length} bytes, at most {name_max - extra} "
+                            f"here (the file system allows {name_max} per name and FlameFit's temporary names "
+                            f"beside it, such as .NAME.tmp-PID, add {extra})")
+    inner = max(BUNDLE_NAMES | {TEMP_MARKER}, key=len)
+    longest = len(os.fsencode(str(temp_sibling(out, "tmp", MAX_PID) / inner)))
+    if longest >= path_max:
+        raise FlameFitError(f"{out}: the output path is too long: FlameFit's files in it would have paths of "
+                            f"{longest} bytes, and the file system allows {path_max - 1}")
 
 
 def check_output(out_dir, overwrite: bool, claim: bool = True) -> OutputTarget:
     """Check that a bundle may be written at out_dir, before any fitting: an existing folder
-    only with --overwrite and only when it is a FlameFit bundle; a writable parent; a UTF-8
-    name. Without --overwrite the folder is claimed at once (another writer fails)."""
+    only with --overwrite and only when it is a FlameFit bundle holding only its own files;
+    a writable parent; a UTF-8 name short enough for the file system; a lock path that is
+    FlameFit's or free. Without --overwrite the folder is claimed at once (another writer
+    fails)."""
     out = Path(out_dir).expanduser().absolute()
     check_path_text(out, "output folder")
+    _check_name_length(out)  # first: a name too long cannot even be looked up
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
@@ -104,14 +155,16 @@ def check_output(out_dir, overwrite: bool, claim: bool = True) -> OutputTarget:
     except OSError as exc:
         raise FlameFitError(f"{out.parent}: cannot create the folder ({exc.strerror or exc})") from None
     target = OutputTarget(out, overwrite, OutputClaim(out), created)
-    if claim and not overwrite:
-        try:
+    try:
+        if claim and not overwrite:
             target.claim.take()
             if out.exists():  # written by another process since the check above
                 raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
-        except BaseException:
-            target.abandon()
-            raise
+        else:
+            target.claim.check()  # a lock path that is not ours is refused now, not after the fit
+    except BaseException:
+        target.abandon()
+        raise
     return target
 
 
@@ -156,13 +209,11 @@ def write_bundle(result, out_dir, overwrite: bool = False, progress=None, extra_
 
 def _write(result, target: OutputTarget, progress, extra_timings, start, final: bool) -> Path:
     out = target.path
-    tmp, old = temp_sibling(out, "tmp"), temp_sibling(out, "old")
-    committed = False
+    tmp, old = None, temp_sibling(out, "old")
+    moved = committed = False
     try:
         remove_stale_siblings(out)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        tmp = make_temp_folder(out)
         steps = 6
 
         def step(i):
@@ -196,15 +247,23 @@ def _write(result, target: OutputTarget, progress, extra_timings, start, final: 
                         raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
                     _replaceable(out)  # checked again: it may have changed while fitting
                     out.rename(old)
+                    moved = True
+                    _refuse_foreign(out, foreign_files(old))  # saved between the check and the rename
+                (tmp / TEMP_MARKER).unlink()
                 tmp.rename(out)
                 committed = True
-                shutil.rmtree(old, ignore_errors=True)
+                if moved:
+                    remove_own_files(old)  # anything that appeared in it since: kept, with the folder
                 if final:
                     for number in _SIGNALS:  # pending ones are dropped when unblocked
                         signal.signal(number, signal.SIG_IGN)
     except BaseException:
         with _signals_blocked():
-            shutil.rmtree(out if committed else tmp, ignore_errors=True)
+            if moved and not committed:
+                with suppress(OSError):
+                    old.rename(out)  # the old bundle back, as it was
+            if committed or tmp is not None:
+                shutil.rmtree(out if committed else tmp, ignore_errors=True)
             target.abandon()
         raise
     return out
