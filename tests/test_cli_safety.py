@@ -18,6 +18,7 @@ from PIL import Image
 from test_cli_fit import _env, assert_clean_failure, flamefit
 
 from flamefit.bundle import validate_bundle
+from flamefit.bundle.claim import TEMP_MARKER, temp_marker_text
 
 FAST = ("--stages", "landmarks", "--texture-size", "64")
 
@@ -81,8 +82,9 @@ def test_batch_resume_keeps_a_folder_that_is_not_a_bundle(photo, tmp_path):
 def test_two_fits_to_the_same_folder_one_wins_and_stale_temporaries_go(photo, tmp_path):
     out = tmp_path / "same"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".same.tmp-{int(dead.stdout)}"  # a writer SIGKILLed mid-write
+    stale = tmp_path / f".same.tmp-{int(dead.stdout)}"  # a writer SIGKILLed mid-write (its marker first)
     stale.mkdir()
+    (stale / TEMP_MARKER).write_text(temp_marker_text(int(dead.stdout)))
     (stale / "mesh.npz").write_bytes(b"half")
     other = tmp_path / ".other.tmp-1"  # not ours to judge: another folder's name
     other.mkdir()
