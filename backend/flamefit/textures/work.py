@@ -115,15 +115,17 @@ class WorkFolder:
 
     def load_all(self):
         """(ids, X (N, P, 3) float32, W (N, P) float32, infos) of every stored photo."""
+        from ..models.safe_pickle import load_npz
+
         files = sorted(self.unwrapped.glob("*.npz"))
         ids, xs, ws, infos = [], [], [], []
         shape = None  # the first photo's albedo shape: every other must match it
         for f in files:
             try:
-                with np.load(f, allow_pickle=False) as data:
-                    albedo = data["albedo"].astype(np.float32)
-                    confidence = data["confidence"].astype(np.float32).reshape(-1) / 255.0
-                    info = json.loads(str(data["info"]))
+                data = load_npz(f, only={"albedo", "confidence", "info"}, allow_pickle=False)  # bounded
+                albedo = data["albedo"].astype(np.float32)
+                confidence = data["confidence"].astype(np.float32).reshape(-1) / 255.0
+                info = json.loads(str(data["info"]))
             except Exception as exc:  # noqa: BLE001 - zip, npy or JSON damage: all one refusal
                 _damaged(f, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             if albedo.ndim != 3 or albedo.shape[0] != 3 or confidence.size != albedo[0].size or \
