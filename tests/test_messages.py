@@ -71,7 +71,7 @@ def test_a_landmark_npy_declaring_a_huge_array_is_refused_unread(tmp_path):
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**11, 2)})
         f.write(bytes(64))
-    with pytest.raises(FlameFitError, match=r"expected 68 points .* got shape \(100000000000, 2\)"):
+    with pytest.raises(FlameFitError, match="cannot read landmark file"):
         load_landmarks_file(path)
 
 

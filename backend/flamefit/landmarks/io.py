@@ -9,14 +9,12 @@ or NaN) is missing, as MediaPipe's jaw line is.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import FlameFitError
 from ..fsutil import require_regular_file
-from ..models.safe_pickle import npy_header
 from .ibug68 import NUM_POINTS
 
 FORMATS = (".pts", ".json", ".npy")
@@ -77,10 +75,9 @@ def load_landmarks_file(path) -> np.ndarray:
             raise FlameFitError(f"{path}: {size / 1e6:.1f} MB is too large for a landmark file "
                                 f"(68 points take a few KB; at most {MAX_FILE_BYTES >> 20} MB)")
         if suffix == ".npy":
-            shape, _ = npy_header(path)  # a header may declare terabytes: checked before allocating
-            if math.prod(shape) != NUM_POINTS * 2:
-                raise FlameFitError(f"{path}: expected {NUM_POINTS} points of (x, y) (iBUG-68), got shape {shape}")
-            points = np.load(path, allow_pickle=False)
+            # Mapped, not read: a header may declare terabytes, and a map larger than the
+            # (at most 1 MB) file is refused before anything is allocated.
+            points = np.array(np.load(path, mmap_mode="r", allow_pickle=False))
         else:
             text = path.read_text(encoding="utf-8")
             points = _parse_pts(text, path) if suffix == ".pts" else _parse_json(text, path)
