@@ -285,7 +285,8 @@ def compute_ibug68_embedding(model: HeadModel, detector: str | None = None, over
     missing = [n for n, pts in enumerate(per_point) if not pts]
     if missing:
         raise FlameFitError(
-            f"could not place iBUG-68 landmarks {missing} on {model.name}: the {detector} detector found the "
+            f"could not place {len(missing)} of the 68 iBUG landmarks (e.g. {missing[:3]}) on {model.name}: the "
+            f"{detector} detector found the "
             f"face in {sum(not isinstance(d, str) for d in detections)} of {len(views)} renders of the template; "
             "give an embedding file (landmark_embedding setting) instead")
 
