@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import io
 import itertools
+import os
 import re
 import struct
 import sys
@@ -130,6 +131,7 @@ def _fortran_to_c(flat, shape):
 
 MAX_HEADER = 10000  # numpy's own limit for a trusted header (np.load max_header_size)
 MAX_MEMBERS = 64
+MAX_DIRECTORY = 2 ** 20  # bytes of zip directory; 64 members need ~6 KB
 DEFAULT_MAX_BYTES = 256 * 2 ** 20  # what one .npz may expand to (a FLAME mesh.npz is ~30 MB)
 _DESCR = re.compile(r"^([<>|=])(b1|[fiu][1248]|[US][0-9]{1,6})$")
 _OBJECT = re.compile(r"^[<>|=]?O")
@@ -271,6 +273,63 @@ def read_npy(path) -> NdArray:
         return read_npy_stream(fh, str(path))
 
 
+def _directory_size(fh) -> int:
+    """The size of the zip's central directory as the end record zipfile will use gives it (0
+    when there is none: zipfile then says it is no zip). Read before zipfile.ZipFile, which
+    parses and keeps every entry (300 k entries: 4.6 s and 180 MB before a count can be checked)."""
+    end = fh.seek(0, os.SEEK_END)
+    start = fh.seek(max(0, end - 22 - 65535))
+    tail = fh.read()
+    # like zipfile: an end record without comment at the very end, else the last one in the tail
+    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" and tail[-2:] == b"\x00\x00" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return 0
+    sizes = [struct.unpack("<I", tail[at + 12:at + 16])[0]]
+    at += start
+    if at >= 76:  # a zip64 locator and record just before it take precedence
+        fh.seek(at - 76)
+        record = fh.read(76)
+        if record[56:60] == b"PK\x06\x07" and record[:4] == b"PK\x06\x06":
+            sizes.append(struct.unpack("<Q", record[40:48])[0])
+    return max(sizes)
+
+
+def _members(zf, path, names, max_bytes: int) -> list:
+    """[(key, ZipInfo)] to read, checked from the zip directory alone."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise NpyError(f"{path}: {len(infos)} members is too many for a FlameFit array file")
+    chosen = []
+    for info in infos:
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if names is not None and key not in names:
+            continue
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            method = _METHODS.get(info.compress_type, f"method {info.compress_type}")
+            raise NpyError(f"{path}: member {info.filename[:80]!r} is compressed with {method}; "
+                           f"only stored or deflated members (what numpy writes) are read")
+        if info.flag_bits & 0x1:
+            raise NpyError(f"{path}: member {info.filename[:80]!r} is encrypted")
+        chosen.append((key, info))
+    total = sum(info.file_size for _, info in chosen)
+    if total > max_bytes:
+        raise NpyError(f"{path}: the arrays would take {total / 2 ** 20:.0f} MiB, more than the "
+                       f"{max_bytes / 2 ** 20:.0f} MiB allowed")
+    return chosen
+
+
+def _read_member(zf, key: str, info, name: str, check) -> NdArray:
+    def check_header(head):
+        if head.offset + head.nbytes != info.file_size:
+            raise NpyError(f"{name}: the header declares {head.nbytes} bytes of data but the "
+                           f"member holds {info.file_size - head.offset}")
+        if check is not None:
+            check(key, head)
+
+    with zf.open(info) as fh:  # inflates no more than it is asked for (stored or deflated only)
+        return read_npy_stream(fh, name, check_header)
+
+
 def read_npz(path, names=None, max_bytes: int = DEFAULT_MAX_BYTES, check=None) -> dict:
     """Arrays of an .npz file by name (without the .npy suffix): all of them, or those in
     `names`. The sizes the zip directory declares are checked against `max_bytes` before any
@@ -279,41 +338,13 @@ def read_npz(path, names=None, max_bytes: int = DEFAULT_MAX_BYTES, check=None) -
     few hundred bytes. Only stored or deflated members are read: zipfile inflates other
     methods (bzip2, lzma) whole on the first read, whatever size the zip declares."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            if len(infos) > MAX_MEMBERS:
-                raise NpyError(f"{path}: {len(infos)} members is too many for a FlameFit array file")
-            chosen = []
-            for info in infos:
-                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                if names is not None and key not in names:
-                    continue
-                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    method = _METHODS.get(info.compress_type, f"method {info.compress_type}")
-                    raise NpyError(f"{path}: member {info.filename[:80]!r} is compressed with {method}; "
-                                   f"only stored or deflated members (what numpy writes) are read")
-                if info.flag_bits & 0x1:
-                    raise NpyError(f"{path}: member {info.filename[:80]!r} is encrypted")
-                chosen.append((key, info))
-            total = sum(info.file_size for _, info in chosen)
-            if total > max_bytes:
-                raise NpyError(f"{path}: the arrays would take {total / 2 ** 20:.0f} MiB, more than the "
-                               f"{max_bytes / 2 ** 20:.0f} MiB allowed")
-            out = {}
-            for key, info in chosen:
-                name = f"{path}:{key}"
-
-                def check_member(head, key=key, info=info, name=name):
-                    if head.offset + head.nbytes != info.file_size:
-                        raise NpyError(f"{name}: the header declares {head.nbytes} bytes of data but the "
-                                       f"member holds {info.file_size - head.offset}")
-                    if check is not None:
-                        check(key, head)
-
-                with zf.open(info) as fh:
-                    out[key] = read_npy_stream(fh, name, check_member)
+        with open(path, "rb") as raw:
+            if _directory_size(raw) > MAX_DIRECTORY:
+                raise NpyError(f"{path}: its zip directory is too large for a FlameFit array file")
+            with zipfile.ZipFile(raw) as zf:
+                return {key: _read_member(zf, key, info, f"{path}:{key}", check)
+                        for key, info in _members(zf, path, names, max_bytes)}
     except zipfile.BadZipFile as exc:
         raise NpyError(f"{path}: not a readable .npz archive ({exc})") from None
     except (NotImplementedError, EOFError, zlib.error, RuntimeError) as exc:  # odd compression, bad data
         raise NpyError(f"{path}: unreadable .npz member ({exc})") from None
-    return out

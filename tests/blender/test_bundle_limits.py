@@ -160,6 +160,19 @@ def test_lzma_member_is_refused(synth_bundle_dir):
     refused(synth_bundle_dir, "member 'faces.npy' is compressed with lzma")
 
 
+def test_a_huge_zip_directory_is_refused_before_it_is_parsed(synth_bundle_dir):
+    """300 k directory entries (a 14 MB file): zipfile parses and keeps them all (4.6 s,
+    180 MB) before the member count can be checked; the end record's directory size is read first."""
+    local = zip_bytes([("a", zipfile.ZIP_STORED, 0, 0, b"")])
+    entry = local[local.index(b"PK\x01\x02"):local.index(b"PK\x05\x06")]
+    directory = entry * 300_000
+    end = struct.pack("<HHHHIIH", 0, 0, 0xFFFF, 0xFFFF, len(directory), 31, 0)
+    (synth_bundle_dir / "mesh.npz").write_bytes(local[:31] + directory + b"PK\x05\x06" + end)
+    line, seconds = load_in_child(synth_bundle_dir, memory=64 * 2 ** 20)
+    assert line.startswith("REFUSED") and "its zip directory is too large" in line, line
+    assert seconds < 1.0
+
+
 # --- item 10: hostile result.json -----------------------------------------------------------
 def _edit_text(folder, fn):
     path = folder / "result.json"
