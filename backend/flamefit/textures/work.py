@@ -15,7 +15,7 @@ from ..errors import FlameFitError
 from ..fsutil import atomic_save_npz, atomic_write_text
 
 WORK_VERSION = 1  # layout of the per-photo results; a resume needs the same
-SETTINGS_FILE = "settings.json"  # written first into every work folder: what makes a folder one
+SETTINGS_FILE = "settings.json"  # written first into every work folder (with unwrapped/: what makes one)
 
 
 def work_dir_for(output: Path) -> Path:
@@ -29,23 +29,25 @@ def photo_id(photos_dir: Path, photo: Path) -> str:
     return f"{safe}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
 
 
-def check_work_dir(root: Path, resume: bool) -> None:
-    """Refuse, before any fitting, a work folder this build may not use: anything but a
-    folder; a folder holding anything but a build's work (no settings.json), so a user's
-    folder is never written into; a build's work unless --resume. An empty folder is
-    used. FlameFit never removes or empties a work folder."""
+def check_work_dir(root: Path, resume: bool) -> bool:
+    """Whether `root` holds a build's work to resume; refused before any fitting: anything
+    but a folder; a folder holding anything but a build's work (neither settings.json nor
+    unwrapped/), so a user's folder is never written into; a build's work unless --resume.
+    An empty folder is used. FlameFit never removes or empties a work folder."""
     root = Path(root)
     if os.path.lexists(root) and not root.is_dir():
         raise FlameFitError(f"{root}: exists and is not a folder (the build keeps its work there); "
                             "move it or choose another -o")
     if not root.is_dir() or not any(root.iterdir()):
-        return
-    if not (root / SETTINGS_FILE).is_file():
-        raise FlameFitError(f"{root}: exists and is not a texture-space build's work folder (no {SETTINGS_FILE}); "
+        return False
+    if not (root / SETTINGS_FILE).is_file() and not (root / "unwrapped").is_dir():
+        raise FlameFitError(f"{root}: exists and is not a texture-space build's work folder "
+                            f"(neither {SETTINGS_FILE} nor unwrapped/); "
                             "FlameFit writes into no other folder: move it or choose another -o")
     if not resume:
         raise FlameFitError(f"{root}: a build was started here before; pass --resume to continue it, "
                             "or remove the folder to start over (--overwrite never removes it)")
+    return True
 
 
 # ----------------------------------------------------------------------------- work folder
@@ -59,17 +61,17 @@ class WorkFolder:
         self.unwrapped = self.root / "unwrapped"
         self.failed = self.root / "failed"
         settings_file = self.root / SETTINGS_FILE
-        check_work_dir(self.root, resume)
-        if settings_file.exists():  # resuming (check_work_dir allows nothing else)
-            old = _read_json(settings_file)
-            if not isinstance(old, dict):
-                _damaged(settings_file, "not a JSON object")
-            changed = {k for k in settings if old.get(k) != settings[k]}
-            if changed:
-                raise FlameFitError(f"{self.root}: cannot resume, the build settings changed "
-                                    f"({', '.join(sorted(changed))}); use the earlier settings or a new output")
+        if check_work_dir(self.root, resume):
+            if settings_file.exists():
+                old = _read_json(settings_file)
+                if not isinstance(old, dict):
+                    _damaged(settings_file, "not a JSON object")
+                changed = {k for k in settings if old.get(k) != settings[k]}
+                if changed:
+                    raise FlameFitError(f"{self.root}: cannot resume, the build settings changed "
+                                        f"({', '.join(sorted(changed))}); use the earlier settings or a new output")
             self.check()  # a damaged folder is refused before any photo is fitted
-        # settings.json first: it is what marks the folder as a build's (check_work_dir)
+        # settings.json first: it marks the folder as a build's (check_work_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(settings_file, json.dumps(settings, indent=2))
         self.unwrapped.mkdir(exist_ok=True)
