@@ -340,6 +340,17 @@ def _other_topology(model):
     return dataclasses.replace(model, name="open head (test stand-in)", uv_faces=model.uv_faces[:-10])
 
 
+def test_saving_a_space_never_touches_a_file_beside_it(head, tmp_path):
+    """The space is written through a private temporary (fsutil.atomic_save_npz): a user's
+    file named like the old fixed temporary, SPACE.npz.tmp.npz, is left as it was."""
+    mine = tmp_path / "space.npz.tmp.npz"
+    mine.write_bytes(b"the user's file")
+    path = save_texture_space(tmp_path / "space.npz", tiny_space(head))
+    assert mine.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.npz", "space.npz.tmp.npz"]
+    assert read_texture_space(path, head) is not None
+
+
 def test_space_for_another_uv_layout_is_refused(head, tmp_path):
     space = tiny_space(head)
     path = save_texture_space(tmp_path / "space.npz", space)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
+from ..fsutil import atomic_save_npz
 from ..image import srgb_to_linear
 
 # Texture-space coefficients the photometric stage fits (the first K). The loaders read
@@ -361,10 +362,8 @@ def save_texture_space(path, space: TextureSpaceData, meta: dict | None = None,
         arrays["ft"] = np.asarray(space.uv_faces, np.int32)
     if explained_variance_ratio is not None:
         arrays["explained_variance_ratio"] = np.asarray(explained_variance_ratio, np.float32)
-    tmp = path.with_name(path.name + ".tmp.npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    atomic_save_npz(path, compressed=False, **arrays)  # a private temporary: parallel builds never share one
     return path
 
 
