@@ -146,25 +146,18 @@ def test_a_users_lock_named_file_is_kept_a_flamefit_one_is_reused(photo, tmp_pat
     assert not lock.exists() and validate_bundle(tmp_path / "out") == []
 
 
-def test_only_provably_flamefit_temporaries_of_dead_writers_are_removed(photo, made_bundle, tmp_path):
-    from flamefit.bundle.claim import TEMP_MARKER, temp_marker_text
-
+def test_user_folders_named_like_temporaries_of_dead_writers_are_kept(photo, made_bundle, tmp_path):
+    """(test_cli_safety checks that FlameFit's own stale temporaries do go.)"""
     pid = _dead_pid()
-    users_tmp = tmp_path / f".out.tmp-{pid}"  # a user's folders that happen to have such names
+    users_tmp = tmp_path / f".out.tmp-{pid}"
     users_tmp.mkdir()
     (users_tmp / "mine.txt").write_text("keep")
-    users_old = tmp_path / f".out.old-{pid}"
+    users_old = tmp_path / f".out.old-{pid}"  # even a copy of a bundle, with the user's file in it
     shutil.copytree(made_bundle, users_old)
     (users_old / "thesis.txt").write_text("keep")
-    ours = tmp_path / f".out.tmp-{pid + 1}"  # a FlameFit write SIGKILLed mid-way (marker first)
-    ours.mkdir()
-    (ours / TEMP_MARKER).write_text(temp_marker_text(pid + 1))
-    (ours / "mesh.npz").write_bytes(b"half")
     kept = _snapshot(tmp_path)
     assert flamefit("fit", photo, "-o", tmp_path / "out", *FAST).returncode == 0
-    assert not ours.exists()
-    assert {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith(("out", ours.name))} == \
-        {k: v for k, v in kept.items() if not k.startswith(ours.name)}
+    assert {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith("out")} == kept
 
 
 def test_atomic_writes_remove_only_their_own_stale_temporaries(tmp_path):
@@ -214,8 +207,8 @@ def test_an_output_path_too_long_inside_the_temporary_folder(photo, tmp_path):
 
 
 def test_a_bundle_records_the_sha256_of_its_photo(photo, made_bundle):
-    from flamefit.bundle.reader import photo_sha256
-
     expected = hashlib.sha256(photo.read_bytes()).hexdigest()
-    assert read_result(made_bundle)["photo"]["sha256"] == expected
+    assert read_result(made_bundle)["photo"].get("sha256") == expected
+    from flamefit.bundle.reader import photo_sha256  # (here: the old code fails on the line above)
+
     assert photo_sha256(made_bundle) == expected
