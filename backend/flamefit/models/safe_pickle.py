@@ -379,7 +379,8 @@ def _read_npy_header(stream):
         return np.lib.format.read_array_header_1_0(stream)
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(stream)
-    return np.lib.format._read_array_header(stream, version)  # 3.0: utf-8 header
+    # 3.0 (utf-8 field names) has no public reader, and numpy writes it only for such names
+    raise ValueError(f".npy format version {version[0]}.{version[1]} is not read (only 1.0 and 2.0)")
 
 
 def read_npy_stream(stream, path, size=None, budget=None, allow_pickle=True):
