@@ -5,6 +5,7 @@ system is refused before fitting, and a bundle records its photo's SHA-256."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -91,7 +92,9 @@ def test_overwrite_and_batch_keep_files_saved_into_a_real_bundle(photo, bundle, 
     shutil.copy(photo, photos / photo.name)
     batch = flamefit("batch", photos, "-o", tmp_path, "--overwrite", *FAST)
     assert batch.returncode == 2 and "Traceback" not in batch.stderr, batch.stderr
-    assert "astro_edited.blend" in (tmp_path / "summary.csv").read_text()
+    [row] = csv.DictReader((tmp_path / "summary.csv").open(encoding="utf-8"))
+    assert row["status"] == "failed" and "astro_edited.blend" in row["message"]
+    assert row["seconds"] == ""  # refused before its photo was fitted, not after
     assert _snapshot(bundle) == before
     # Once they are moved out, the bundle is replaced, and nothing foreign is left.
     (bundle / "astro_edited.blend").unlink()

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundle import read_result, validate_bundle, write_bundle
-from ..bundle.reader import is_bundle
-from ..bundle.writer import check_path_text
+from ..bundle.reader import is_bundle, photo_sha256
+from ..bundle.writer import check_path_text, check_replaceable
 from ..errors import FlameFitError, Interrupted
 from ..fsutil import atomic_write_text, file_sha256, regular_file_problem
 from . import pool
@@ -142,6 +142,11 @@ def _plan(photos, names, out_dir: Path, request: BatchRequest, rows: dict) -> li
         if owner == "same" and request.resume and not validate_bundle(bundle, deep=False):
             rows[photo] = _row(photo, bundle, "skipped", read_result(bundle).get("metrics"), message="already done")
         elif request.resume or request.overwrite:
+            try:  # a bundle holding the user's files is refused now, not after its photo is fitted
+                check_replaceable(bundle)
+            except FlameFitError as exc:
+                rows[photo] = _row(photo, bundle, "failed", message=str(exc))
+                continue
             todo.append((photo, bundle, True))  # an incomplete bundle of ours (resume), or asked to (overwrite)
         else:
             rows[photo] = _row(photo, bundle, "failed", message=f"{bundle}: output folder already exists "
@@ -158,7 +163,7 @@ def _owner(photo: Path, bundle: Path) -> tuple[str, str]:
     fitted = Path(str(recorded.get("path", "")))
     if fitted.name != photo.name:
         return "other", fitted.name
-    digest = recorded.get("sha256")
+    digest = photo_sha256(bundle)
     if digest is None or digest == file_sha256(photo):
         return "same", str(fitted)
     return ("edited" if fitted == photo.resolve() else "other"), str(fitted)

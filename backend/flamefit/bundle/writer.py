@@ -91,7 +91,8 @@ class OutputTarget:
         self.created = []
 
 
-def _replaceable(out: Path) -> None:
+def check_replaceable(out: Path) -> None:
+    """FlameFitError unless `out` is a bundle folder --overwrite may replace (all in it its own)."""
     if out.is_symlink() or not out.is_dir():
         raise FlameFitError(f"{out}: exists and is not a folder; FlameFit replaces only its own result bundles")
     if not is_bundle(out):
@@ -144,7 +145,7 @@ def check_output(out_dir, overwrite: bool, claim: bool = True) -> OutputTarget:
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
-        _replaceable(out)
+        check_replaceable(out)
     ancestor = next(p for p in out.parents if p.exists())
     if not ancestor.is_dir():
         raise FlameFitError(f"{ancestor}: is a file, so {out} cannot be created")
@@ -245,7 +246,7 @@ def _write(result, target: OutputTarget, progress, extra_timings, start, final: 
                 if out.exists() or out.is_symlink():
                     if not target.overwrite:
                         raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
-                    _replaceable(out)  # checked again: it may have changed while fitting
+                    check_replaceable(out)  # checked again: it may have changed while fitting
                     out.rename(old)
                     moved = True
                     _refuse_foreign(out, foreign_files(old))  # saved between the check and the rename
