@@ -416,6 +416,7 @@ def result_json(result, out: Path) -> dict:
         },
         "lights": {"sh": _rows(state.sh[0].cpu().numpy()), "convention": "see section 4"},
         "landmarks_2d": _rows(result.fitted_2d),
+        "landmarks_2d_fixed": _rows(result.fitted_2d_fixed),
         "detected_landmarks_2d": _rows(result.detected_2d),
         "landmarks_3d": _rows(result.landmarks_3d),
         "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()},

@@ -54,7 +54,8 @@ class FitResult:
     state: FitState
     detected_2d: np.ndarray  # (68, 2) original pixels (NaN where the detector has none)
     valid: np.ndarray  # (68,) bool
-    fitted_2d: np.ndarray  # (68, 2) original pixels
+    fitted_2d: np.ndarray  # (68, 2) original pixels, jaw line on the outline (300-W's convention)
+    fitted_2d_fixed: np.ndarray  # (68, 2) the static surface points projected, hidden or not (AFLW2000-3D's)
     landmarks_3d: np.ndarray  # (68, 3) world
     landmark_face_idx: np.ndarray  # (68,)
     landmark_bary: np.ndarray  # (68, 3)
@@ -149,6 +150,8 @@ def _finish(ctx: FitContext, timings, stages):
         lmk3d = rig.landmarks(verts, state.pose)
         camera = frame.camera(None, rig.device, rig.dtype)
         fitted = project(camera, lmk3d)[0].cpu().double().numpy()
+        # No yaw: the static embedding, whose jaw points stay on the surface when hidden.
+        fitted_fixed = project(camera, rig.layer.landmarks(verts, "ibug68"))[0].cpu().double().numpy()
         face_idx, bary = rig.landmark_embedding_at(state.pose)
 
         R = min(metrics.EVAL_RESOLUTION, frame.crop.side)
@@ -184,7 +187,7 @@ def _finish(ctx: FitContext, timings, stages):
     timings = dict(timings)
     return FitResult(
         photo=photo, model=model, options=options, frame=frame, state=state.detached(),
-        detected_2d=points, valid=valid, fitted_2d=fitted, landmarks_3d=lmk3d[0].cpu().double().numpy(),
+        detected_2d=points, valid=valid, fitted_2d=fitted, fitted_2d_fixed=fitted_fixed, landmarks_3d=lmk3d[0].cpu().double().numpy(),
         landmark_face_idx=face_idx, landmark_bary=bary, vertices=verts[0].cpu().numpy().astype(np.float32),
         texture=texture, metrics=result_metrics, timings=timings, detection=detection, rig=rig,
         pictures={"photo": photo_srgb, "render": render_srgb, "grey": linear_to_srgb(grey), "mask": face_mask,
