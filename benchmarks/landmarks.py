@@ -18,6 +18,25 @@ that line (57 of AFW's 337 faces).
 --annotations also fits each found face to its own hand-annotated points: what is left is
 the head model's floor (its shape space, priors and landmark embedding), which no
 detector can get under.
+
+--set aflw: the AFLW2000-3D dev set (../shared/aflw2000_dev/, 450 photos, 150 per |yaw|
+band 0-30 / 30-60 / 60+; research use only, read its NOTICE.md), scored as the literature
+does: NME = mean point error / sqrt(w * h) of the annotated 68-point box, for all 68
+points and the inner 51 (17-67), per band. Each photo goes through the product's own
+path (the default detector and subject choice, `find_landmarks`; with --fit, `fit_photo`
+stages image..shape); a face counts as found when the chosen detection's box matches the
+annotated face (the AFW rule above). Rows: FlameFit's detector points, its fitted points
+in the fixed convention (`landmarks_2d_fixed`: the set's jaw line follows the 3D
+surface) and, for reference, in the outline one (`landmarks_2d`), and the two peers
+stored with the set (3DDFA_V2, MediaPipe; NaN = not found), each on all the faces it
+found; then FlameFit beside each peer on the faces both found. --degraded also runs
+each photo downscaled to 40-50 px between the outer eye corners (the 3D-fit distance,
+which a turned head does not shorten) and greyscale, and gives its error / the
+full-resolution one on the faces found in both.
+
+    python benchmarks/landmarks.py --set aflw --every 3            # 150 photos, detector only
+    python benchmarks/landmarks.py --set aflw --every 3 --fit      # and the fits
+    python benchmarks/landmarks.py --set aflw --every 9 --fit --degraded --json
 """
 
 from __future__ import annotations
@@ -28,13 +47,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "backend"))
 DATA = REPO.parent / "shared" / "faces300w_afw"
+AFLW_DATA = REPO.parent / "shared" / "aflw2000_dev"
 TURNED_OFFSET = 0.25
+BANDS = ((0, 30), (30, 60), (60, 91))
+DEGRADED_EYE_PX = (40.0, 50.0)
 
 
 def box_of(points):
@@ -81,14 +104,22 @@ def summarise(rows, key):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--set", choices=("afw", "aflw"), default="afw", help="which annotated photos")
+    parser.add_argument("--data", type=Path, help=f"the set's folder (default {DATA} or {AFLW_DATA})")
     parser.add_argument("--detectors", default="retinaface,dlib", help="comma-separated names from DETECTORS")
-    parser.add_argument("--limit", type=int, help="first N photos only (sorted by name)")
+    parser.add_argument("--limit", type=int, help="first N photos only (AFW: sorted by name; AFLW: after --every)")
+    parser.add_argument("--every", type=int, default=1, help="aflw: every Nth photo (3: 50 per band)")
+    parser.add_argument("--degraded", action="store_true",
+                        help="aflw: also run each photo at 40-50 px between the eye corners, greyscale")
     parser.add_argument("--fit", action="store_true", help="also fit each found face (stages image..shape)")
     parser.add_argument("--annotations", action="store_true",
                         help="with --fit: also fit the hand-annotated points (the model's floor)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = parser.parse_args()
+    if args.set == "aflw":
+        args.data = args.data or AFLW_DATA
+        return run_aflw(args)
+    args.data = args.data or DATA
     if not (args.data / "landmarks.json").is_file():
         print(f"benchmark data not found: {args.data}/landmarks.json", file=sys.stderr)
         return 2
@@ -175,6 +206,189 @@ def main() -> int:
     if args.json:
         print(json.dumps(report))
     return 0
+
+
+def aflw_nme(points, gt):
+    """(NME68, inner-51 NME, the inner points' mean (dx, dy) in pixels): NMEs as fractions,
+    mean point error / sqrt(w * h) of the annotated 68-point box; Nones when `points` is
+    None or has a NaN (not found)."""
+    if points is None or not np.isfinite(points).all():
+        return None, None, None
+    err = np.linalg.norm(points - gt, axis=1)
+    x0, y0, x1, y1 = box_of(gt)
+    size = np.sqrt((x1 - x0) * (y1 - y0))
+    return float(err.mean() / size), float(err[17:].mean() / size), [round(float(v), 2) for v in (points - gt)[17:].mean(0)]
+
+
+def band_of(yaw: float) -> str:
+    return next(f"{lo}-{hi}" if hi <= 90 else f"{lo}+" for lo, hi in BANDS if lo <= abs(yaw) < hi)
+
+
+def degrade(rgb, eye_3d: float, rng):
+    """(greyscale copy at 40-50 px between the outer eye corners, its scale)."""
+    import cv2
+
+    scale = min(1.0, rng.uniform(*DEGRADED_EYE_PX) / eye_3d)
+    H, W = rgb.shape[:2]
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2)), (size[0] / W, size[1] / H)
+
+
+def flamefit_points(photo, model, options, gt):
+    """FlameFit on one photo: {"found", "error", "detector", "fitted", "outline", "seconds"}
+    (points in the photo's pixels, None where not reached)."""
+    from flamefit.errors import FlameFitError
+    from flamefit.fitting import fit_photo
+    from flamefit.fitting.inputs import find_landmarks
+
+    out = {"found": False, "error": None, "detector": None, "fitted": None, "outline": None}
+    start = time.perf_counter()
+    try:
+        if options is None:
+            points, detection = find_landmarks(photo)
+        else:
+            result = fit_photo(photo, model, options)
+            points, detection = result.detected_2d, result.detection
+            out["fitted"], out["outline"] = result.fitted_2d_fixed, result.fitted_2d
+        if match([SimpleNamespace(box=detection["box"])], box_of(gt)) is not None:
+            out["found"], out["detector"] = True, points
+        else:
+            out["error"] = "another face"
+            out["fitted"] = out["outline"] = None
+    except FlameFitError as error:
+        out["error"] = str(error).removeprefix(f"{photo.path.name}: ").split(":")[0].split(";")[0][:60]  # its kind
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def percent(values):
+    return round(100 * float(np.mean(values)), 2) if values else None
+
+
+def band_table(rows, systems):
+    """{band: {system: {"found", "of", "nme68", "inner51", "offset_px"}}}: each system on all
+    the faces it found; offset_px: the inner points' mean (dx, dy) from the annotation (a
+    convention or annotation bias shows here)."""
+    table = {}
+    for band in dict.fromkeys(r["band"] for r in rows):
+        in_band = [r for r in rows if r["band"] == band]
+        table[band] = {}
+        for system in systems:
+            scored = [r[system] for r in in_band if r[system][0] is not None]
+            table[band][system] = {"found": len(scored), "of": len(in_band), "nme68": percent([s[0] for s in scored]),
+                                   "inner51": percent([s[1] for s in scored]),
+                                   "offset_px": [round(float(v), 2) for v in np.mean([s[2] for s in scored], 0)] if scored else None}
+    return table
+
+
+def side_by_side(rows, ours, theirs):
+    """{band: {"n", ours: (nme68, inner51), theirs: (...)}} on the faces both found (%)."""
+    table = {}
+    for band in dict.fromkeys(r["band"] for r in rows):
+        both = [r for r in rows if r["band"] == band and r[ours][0] is not None and r[theirs][0] is not None]
+        table[band] = {"n": len(both), **{key: (percent([r[key][0] for r in both]), percent([r[key][1] for r in both]))
+                                          for key in (ours, theirs)}}
+    return table
+
+
+def run_aflw(args) -> int:
+    if not (args.data / "annotations.npz").is_file():
+        print(f"benchmark data not found: {args.data}/annotations.npz", file=sys.stderr)
+        return 2
+    import torch
+
+    from flamefit.image import Photo, load_photo
+
+    torch.set_num_threads(1)
+    data = np.load(args.data / "annotations.npz")
+    picked = np.arange(len(data["names"]))[::args.every][:args.limit]
+    model = options = None
+    if args.fit:
+        from flamefit.config import load_settings
+        from flamefit.fitting import FitOptions, prepare_model
+        from flamefit.models import load_head_model
+
+        settings = load_settings({})
+        model = prepare_model(load_head_model(settings), settings.cache_dir)
+        options = FitOptions(stages=("landmarks",))
+    # The set's points are integer pixel indices: +0.5 puts them (and the peers stored
+    # beside them) in FlameFit's convention, where a pixel's centre is at +0.5.
+    truth = data["landmarks_2d"].astype(np.float64) + 0.5
+    peers = {"3ddfa_v2": data["peer_3ddfa_v2"].astype(np.float64) + 0.5,
+             "mediapipe": data["peer_mediapipe"].astype(np.float64) + 0.5}
+    variants = ("full", "degraded") if args.degraded else ("full",)
+    rows, seconds, errors = [], {v: [] for v in variants}, {v: {} for v in variants}
+    rng = np.random.default_rng(0)
+    for i in picked:
+        name, gt = str(data["names"][i]), truth[i]
+        row = {"photo": name, "yaw": round(float(data["pose_deg"][i, 1]), 1),
+               "band": band_of(float(data["pose_deg"][i, 1]))}
+        for peer, points in peers.items():
+            row[peer] = aflw_nme(points[i], gt)
+        photo = load_photo(args.data / "images" / f"{name}.jpg")
+        for variant in variants:
+            scale = (1.0, 1.0)
+            if variant == "degraded":
+                fit3d = data["landmarks_3dfit"][i]
+                rgb, scale = degrade(photo.rgb, float(np.linalg.norm(fit3d[36] - fit3d[45])), rng)
+                photo_v = Photo(path=photo.path, rgb=rgb)
+            else:
+                photo_v = photo
+            gt_v = gt * scale  # continuous pixel coordinates scale about the image corner
+            out = flamefit_points(photo_v, model, options, gt_v)
+            seconds[variant].append(out["seconds"])
+            if out["error"]:
+                errors[variant][out["error"]] = errors[variant].get(out["error"], 0) + 1
+            suffix = "" if variant == "full" else " degraded"
+            row["flamefit detector" + suffix] = aflw_nme(out["detector"], gt_v)
+            if args.fit:
+                row["flamefit fitted" + suffix] = aflw_nme(out["fitted"], gt_v)
+                row["flamefit fitted outline" + suffix] = aflw_nme(out["outline"], gt_v)
+        rows.append(row)
+        if not args.json:
+            print(f"{name} yaw {row['yaw']:6.1f}: " + ", ".join(
+                f"{k} {100 * v[0]:.2f}" for k, v in row.items() if isinstance(v, tuple) and v[0] is not None), flush=True)
+    ours = "flamefit fitted" if args.fit else "flamefit detector"
+    systems = ["flamefit detector"] + (["flamefit fitted", "flamefit fitted outline"] if args.fit else []) + list(peers)
+    report = {"data": str(args.data), "set": "aflw", "photos": len(rows), "every": args.every,
+              "metric": "mean point error / sqrt(w*h) of the annotated 68-point box, %",
+              "bands": band_table(rows, systems),
+              "both_found": {peer: side_by_side(rows, ours, peer) for peer in peers},
+              "flamefit_failures": errors,
+              "median_s_per_photo": {v: round(statistics.median(seconds[v]), 3) for v in variants}}
+    if args.degraded:
+        report["degraded"] = band_table(rows, [s + " degraded" for s in systems if s.startswith("flamefit")])
+        report["degraded_vs_full"] = {s: side_by_side(rows, s, s + " degraded") for s in systems if s.startswith("flamefit")}
+    if args.json:
+        report["rows"] = rows
+        print(json.dumps(report))
+    else:
+        print_aflw(report)
+    return 0
+
+
+def print_aflw(report) -> None:
+    bands = list(report["bands"])
+    cells = lambda table, system, key: " / ".join(str(table[b][system][key]) for b in bands)
+    print(f"\nAFLW2000-3D dev, {report['photos']} photos, NME % ({report['metric']})")
+    print(f"| system | found {' / '.join(bands)} | NME68 | inner 51 | inner offset px |\n| --- | --- | --- | --- | --- |")
+    for system in report["bands"][bands[0]]:
+        print(f"| {system} | {cells(report['bands'], system, 'found')} of "
+              f"{' / '.join(str(report['bands'][b][system]['of']) for b in bands)} | "
+              f"{cells(report['bands'], system, 'nme68')} | {cells(report['bands'], system, 'inner51')} | "
+              f"{cells(report['bands'], system, 'offset_px')} |")
+    for peer, table in report["both_found"].items():
+        ours = next(k for k in table[bands[0]] if k not in ("n", peer))
+        print(f"on the faces both found ({' / '.join(str(table[b]['n']) for b in bands)}): NME68 {ours} "
+              f"{' / '.join(str(table[b][ours][0]) for b in bands)} vs {peer} {' / '.join(str(table[b][peer][0]) for b in bands)}; "
+              f"inner 51 {' / '.join(str(table[b][ours][1]) for b in bands)} vs {' / '.join(str(table[b][peer][1]) for b in bands)}")
+    for system, table in report.get("degraded_vs_full", {}).items():
+        print(f"{system} degraded vs full on the faces found in both ({' / '.join(str(table[b]['n']) for b in bands)}): "
+              f"NME68 {' / '.join(str(table[b][system + ' degraded'][0]) for b in bands)} vs "
+              f"{' / '.join(str(table[b][system][0]) for b in bands)}")
+    print(f"FlameFit failures: {report['flamefit_failures']}; median s/photo {report['median_s_per_photo']}")
 
 
 if __name__ == "__main__":
