@@ -13,12 +13,10 @@ import numpy as np
 
 from ..errors import FlameFitError
 from ..image import Photo, crop_around, load_photo
-from ..landmarks import ibug68
+from ..landmarks.detect import check_face_size
 from .context import FitContext, Stage
 from .geometry import CameraFrame, HeadRig, initial_state
 from .landmark_model import LandmarkModel
-
-MIN_EYE_DISTANCE_PX = 20.0
 
 
 class ImageStage(Stage):
@@ -58,11 +56,8 @@ def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, fa
         if not inside[finite].all() or finite.sum() < 20:
             raise FlameFitError(f"the landmarks do not lie on {photo.path.name} ({photo.width}x{photo.height} px): "
                                 "wrong file, or coordinates for another image size?")
-        a, b = ibug68.OUTER_EYE_CORNERS
-        eye = float(np.linalg.norm(points[a] - points[b]))
-        if not eye >= MIN_EYE_DISTANCE_PX:
-            raise FlameFitError(f"the face in {photo.path.name} is too small: {eye:.0f} px between the outer eye "
-                                f"corners, at least {MIN_EYE_DISTANCE_PX:.0f} needed")
+        # The detectors' size rule, on the points' extent.
+        check_face_size(float((points[finite].max(0) - points[finite].min(0)).max()), photo.path.name)
         return points, {"source": "file" if isinstance(landmarks, (str, Path)) else "given",
                         "path": str(landmarks) if isinstance(landmarks, (str, Path)) else None}
     from ..image import detection_copy
@@ -71,8 +66,10 @@ def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, fa
     small, scale = detection_copy(photo.rgb)  # a huge photo: detect on a downscaled copy (#11.6)
     found = detect_landmarks(small, detector=detector, face_index=face_index, image_name=photo.path.name,
                              photo_size=(photo.width, photo.height))
-    return found.points.astype(np.float64) / scale, {"source": "detector", "detector": found.detector,
-                                                     "num_faces": found.num_faces, "face_index": found.face_index,
-                                                     "box": [float(v) / scale for v in found.box], "score": float(found.score)}
+    candidates = [{**c, "box": [round(v / scale, 1) for v in c["box"]]} for c in found.choice["candidates"]]
+    return found.points.astype(np.float64) / scale, {
+        "source": "detector", "detector": found.detector, "num_faces": found.num_faces,
+        "face_index": found.face_index, "box": [float(v) / scale for v in found.box], "score": float(found.score),
+        "enlarged": float(found.enlarged), "choice": {"reason": found.choice["reason"], "candidates": candidates}}
 
 

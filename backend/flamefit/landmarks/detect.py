@@ -4,13 +4,20 @@ Coordinates: pixels, x right, y down, origin at the image's top-left corner, pix
 (i, j) centred at (j + 0.5, i + 0.5): the renderer's screen frame.
 
 Several faces: they are numbered left to right by the centre of their box
-(face_index 0 = leftmost); without face_index the largest box is used.
+(face_index 0 = leftmost); without face_index the one a person would mean is fitted:
+the highest `total` of simple cues (size, sharpness, centrality, detector score, and
+how much of it the border cuts off; see `rank_faces`).
+
+Small faces: a face whose box is under LANDMARK_FACE_PX is landmarked on an enlarged copy
+of the region around it, and the points mapped back; only faces under MIN_FACE_PX are
+refused (too few pixels for any detector).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ..errors import FlameFitError
@@ -18,11 +25,20 @@ from . import ibug68
 from .faces import Face
 from .registry import DETECTORS, default_detector
 
-MIN_INTER_OCULAR_PX = 20.0
-# Fits any photo size: detectors search downscaled copies, so a bigger photo does not help
-# a small face, a closer crop does.
-NO_FACE_HINT = ("try a more frontal photo with the face larger in the frame (crop closer to it), "
-                "or give the points with --landmarks FILE")
+# Face size = the longer side of the detector's box (at profile the eye corners are close
+# together however big the face is). Frontal faces: about 0.45 x it between the outer eye
+# corners.
+# Smaller faces are refused: detectors rarely find them, and their points are poor. On 25
+# AFW faces reduced to a box of 16 / 20 / 24 / 30 px RetinaFace found 1 / 8 / 20 / 22, their
+# points 8.1 / 4.5 / 4.5 / 3.9 % of the eye distance off (full size: 3.0 %). Landmarks from
+# a file: the same rule on their extent (a little under a detector box's size).
+MIN_FACE_PX = 20.0
+LANDMARK_FACE_PX = 160.0  # smaller faces are enlarged to this before landmarking (~70 px eyes)
+REGION_SCALE = 3.0  # the enlarged region: this x the face size, around it (any roll fits)
+# Detectors search a reduced copy of a large photo (RetinaFace: 1280 px), so there a crop
+# around a small face helps; in a small photo only more pixels on the face do.
+NO_FACE_HINT = (f"try a more frontal photo, or one with more pixels on the face (at least {MIN_FACE_PX:.0f} px "
+                "tall; in a large photo, crop closer to it), or give the points with --landmarks FILE")
 
 
 @dataclass
@@ -36,6 +52,8 @@ class Detection:
     dense_points: np.ndarray | None = None  # MediaPipe's (478,2) face mesh, when used
     weights: np.ndarray | None = None  # (68,) reliability 0..1 per point (0 where NaN)
     sources: dict = field(default_factory=dict)  # extra landmark sets: name -> {"points", "weights"}
+    enlarged: float = 1.0  # the face was landmarked on a copy enlarged this much (small faces)
+    choice: dict = field(default_factory=dict)  # why this face: {"reason", "candidates": [cues per face]}
 
     def __post_init__(self):
         if self.weights is None:
@@ -72,8 +90,118 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=2)) if image.ndim == 2 else image
 
 
-def _area(face: Face) -> float:
-    return (face.box[2] - face.box[0]) * (face.box[3] - face.box[1])
+
+def face_size(box) -> float:
+    """The longer side of a face box, in pixels: the size rules' measure."""
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def check_face_size(size: float, image_name: str) -> None:
+    """FlameFitError naming the real limit and fix when a face is below MIN_FACE_PX."""
+    if not size >= MIN_FACE_PX:
+        raise FlameFitError(
+            f"the face in {image_name} is too small: {size:.0f} px tall, at least {MIN_FACE_PX:.0f} needed "
+            f"(about {0.45 * MIN_FACE_PX:.0f} px between the outer eye corners); so few pixels hold too little "
+            "detail for any landmark detector, and cropping or enlarging this photo adds none: use a photo with "
+            "more pixels on the face (the original file rather than a reduced copy, or a closer shot), "
+            "or give the points with --landmarks FILE")
+
+
+# ----------------------------------------------------------------------------- which face
+
+# total = sum of weight x cue, each cue 0..1 (cut: the share of the face outside the photo).
+CHOICE_WEIGHTS = {"size": 1.0, "sharpness": 0.5, "centrality": 0.25, "score": 0.25, "cut": -1.0}
+SHARPNESS_SIDE = 64  # px: faces are compared at one size, so blur counts relative to the face
+# Faces in focus differ in texture (beard, make-up): on AFW's 123 photos with several faces
+# 90 % of the largest faces have at least 0.45 of the sharpest face's Laplacian variance.
+# Up to that they all count as sharp (cue 1); below it, blur lowers the cue.
+SHARP_ENOUGH = 0.45
+# Width / height of a whole face's box, per detector (RetinaFace: median of 524 uncut AFW
+# boxes, p10 0.66); dlib's boxes are square.
+BOX_ASPECT = {"retinaface": 0.75}
+BORDER_SHARE = 0.05  # a box this close to the photo's edge (x its size) touches it
+
+
+def _sharpness(grey: np.ndarray, box) -> float:
+    """Variance of the Laplacian of the face box resampled to SHARPNESS_SIDE px."""
+    H, W = grey.shape
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(W, int(np.ceil(box[2]))), min(H, int(np.ceil(box[3])))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0.0
+    patch = cv2.resize(grey[y0:y1, x0:x1], (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(patch.astype(np.float64), cv2.CV_64F).var())
+
+
+def _cut(box, width: int, height: int, aspect: float) -> float:
+    """Share of the face outside the photo: a box touching the edge is missing what it lacks
+    of a whole face's box (width / height = aspect) on that side."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    near = BORDER_SHARE * max(w, h)
+    cut = 0.0
+    if box[0] <= near or box[2] >= width - near:
+        cut = max(cut, 1 - w / (aspect * h))
+    if box[1] <= near or box[3] >= height - near:
+        cut = max(cut, 1 - h * aspect / w)
+    return float(np.clip(cut, 0.0, 1.0))
+
+
+def rank_faces(image: np.ndarray, faces: list[Face], detector: str = "") -> list[dict]:
+    """Per face (in the given order): its box, the cues (0..1) and their weighted total."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    H, W = grey.shape
+    sizes = [face_size(f.box) for f in faces]
+    sharp = [_sharpness(grey, f.box) for f in faces]
+    best_score = max(f.score for f in faces)
+    half_diagonal = np.hypot(W, H) / 2
+    ranked = []
+    for face, size, sharpness in zip(faces, sizes, sharp):
+        centre = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
+        cues = {"size": size / max(sizes), "sharpness": min(1.0, sharpness / max(max(sharp), 1e-9) / SHARP_ENOUGH),
+                "centrality": 1 - float(np.linalg.norm(centre - (W / 2, H / 2))) / half_diagonal,
+                "score": face.score / best_score if best_score > 0 else 1.0, "cut": _cut(face.box, W, H, BOX_ASPECT.get(detector, 1.0))}
+        total = sum(CHOICE_WEIGHTS[k] * v for k, v in cues.items())
+        ranked.append({"box": [round(float(v), 1) for v in face.box], "detector_score": round(float(face.score), 3),
+                       **{k: round(float(v), 3) for k, v in cues.items()}, "total": round(float(total), 3)})
+    return ranked
+
+
+def _reason(ranked: list[dict], chosen: int, face_index: int | None) -> str:
+    if face_index is not None:
+        return f"--face {face_index} (faces numbered left to right)"
+    if len(ranked) == 1:
+        return "the only face found"
+    largest = max(range(len(ranked)), key=lambda i: (ranked[i]["size"], -i))
+    reason = f"the highest total of {len(ranked)} faces (weights {CHOICE_WEIGHTS})"
+    if largest != chosen:
+        a, b = ranked[largest], ranked[chosen]
+        worse = [f"{k} {a[k]:.2f} vs {b[k]:.2f}" for k in ("sharpness", "centrality", "score")
+                 if a[k] < b[k] - 0.1] + ([f"cut by the border ({a['cut']:.0%})"] if a["cut"] > b["cut"] + 0.1 else [])
+        reason += f"; the largest, face {largest}, is worse in: {', '.join(worse) or 'the sum'}"
+    return reason
+
+
+# ----------------------------------------------------------------------------- landmarks
+
+
+def landmarks_at_size(finder, rgb: np.ndarray, face: Face) -> tuple[Face, float]:
+    """finder.landmarks on the face, and the enlargement: a face under LANDMARK_FACE_PX is
+    landmarked on the region around it (REGION_SCALE x its size) enlarged to that size,
+    and its points mapped back."""
+    size = face_size(face.box)
+    if size >= LANDMARK_FACE_PX:
+        return finder.landmarks(rgb, face), 1.0
+    H, W = rgb.shape[:2]
+    centre = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
+    x0, y0 = np.maximum(0, np.floor(centre - REGION_SCALE * size / 2)).astype(int)
+    x1, y1 = np.minimum((W, H), np.ceil(centre + REGION_SCALE * size / 2)).astype(int)
+    factor = LANDMARK_FACE_PX / size
+    region = cv2.resize(rgb[y0:y1, x0:x1], (round((x1 - x0) * factor), round((y1 - y0) * factor)),
+                        interpolation=cv2.INTER_CUBIC)
+    # cv2.resize scales continuous coordinates (pixel centres included) by new / old size.
+    scale = np.array([region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)])
+    found = finder.landmarks(np.ascontiguousarray(region), face.moved(scale, (x0, y0)))
+    return found.moved(1 / scale, -np.array([x0, y0]) * scale), factor
 
 
 def detect_landmarks(image_rgb: np.ndarray, detector: str | None = None, face_index: int | None = None,
@@ -83,10 +211,11 @@ def detect_landmarks(image_rgb: np.ndarray, detector: str | None = None, face_in
     image_rgb: uint8 (H,W,3) RGB, (H,W,4) RGBA or (H,W) grey. detector: a name in
     DETECTORS, default `default_detector()` (retinaface when its packages are installed,
     else dlib). face_index: which face, counted left to right by box centre; default the
-    largest (the next largest when the largest is not a human face). Faces scoring below
-    the detector's min_score are not counted. Raises FlameFitError when no face is found,
-    the index is out of range or the face is too small. photo_size: (width, height) of the
-    photo when `image_rgb` is a downscaled copy of it (image.detection_copy), for messages.
+    highest `rank_faces` total (the next when that one is not a human face). Faces scoring
+    below the detector's min_score are not counted. Raises FlameFitError when no face is
+    found, the index is out of range or the face is under MIN_FACE_PX. photo_size: (width,
+    height) of the photo when `image_rgb` is a downscaled copy of it (image.detection_copy),
+    for messages.
     """
     name = detector or default_detector()
     if name not in DETECTORS:
@@ -106,24 +235,20 @@ def detect_landmarks(image_rgb: np.ndarray, detector: str | None = None, face_in
     if face_index is not None and not 0 <= face_index < len(faces):
         raise FlameFitError(f"{image_name}: --face {face_index} is out of range: found {len(faces)} "
                             f"face{'s' if len(faces) != 1 else ''}, numbered 0..{len(faces) - 1} left to right")
-    # Largest first (ties: the leftmost); a chosen index is tried alone.
-    order = [face_index] if face_index is not None else sorted(range(len(faces)), key=lambda i: (-_area(faces[i]), i))
+    ranked = rank_faces(image, faces, name)
+    # Highest total first (ties: the leftmost); a chosen index is tried alone.
+    order = [face_index] if face_index is not None else sorted(range(len(faces)), key=lambda i: (-ranked[i]["total"], i))
     refusal = None
     for index in order:
+        check_face_size(face_size(faces[index].box), image_name)
         try:
-            face = finder.landmarks(rgb, faces[index])
+            face, enlarged = landmarks_at_size(finder, rgb, faces[index])
         except FlameFitError as error:  # e.g. an animal's face
             refusal = refusal or error
             continue
-        result = Detection(points=np.asarray(face.points, dtype=np.float64), box=face.box, score=face.score,
-                           num_faces=len(faces), face_index=index, detector=face.stage or name,
-                           dense_points=face.sources.get("mediapipe478", {}).get("points"),
-                           weights=face.weights, sources=face.sources)
-        break
-    else:
-        raise FlameFitError(f"{image_name}: {refusal}")
-    if result.inter_ocular < MIN_INTER_OCULAR_PX:
-        raise FlameFitError(f"the face in {image_name} is too small: {result.inter_ocular:.0f} px between the "
-                            f"outer eye corners, at least {MIN_INTER_OCULAR_PX:.0f} needed; use a "
-                            "higher-resolution photo or crop closer to the face")
-    return result
+        return Detection(points=np.asarray(face.points, dtype=np.float64), box=faces[index].box, score=face.score,
+                         num_faces=len(faces), face_index=index, detector=face.stage or name,
+                         dense_points=face.sources.get("mediapipe478", {}).get("points"),
+                         weights=face.weights, sources=face.sources,
+                         enlarged=enlarged, choice={"reason": _reason(ranked, index, face_index), "candidates": ranked})
+    raise FlameFitError(f"{image_name}: {refusal}")

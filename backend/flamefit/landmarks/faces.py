@@ -9,7 +9,7 @@ in registry.py.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,7 +24,19 @@ class Face:
     weights: np.ndarray | None = None  # (68,) reliability 0..1 of each point; None: all 1
     sources: dict = field(default_factory=dict)  # name -> {"points": (N,2), "weights": (N,)}
     stage: str = ""  # which stage found it, e.g. "dlib-hog-upsample1"
-    extra: dict = field(default_factory=dict)  # detector-private data (e.g. RetinaFace's 5 points)
+    extra: dict = field(default_factory=dict)  # detector-private data; (N,2) arrays are image points
+
+    def moved(self, scale, offset) -> "Face":
+        """This face in another frame: every point p (box corners, points, sources, the
+        point arrays in `extra`) becomes (p - offset) * scale, scale per axis or one number."""
+        def move(points):
+            return None if points is None else (np.asarray(points, dtype=np.float64) - offset) * scale
+
+        corners = move(np.reshape(self.box, (2, 2)))
+        return replace(self, box=tuple(float(v) for v in corners.ravel()), points=move(self.points),
+                       sources={k: {**v, "points": move(v["points"])} for k, v in self.sources.items()},
+                       extra={k: move(v) if isinstance(v, np.ndarray) and v.shape[-1:] == (2,) else v
+                              for k, v in self.extra.items()})
 
 
 def _findable(module: str) -> bool:
