@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -258,7 +259,8 @@ def flamefit_points(photo, model, options, gt):
             out["error"] = "another face"
             out["fitted"] = out["outline"] = None
     except FlameFitError as error:
-        out["error"] = str(error).removeprefix(f"{photo.path.name}: ").split(":")[0].split(";")[0][:60]  # its kind
+        kind = str(error).replace(f"{photo.path.name}: ", "").replace(f" in {photo.path.name}", "")
+        out["error"] = re.split(r"[:;(]", kind)[0].strip()  # what kind of failure, without the details
     out["seconds"] = time.perf_counter() - start
     return out
 
