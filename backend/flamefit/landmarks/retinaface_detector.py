@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from ..errors import FlameFitError
-from . import ibug68, mesh
+from . import ibug68, mesh, profile
 from .faces import Face, FaceDetector
 
 # Photos are scaled so their longer side is at most this before detection: a face to fit
@@ -145,13 +145,35 @@ class RetinaFaceDetector(FaceDetector):
                 for box, score, five in find_faces(image_rgb)]
 
     def landmarks(self, image_rgb: np.ndarray, face: Face) -> Face:
-        from . import dlib_detector
-
-        five = face.extra["five"]
         box = face.box
         center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-        size, roll = face_size(box), roll_of(five)
-        crop, matrix = mesh.upright_crop(image_rgb, center, size, roll)
+        crop, matrix = mesh.upright_crop(image_rgb, center, face_size(box), roll_of(face.extra["five"]))
+        try:
+            return self._mesh_and_dlib(crop, matrix, face)
+        except FlameFitError:
+            # A strongly turned face (the mesh and dlib are frontal-trained), or no human face.
+            if not profile.human_face_in(crop):
+                raise
+        return self._posed_template(image_rgb, face)
+
+    @staticmethod
+    def _posed_template(image_rgb: np.ndarray, face: Face) -> Face:
+        points, residual = profile.posed_points(face.extra["five"], face.box, image_rgb.shape)
+        if not residual <= profile.MAX_FIVE_RESIDUAL:
+            raise FlameFitError(f"not a human face: no head pose puts a face's five points where RetinaFace put "
+                                f"them (score {face.score:.2f}; {residual:.2f} x box apart)")
+        face.points, face.weights = points, profile.weights()
+        # What the failed path left (a mesh that found no face, dlib's frontal guess) goes.
+        face.sources = {"retinaface5": {"points": face.extra["five"], "weights": np.ones(5)}}
+        face.stage = "retinaface+posed-template"
+        return face
+
+    @staticmethod
+    def _mesh_and_dlib(crop: np.ndarray, matrix: np.ndarray, face: Face) -> Face:
+        from . import dlib_detector
+
+        box = face.box
+        size = face_size(box)
         dense = None
         if mesh.available():
             dense = mesh.mesh_points(crop)
