@@ -100,6 +100,9 @@ def test_the_bundle_carries_both_and_readers_take_it_with_and_without(turned, tm
     assert np.allclose(saved["landmarks_2d"], result.fitted_2d)
     assert validate_bundle(out) == []
     assert load_bundle(out).landmarks_2d
+    saved["landmarks_2d_fixed"] = saved["landmarks_2d_fixed"][:67]  # the deep check covers it too
+    (out / "result.json").write_text(json.dumps(saved))
+    assert validate_bundle(out) == ["landmarks_2d_fixed has 67 points, expected 68"]
     del saved["landmarks_2d_fixed"]  # a bundle written before the key existed
     (out / "result.json").write_text(json.dumps(saved))
     assert validate_bundle(out) == []

@@ -153,8 +153,8 @@ def validate_bundle(bundle, deep: bool = True) -> list[str]:
             problems.append(f"missing {result['files'][key]}")
     if problems or not deep:
         return problems
-    for key in ("landmarks_2d", "detected_landmarks_2d", "landmarks_3d"):
-        if len(result[key]) != 68:
+    for key in ("landmarks_2d", "landmarks_2d_fixed", "detected_landmarks_2d", "landmarks_3d"):
+        if key in result and len(result[key]) != 68:  # landmarks_2d_fixed is optional (older bundles)
             problems.append(f"{key} has {len(result[key])} points, expected 68")
     if len(result["lights"]["sh"]) != 9:
         problems.append("lights.sh is not 9x3")
