@@ -134,16 +134,15 @@ def _sharpness(grey: np.ndarray, box) -> float:
 
 
 def _cut(box, width: int, height: int, aspect: float) -> float:
-    """Share of the face outside the photo: a box touching the edge is missing what it lacks
-    of a whole face's box (width / height = aspect) on that side."""
+    """Share of the face outside the photo, for a box at or over the photo's edge: the box
+    inside the photo over a whole face's box (the box widened or heightened to width /
+    height = aspect; detectors clip some boxes at the edge)."""
     w, h = box[2] - box[0], box[3] - box[1]
     near = BORDER_SHARE * max(w, h)
-    cut = 0.0
-    if box[0] <= near or box[2] >= width - near:
-        cut = max(cut, 1 - w / (aspect * h))
-    if box[1] <= near or box[3] >= height - near:
-        cut = max(cut, 1 - h * aspect / w)
-    return float(np.clip(cut, 0.0, 1.0))
+    if min(box[0], box[1], width - box[2], height - box[3]) > near:
+        return 0.0
+    inside = (min(box[2], width) - max(box[0], 0)) * (min(box[3], height) - max(box[1], 0))
+    return float(np.clip(1 - inside / (max(w, aspect * h) * max(h, w / aspect)), 0.0, 1.0))
 
 
 def rank_faces(image: np.ndarray, faces: list[Face], detector: str = "") -> list[dict]:
@@ -172,7 +171,8 @@ def _reason(ranked: list[dict], chosen: int, face_index: int | None) -> str:
     if len(ranked) == 1:
         return "the only face found"
     largest = max(range(len(ranked)), key=lambda i: (ranked[i]["size"], -i))
-    reason = f"the highest total of {len(ranked)} faces (weights {CHOICE_WEIGHTS})"
+    formula = " ".join(f"{'-' if w < 0 else '+'} {abs(w):g} {k}" for k, w in CHOICE_WEIGHTS.items()).lstrip("+ ")
+    reason = f"the highest total = {formula}, of {len(ranked)} faces"
     if largest != chosen:
         a, b = ranked[largest], ranked[chosen]
         worse = [f"{k} {a[k]:.2f} vs {b[k]:.2f}" for k in ("sharpness", "centrality", "score")
