@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photo", metavar="PHOTO")
     add_fit_flags(p)
     p.add_argument("--landmarks", metavar="FILE", help="68 iBUG points (.pts, .json or .npy) instead of the detector")
-    p.add_argument("--face", type=int, metavar="N", help="which face when there are several (0 = leftmost; default: largest)")
+    p.add_argument("--face", type=int, metavar="N", help="which face when there are several (0 = leftmost; default: the one a person means: large, sharp, central, whole; result.json says why)")
     p.set_defaults(run=cmd_fit)
 
     p = sub.add_parser("batch", help="fit every photo in a folder: one bundle each, and summary.csv")
