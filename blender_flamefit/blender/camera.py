@@ -67,6 +67,7 @@ def build_camera(name: str, bundle):
     dist = max(0.05, Vector(spec.translation).length)  # ~ camera to head distance
     cam.clip_start = min(0.01, dist / 20)
     cam.clip_end = max(100.0, dist * 20)
+    cam.display_size = max(0.05, dist / 3)  # drawn about the head's size, not a 1 m pyramid over it
     obj = bpy.data.objects.new(name, cam)
     obj.matrix_world = m
     photo = None
@@ -80,4 +81,5 @@ def build_camera(name: str, bundle):
         cam.show_background_images = True
     obj["flamefit_focal_px"] = list(spec.focal_px)
     obj["flamefit_principal_px"] = list(spec.principal_px)
+    obj["flamefit_image_size"] = list(spec.image_size)  # its photo's frame (placement.camera_view)
     return obj, photo, intr

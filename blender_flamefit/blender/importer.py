@@ -1,5 +1,5 @@
 """Result bundle -> Blender objects (bpy): puts together mesh.py, material.py, camera.py,
-lights.py and scene.py. The bundle is read and validated first (io/bundle.py), so a bad
+lights.py, scene.py and placement.py. The bundle is read and validated first (io/bundle.py), so a bad
 bundle raises BundleError before anything is created; a failure while creating removes
 whatever was already made, so the scene is left unchanged.
 
@@ -14,6 +14,9 @@ Made for one bundle, in a new collection named after the photo:
 - a camera reproducing the fit's pinhole projection, with the photo as background image;
   it becomes the scene camera and the render size becomes the photo's (each an option;
   `ImportResult.changes` says what changed in the scene).
+Earlier results in the scene are left as they are: the new one steps aside until no camera
+of either shows the other (placement.py), and its suns light only its own head (light
+linking, Blender 4.0+).
 """
 
 from __future__ import annotations
@@ -26,10 +29,19 @@ from mathutils import Vector
 
 from ..io.bundle import Bundle, BundleError, load_bundle
 from . import lights as light_rig
+from . import placement
 from .camera import build_camera
 from .material import build_material
 from .mesh import add_shape_keys, bbox_centre, build_mesh, to_blender_flat
-from .scene import free_offset, lights_off_in_renders, restore_state, save_state, select_and_frame, use_as_scene
+from .scene import (
+    free_offset,
+    lights_off_in_renders,
+    occluders,
+    restore_state,
+    save_state,
+    select_and_frame,
+    use_as_scene,
+)
 
 
 @dataclass
@@ -44,6 +56,26 @@ class ImportResult:
     rig: object
     warnings: list = field(default_factory=list)
     changes: list = field(default_factory=list)  # what the import did to the scene, in words
+
+
+def _free_place(scene, cam_obj, camera, location, half, cam_rel, head, others):
+    """(offset along the camera's right, names in the way at the cursor): nothing in the scene
+    hides the head from its camera or shows over its photo, and no earlier result's camera
+    sees the new one nor the new camera an earlier result."""
+    right = (cam_obj.matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))).normalized()
+    seen = _view_points(cam_obj, camera, 3.0 * cam_rel.length)
+    view = placement.camera_view(cam_obj, scene)
+    drawn = placement.box_segments(location - half, location + half) + placement.drawn_segments(cam_obj, scene)
+
+    def blocked(off):
+        off = Vector(off)
+        lo, hi = location - half + off, location + half + off
+        hidden = occluders(scene, lo, hi, location + cam_rel + off, exclude={head.name},
+                           view_points=[p + off for p in seen])
+        moved = [(p + off, q + off) for p, q in drawn]
+        return hidden + [n for n in placement.clashes(others, view.moved(off), moved) if n not in hidden]
+
+    return free_offset(blocked, right)
 
 
 def _view_points(cam_obj, camera, depth: float, n: int = 5) -> list:
@@ -107,25 +139,26 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
             track(bpy.data.images, photo)
         coll.objects.link(cam_obj)
 
-        # place: head centre at the cursor (beside whatever would hide it), camera relative to it
+        # place: head centre at the cursor, camera relative to it; then moved sideways beside
+        # whatever would hide the head and out of every earlier result's camera views
         location = scene.cursor.location.copy()
         half = Vector([(max(posed[c::3]) - min(posed[c::3])) / 2 for c in range(3)])
         cam_rel = cam_obj.matrix_world.translation - centre
+        m = cam_obj.matrix_world.copy()
+        m.translation += location - centre
+        cam_obj.matrix_world = m
+        others = placement.earlier_results(scene, exclude=coll)
         if avoid_occluders:
-            right = cam_obj.matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))
-            seen = [p - centre + location for p in _view_points(cam_obj, bundle.camera, 3.0 * cam_rel.length)]
-            offset, blockers = free_offset(scene, location - half, location + half, location + cam_rel,
-                                           right.normalized(), exclude={head.name}, view_points=seen)
+            offset, blockers = _free_place(scene, cam_obj, bundle.camera, location, half, cam_rel, head, others)
             if blockers:
                 location += Vector(offset)
                 how = f"moved {Vector(offset).length:.2f} m sideways" if Vector(offset).length else \
                     "could not find a free place nearby"
-                changes.append(f"{', '.join(blockers[:3])} would hide the head from its camera: {how}")
+                changes.append(f"{', '.join(blockers[:3])} in the way of its camera: {how}")
         head.location = location
         head["flamefit_centre"] = list(centre)  # fit coordinates (Blender axes) of the origin
-        shift = location - centre
         m = cam_obj.matrix_world.copy()
-        m.translation += shift
+        m.translation = location + cam_rel
         cam_obj.matrix_world = m
 
         # lights fitted to the normals the camera sees
@@ -161,19 +194,28 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
         coll["flamefit_light_error"] = float(rig.error)
         coll["flamefit_model"] = bundle.model_name
 
+        receivers = placement.link_lights(lights, head, name)
+        if receivers is not None:
+            track(bpy.data.collections, receivers)
+        elif others:
+            changes.append(f"no light linking before Blender 4.0: {', '.join(o.name for o in lights)} "
+                           "also light the other results' heads")
         if set_scene:
             changes += use_as_scene(scene, cam_obj, world, intr, set_camera=set_camera,
                                     set_render_size=set_render_size, set_world=set_world,
                                     standard_view=standard_view)
             if other_lights_off:
-                turned_off = lights_off_in_renders(scene, exclude={o.name for o in lights})
+                mine = {o.name for o in lights} | placement.result_lights(scene)  # each lights its own head
+                turned_off = lights_off_in_renders(scene, exclude=mine)
                 if turned_off:
                     changes.append(f"off in renders: {', '.join(turned_off[:4])}")
         # the suns where nothing they draw in the 3D view (icon, direction and ground lines)
-        # shows in the camera view, with the frame the scene now gives that camera
+        # shows in its camera's view (with the frame the scene now gives it) nor any other result's
+        views = [placement.camera_view(cam_obj, scene), placement.scene_view(cam_obj, scene)]
+        views += [v for r in others for v in r.views]
         for lobj in lights:
             toward = lobj.rotation_quaternion @ Vector((0.0, 0.0, 1.0))
-            where = light_rig.out_of_view_location(location, toward, sun_distance, cam_obj, scene)
+            where = light_rig.out_of_view_location(location, toward, sun_distance, views)
             if where is None:
                 changes.append(f"{lobj.name}: no place found where its lines stay out of the camera view")
             else:

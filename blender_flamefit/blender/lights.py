@@ -17,7 +17,7 @@ import bpy
 from mathutils import Vector
 
 from ..io import sh_math
-from .scene import segment_in_halfspaces
+from .placement import light_segments
 
 
 def to_blender(v):
@@ -59,50 +59,12 @@ def sun_distance(camera_offset, head_radius: float) -> float:
     return max(2.0, 2.5 * camera_offset.length, 10.0 * head_radius)
 
 
-# --- keeping the suns' viewport drawing out of the camera view ------------------------------
-# A sun's place does not change its light, but the 3D view draws, for every light, its icon at
-# the location and a dashed ground line straight down to z = 0, and for a sun a direction line
-# SUN_LINE units along its local -Z (Blender's overlay code; scaled with the object). A sun on
-# its own direction through the head draws that line across the face in the camera view.
-SUN_LINE = 20.0
-VIEW_MARGIN = 0.1  # of the frame's size on each side: room for the icon (~25 px)
-
-
-def view_halfspaces(cam_obj, scene, margin: float = VIEW_MARGIN) -> list:
-    """The camera's view (its frame as the scene shows it, widened by `margin`, in front of
-    the near plane) as half-spaces (n, c) in camera-local coordinates: inside iff n·p + c >= 0
-    for all. Perspective cameras (the importer's)."""
-    cam = cam_obj.data
-    frame = cam.view_frame(scene=scene)  # corners at z = -depth, shift and sensor fit applied
-    xs = [v.x / -v.z for v in frame]
-    ys = [v.y / -v.z for v in frame]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    x0, x1, y0, y1 = x0 - mx, x1 + mx, y0 - my, y1 + my
-    # with depth s = -z: x >= x0 s, x <= x1 s, y >= y0 s, y <= y1 s, s >= clip_start
-    return [(Vector((1.0, 0.0, x0)), 0.0), (Vector((-1.0, 0.0, -x1)), 0.0),
-            (Vector((0.0, 1.0, y0)), 0.0), (Vector((0.0, -1.0, -y1)), 0.0),
-            (Vector((0.0, 0.0, -1.0)), -cam.clip_start)]
-
-
-def sun_drawing_in_view(location, shine, to_camera, halfspaces, line: float = SUN_LINE) -> bool:
-    """Would a sun at `location` (world) shining along the unit vector `shine` draw its icon,
-    direction line or ground line inside the camera view? `to_camera`: world -> camera local."""
-    ground = location.copy()
-    ground.z = 0.0
-    p = to_camera @ location
-    return (segment_in_halfspaces(p, to_camera @ (location + shine * line), halfspaces)
-            or segment_in_halfspaces(p, to_camera @ ground, halfspaces))
-
-
-def out_of_view_location(target, toward_light, distance, cam_obj, scene, step: float = 0.25,
-                         reach: float = 20.0):
+def out_of_view_location(target, toward_light, distance, views, step: float = 0.25, reach: float = 20.0):
     """Where to put a sun whose light comes from `toward_light` (unit, world): the place
     nearest to `target + toward_light * distance` (on its own direction, beyond the camera) from
-    which nothing it draws shows in the camera view. Tries offsets across its direction (up to
-    `reach` m) and further out along it; None when none is free."""
-    halfspaces = view_halfspaces(cam_obj, scene)
-    to_camera = cam_obj.matrix_world.inverted()
+    which nothing it draws in the 3D view (icon, direction and ground lines: a sun's place does
+    not change its light) shows in any of `views` (placement.View). Tries offsets across its
+    direction (up to `reach` m) and further out along it; None when none is free."""
     d = Vector(toward_light).normalized()
     e1 = d.orthogonal().normalized()
     e2 = d.cross(e1)
@@ -118,7 +80,8 @@ def out_of_view_location(target, toward_light, distance, cam_obj, scene, step: f
     anchor = Vector(target) + d * distance
     for _, off in candidates:
         where = anchor + off
-        if not sun_drawing_in_view(where, -d, to_camera, halfspaces):
+        drawn = light_segments(where, -d)
+        if not any(v.sees(p, q) for v in views for p, q in drawn):
             return where
     return None
 

@@ -103,19 +103,19 @@ def occluders(scene, head_lo, head_hi, camera_pos, exclude=(), view_points=()) -
     return hits
 
 
-def free_offset(scene, head_lo, head_hi, camera_pos, direction, exclude=(), view_points=(), step=0.25, tries=40):
-    """The smallest offset k*step along `direction` (the camera's right) at which nothing in
-    the scene hides the head or shows in its camera's view; (offset vector, names moved away from)."""
-    first = occluders(scene, head_lo, head_hi, camera_pos, exclude, view_points)
+def free_offset(blocked, direction, step=0.25, tries=160):
+    """The smallest offset k*step along `direction` (the camera's right; right first, then left)
+    at which `blocked(offset)` (names of what is in the way there) is empty; (offset, names in
+    the way at the start). Nowhere free within reach: no offset (the panel says so)."""
+    first = blocked((0.0, 0.0, 0.0))
     if not first:
         return (0.0, 0.0, 0.0), []
     for k in range(1, tries + 1):
-        off = [k * step * d for d in direction]
-        lo, hi, cam = ([v[i] + off[i] for i in range(3)] for v in (head_lo, head_hi, camera_pos))
-        seen = [[p[i] + off[i] for i in range(3)] for p in view_points]
-        if not occluders(scene, lo, hi, cam, exclude, seen):
-            return tuple(off), first
-    return (0.0, 0.0, 0.0), first  # nowhere free nearby: stay at the cursor (the panel warns)
+        for side in (k, -k):
+            off = tuple(side * step * d for d in direction)
+            if not blocked(off):
+                return off, first
+    return (0.0, 0.0, 0.0), first
 
 
 def lights_off_in_renders(scene, exclude) -> list:
