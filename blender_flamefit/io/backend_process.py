@@ -20,6 +20,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 STAGES = ("image", "landmarks", "rigid", "shape", "photometric", "texture", "bundle")
+STAGE_WORDS = {"image": "Reading the photo", "landmarks": "Finding the face's landmarks",
+               "rigid": "Placing the head", "shape": "Fitting the head to the landmarks",
+               "photometric": "Matching the photo's colours and light", "texture": "Taking the skin texture",
+               "bundle": "Writing the result"}  # what a user sees for each stage
 ENV_PYTHON = "FLAMEFIT_PYTHON"
 
 RUNNING, DONE, FAILED, CANCELLED = "RUNNING", "DONE", "FAILED", "CANCELLED"
@@ -207,6 +211,7 @@ class Progress:
     step: int = 0
     total: int = 0
     loss: float | None = None
+    first_loss: float | None = None  # the stage's first: how much closer the fit has got
     zero_based: bool = False
 
     @property
@@ -221,14 +226,16 @@ class Progress:
     def text(self) -> str:
         if not self.stage:
             return "Starting the backend…"
-        parts = [f"{self.stage.capitalize()}"]
+        parts = [STAGE_WORDS.get(self.stage, self.stage.capitalize())]
         if self.stage_index:
             shown = self.stage_index + 1 if self.zero_based else self.stage_index
             parts[0] += f" ({shown}/{self.stage_count})"
         if self.total:
             parts.append(f"{self.step}/{self.total}")
-        if self.loss is not None:
-            parts.append(f"loss {self.loss:.4g}")
+        # a loss's value means nothing to a user; how much closer the fit got since the stage began does
+        first, now = self.first_loss, self.loss
+        if first and now is not None and first > 0 and now < first * 0.99:
+            parts.append(f"{(first - now) / first:.0%} closer")
         return " · ".join(parts)
 
 
@@ -291,16 +298,18 @@ class FitJob:
                 p.stage_index = STAGES.index(p.stage) + 1
             if isinstance(event.get("count"), int) and event["count"] > 0:
                 p.stage_count = event["count"]
-            p.step, p.total, p.loss = 0, 0, None
+            p.step, p.total, p.loss, p.first_loss = 0, 0, None, None
         elif kind == "progress":
             if event.get("stage") and event["stage"] != p.stage:
-                p.stage = str(event["stage"])
+                p.stage, p.first_loss = str(event["stage"]), None
             if isinstance(event.get("step"), (int, float)):
                 p.step = int(event["step"])
             if isinstance(event.get("total"), (int, float)):
                 p.total = int(event["total"])
             loss = event.get("loss")
             p.loss = float(loss) if isinstance(loss, (int, float)) else None
+            if p.first_loss is None:
+                p.first_loss = p.loss
         elif kind == "done":
             self.done_event = event
         elif kind == "error":

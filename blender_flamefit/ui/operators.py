@@ -64,20 +64,21 @@ def record_result(scene, result) -> None:
 
 
 def import_result(context, path, options) -> tuple:
-    """Import a bundle; (ok, message). On failure nothing is left in the scene."""
+    """Import a bundle; (ok, message, the new collection's name). On failure nothing is left
+    in the scene."""
     from ..blender.importer import import_bundle
     from ..io.bundle import BundleError
 
     try:
         result = import_bundle(context, path, **options)
     except BundleError as exc:
-        return False, str(exc)
+        return False, str(exc), ""
     record_result(context.scene, result)
     note = f"Imported {result.collection.name} ({len(result.bundle.shape_keys)} shape keys, " \
            f"light fit error {result.rig.error:.1%})"
     if result.warnings:
         note += "; " + "; ".join(result.warnings)
-    return True, note
+    return True, note, result.collection.name
 
 
 def fit_command(context, photo: str, out_dir: str, python: str) -> list:
@@ -96,6 +97,7 @@ def start_fit(context, photo: str = "", env=None):
     s = context.scene.flamefit
     state = context.window_manager.flamefit
     state.error, state.error_kind = "", ""  # a new action: the last error no longer applies
+    state.imported = ""
     photo = bpy.path.abspath(photo or s.photo)
     if not photo or not os.path.isfile(photo):
         return None, f"choose a photo first (not found: {photo or 'none'})"
@@ -159,8 +161,9 @@ def fit_step(context, job: FitJob) -> StepResult:
         res = StepResult(CANCELLED, "Fit cancelled")
     if res.state == DONE:
         state.progress = 1.0
-        ok, message = import_result(context, res.result_path, context.scene.flamefit.import_options())
-        if ok:
+        ok, message, state.imported = import_result(context, res.result_path,
+                                                    context.scene.flamefit.import_options())
+        if ok:  # the status goes when Ctrl-Z takes the import back (panel.undone)
             try:
                 bpy.ops.ed.undo_push(message="Import FlameFit result")
             except RuntimeError:  # no undo stack (background mode)
@@ -241,7 +244,7 @@ class IMPORT_SCENE_OT_flamefit(ImportOptions, Operator, ImportHelper):
     filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
 
     def execute(self, context):
-        ok, message = import_result(context, self.filepath, self.import_options())
+        ok, message, _ = import_result(context, self.filepath, self.import_options())
         if not ok:
             self.report({"ERROR"}, f"FlameFit: {message}")
             return {"CANCELLED"}
@@ -265,7 +268,8 @@ class FLAMEFIT_OT_import_last(Operator):
         return bool(context.scene.flamefit.last_result)
 
     def execute(self, context):
-        ok, message = import_result(context, context.scene.flamefit.last_result, context.scene.flamefit.import_options())
+        ok, message, _ = import_result(context, context.scene.flamefit.last_result,
+                                       context.scene.flamefit.import_options())
         self.report({"INFO"} if ok else {"ERROR"}, message)
         return {"FINISHED"} if ok else {"CANCELLED"}
 

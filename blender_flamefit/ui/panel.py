@@ -26,6 +26,12 @@ def format_metrics(metrics: dict) -> list:
     return out
 
 
+def undone(state) -> bool:
+    """Did Ctrl-Z take back the import the status tells of? (The window manager's state is
+    not undone with the scene.)"""
+    return bool(state.imported) and state.imported not in bpy.data.collections
+
+
 class FLAMEFIT_PT_main(Panel):
     bl_label = "FlameFit"
     bl_idname = "FLAMEFIT_PT_main"
@@ -57,7 +63,7 @@ class FLAMEFIT_PT_main(Panel):
             row.scale_y = 1.4
             row.enabled = ready
             row.operator("flamefit.fit_photo", icon="USER")
-            if state.status:
+            if state.status and not undone(state):
                 col = layout.column(align=True)
                 for line in wrap_for(context, state.status):
                     col.label(text=line)
@@ -102,8 +108,8 @@ class FLAMEFIT_PT_result(Panel):
         settings = context.scene.flamefit
         layout = self.layout
         col = layout.column(align=True)
-        if settings.last_model:
-            col.label(text=settings.last_model, icon="USER")
+        for i, line in enumerate(wrap_for(context, settings.last_model) if settings.last_model else []):
+            col.label(text=line, icon="USER" if i == 0 else "BLANK1")
         try:
             metrics = json.loads(settings.last_metrics or "{}")
         except ValueError:

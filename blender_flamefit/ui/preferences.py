@@ -185,9 +185,8 @@ def draw_setup_status(layout, context):
     if state.setup_running:
         draw_progress(layout, state.setup_progress, state.setup_status or "Setting up…", context)
         col = layout.column(align=True)
-        for line in state.setup_lines.splitlines()[-3:]:
-            for part in wrap_for(context, line):
-                col.label(text=part)
+        for line in state.setup_lines.splitlines()[-3:]:  # one row each: Cancel stays in sight
+            col.label(text=cut_for(context, line))
         layout.operator("flamefit.cancel_setup", icon="CANCEL")
     else:
         layout.operator("flamefit.setup_backend", icon="IMPORT")
@@ -222,41 +221,66 @@ def text_width_px(text: str, context) -> float:
     return 1.1 * blf.dimensions(0, text)[0]  # a margin: Blender's own label layout is a bit wider
 
 
-def wrap_for(context, text: str) -> list:
-    """`text` split into label rows that fit the current region's width (Blender 3.4 has no
-    wrapping label). Falls back to 38 characters where there is no region."""
+def _measure(context):
+    """(width of a text, room for one label row): pixels in the current region, else characters
+    (38 where there is no region to measure)."""
     region = getattr(context, "region", None) if context is not None else None
     if region is None or region.width <= 1 or bpy.app.background:
-        return wrap(text, 38)
+        return len, 38
     scale = context.preferences.system.ui_scale if context.preferences else 1.0
     room = region.width - 72 * scale  # panel margins, a box's border, the tab strip, the ellipsis
-    words, lines, line = text.split(), [], ""
-    for word in words:
+    return (lambda t: text_width_px(t, context)), room
+
+
+def wrap_for(context, text: str) -> list:
+    """`text` split into label rows that fit the current region's width (Blender 3.4 has no
+    wrapping label)."""
+    measure, room = _measure(context)
+    return wrap(text, room, measure)
+
+
+def cut_for(context, text: str) -> str:
+    """`text` cut to one label row, with an ellipsis: a line whose start says what it is (pip's
+    "Successfully installed ..." would wrap into dozens of rows)."""
+    measure, room = _measure(context)
+    return cut(text, room, measure)
+
+
+BREAKS = "/\\"  # a path breaks after a separator, never inside a name
+
+
+def _longest(text, room, measure, tail="") -> int:
+    """The longest prefix length of `text` that fits `room` with `tail` after it (at least 1)."""
+    lo, hi = 1, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if measure(text[:mid] + tail) <= room else (lo, mid - 1)
+    return lo
+
+
+def cut(text, room=40, measure=len) -> str:
+    if measure(text) <= room:
+        return text
+    return text[:_longest(text, room, measure, "…")].rstrip() + "…"
+
+
+def wrap(text, room=40, measure=len) -> list:
+    """Words to rows of at most `room` (in `measure` units); a word too long for a row (a path)
+    is split after its last separator that fits, else where it must."""
+    lines, line = [], ""
+    for word in text.split():
         trial = f"{line} {word}".strip()
-        if line and text_width_px(trial, context) > room:
+        if line and measure(trial) > room and measure(word) <= room:
             lines.append(line)
             line = word
         else:
             line = trial
-        while text_width_px(line, context) > room and len(line) > 8:  # one over-long word (a path)
-            cut = len(line) - 1
-            while cut > 8 and text_width_px(line[:cut], context) > room:
-                cut -= 1
-            lines.append(line[:cut])
-            line = line[cut:]
-    if line:
-        lines.append(line)
-    return lines or [""]
-
-
-def wrap(text, width=40):
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
+        while measure(line) > room and len(line) > 8:
+            fits = _longest(line, room, measure)
+            at = max(line.rfind(c, 0, fits) for c in BREAKS) + 1
+            at = at if at > fits // 3 else fits
+            lines.append(line[:at].rstrip())
+            line = line[at:]
     if line:
         lines.append(line)
     return lines or [""]

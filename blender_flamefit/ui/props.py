@@ -48,6 +48,7 @@ class FlameFitRuntime(PropertyGroup):
     running: BoolProperty(default=False)
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
     status: StringProperty(default="")
+    imported: StringProperty(default="")  # the collection the status's import made
     error: StringProperty(default="")
     error_kind: StringProperty(default="")  # "backend": shown only while no backend is usable
     setup_running: BoolProperty(default=False)

