@@ -124,3 +124,29 @@ def test_fixed_jaw_is_nearer_aflw_truth_on_a_turned_photo(model):
     fixed = np.linalg.norm(result.fitted_2d_fixed[far] - truth[far], axis=1).mean()
     outline = np.linalg.norm(result.fitted_2d[far] - truth[far], axis=1).mean()
     assert fixed < outline, (fixed, outline)
+
+
+def test_fixed_jaw_follows_aflw_annotation_not_the_frontal_outline(model):
+    """The static jaw points sit where AFLW2000-3D's annotators put the jaw line (the ramus
+    and the underside of the jaw), not on the frontal outline: on turned photos that were
+    not used to place them (index % 3 == 2, 30-60 degrees) the fitted fixed jaw is nearer
+    the annotation than the yaw-0 outline points of the same fit (before, both were the
+    same points). On all 50 such photos NME68 went from 6.88 to 5.54 %; on these twelve
+    the jaw is 12.5 % of the face box off against 15.7 %."""
+    if not (AFLW / "annotations.npz").is_file():
+        pytest.skip(f"AFLW2000-3D dev set not found at {AFLW}")
+    data = np.load(AFLW / "annotations.npz")
+    turned = [i for i in range(2, len(data["names"]), 3) if 30 <= abs(data["pose_deg"][i, 1]) < 60][:12]
+    fixed_err, frontal_err = [], []
+    for i in turned:
+        name = str(data["names"][i])
+        truth = data["landmarks_2d"][i].astype(np.float64) + 0.5
+        result = fit_photo(load_photo(AFLW / "images" / f"{name}.jpg"), model, FitOptions(stages=("landmarks",)))
+        with torch.no_grad():
+            verts = torch.as_tensor(result.vertices)[None]
+            frontal = result.rig.layer.landmarks(verts, "ibug68", torch.zeros(1))  # the yaw-0 row
+            frontal = project(result.frame.camera(None, "cpu"), frontal)[0].double().numpy()
+        box = np.sqrt(np.prod(truth.max(0) - truth.min(0)))
+        fixed_err.append(np.linalg.norm(result.fitted_2d_fixed[:17] - truth[:17], axis=1).mean() / box)
+        frontal_err.append(np.linalg.norm(frontal[:17] - truth[:17], axis=1).mean() / box)
+    assert np.mean(fixed_err) < 0.85 * np.mean(frontal_err), (fixed_err, frontal_err)
