@@ -140,6 +140,17 @@ def cmd_batch(args) -> None:
                            progress=JsonProgress() if args.json_progress else None))
 
 
+# --- faces ---------------------------------------------------------------------------
+
+
+def cmd_faces(args) -> None:
+    from .app.faces import list_faces, listing_lines
+
+    listing = list_faces(args.photo, detector=args.detector, picture=args.picture, overwrite=args.overwrite)
+    # --json: one line, so a reader of lines (the add-on) gets it whole
+    print(json.dumps(listing) if args.json else "\n".join(listing_lines(listing)))
+
+
 # --- texture-space build ---------------------------------------------------------------
 
 
@@ -217,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landmarks", metavar="FILE", help="68 iBUG points (.pts, .json or .npy) instead of the detector")
     p.add_argument("--face", type=int, metavar="N", help="which face when there are several (0 = leftmost; default: the one a person means: large, sharp, central, whole; result.json says why)")
     p.set_defaults(run=cmd_fit)
+
+    p = sub.add_parser("faces", help="list the faces of a photo as fit --face counts them, and the one a fit takes")
+    p.add_argument("photo", metavar="PHOTO")
+    _detector_flag(p, "face detector")
+    p.add_argument("--picture", metavar="OUT.png", help="also write the photo (at most 1024 px) with the faces boxed and numbered")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --picture file")
+    p.add_argument("--json", action="store_true", help="print one JSON object on one line")
+    p.set_defaults(run=cmd_faces)
 
     p = sub.add_parser("batch", help="fit every photo in a folder: one bundle each, and summary.csv")
     p.add_argument("photos", metavar="PHOTOS_DIR")
