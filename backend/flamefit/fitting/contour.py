@@ -31,6 +31,7 @@ from ..landmarks import ibug68
 from ..models.flame import dynamic_yaw_degrees
 from ..models.head_model import HeadModel, LandmarkEmbedding
 from ..render.shading import vertex_normals
+from .metrics import similarity_align
 
 MAX_YAW = 39
 INSIDE = 0.02  # candidates start this far inside the static point
@@ -117,12 +118,8 @@ def surface_jaw(model: HeadModel, points: np.ndarray, usable: np.ndarray) -> tup
 
     left = SURFACE_JAW_MM
     jaw_mm = np.concatenate([left, left[-2::-1] * [-1.0, 1.0, 1.0]])
-    source, target = TEMPLATE_MM[list(ibug68.INNER_FACE)], points[list(ibug68.INNER_FACE)]
-    s_mean, t_mean = source.mean(0), target.mean(0)
-    u, sigma, vt = np.linalg.svd((target - t_mean).T @ (source - s_mean))
-    rotation = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
-    scale = sigma.sum() / ((source - s_mean) ** 2).sum()  # Umeyama (no reflection: det > 0 in practice)
-    jaw = t_mean + scale * (jaw_mm - s_mean) @ rotation.T
+    inner = list(ibug68.INNER_FACE)
+    jaw = similarity_align(TEMPLATE_MM[inner], points[inner], jaw_mm)
     verts = model.v_template.astype(np.float64)
     usable = np.flatnonzero(usable)
     nearest = usable[np.argmin(np.linalg.norm(verts[usable][None] - jaw[:, None], axis=2), axis=1)]

@@ -37,8 +37,10 @@ def image_errors(render_srgb: np.ndarray, photo_srgb: np.ndarray, mask: np.ndarr
     return float(np.abs(diff).mean()), float(10 * np.log10(1.0 / max(mse, 1e-12)))
 
 
-def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """source points moved by the least-squares similarity (Umeyama) onto target."""
+def similarity_align(source: np.ndarray, target: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """`points` (default: source itself) moved by the least-squares similarity (Umeyama)
+    that takes source onto target."""
+    points = source if points is None else points
     mu_s, mu_t = source.mean(0), target.mean(0)
     s, t = source - mu_s, target - mu_t
     U, S, Vt = np.linalg.svd(t.T @ s)
@@ -46,4 +48,4 @@ def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     D = np.diag([1.0, 1.0, d])
     R = U @ D @ Vt
     scale = (S * np.diag(D)).sum() / (s ** 2).sum()
-    return scale * s @ R.T + mu_t
+    return scale * (points - mu_s) @ R.T + mu_t
