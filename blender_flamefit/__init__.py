@@ -20,7 +20,7 @@ bl_info = {
 }
 
 # dependency order: io, then blender, then ui ("Reload Scripts" re-imports them in this order)
-_MODULES = ("io.npyio", "io.options", "io.sh_math", "io.bundle", "io.backend_process", "io.setup_backend",
+_MODULES = ("io.npyio", "io.options", "io.sh_math", "io.bundle", "io.backend_process", "io.faces", "io.setup_backend",
             "blender.mesh", "blender.material", "blender.camera", "blender.scene", "blender.placement", "blender.lights",
             "blender.importer", "ui.job_runner", "ui.props", "ui.preferences", "ui.operators", "ui.panel")
 

@@ -394,6 +394,36 @@ class BatchJob(FitJob):
             StepResult(FAILED, "the backend batch ended without its summary")
 
 
+def faces_command(python: str, photo: str, picture: str, detector: str = "") -> list:
+    """The argument list of one `flamefit faces PHOTO --json --picture OUT.png` run
+    (INTERFACE.md section 5)."""
+    return [python, "-m", "flamefit.cli", "faces", photo, "--json", "--picture", picture] + \
+        (["--detector", detector] if detector else [])
+
+
+class FacesJob(FitJob):
+    """One `flamefit faces` run: DONE with `listing` (the command's JSON object) once the
+    backend exits; no progress stream, so the status is only how long it has taken."""
+
+    listing = None
+
+    def _handle_line(self, line: str, events: list) -> None:
+        before = len(events)
+        super()._handle_line(line, events)
+        if len(events) > before and isinstance(events[-1].get("faces"), list):
+            self.listing = events[-1]
+
+    def _outcome(self, code: int) -> StepResult:
+        if self.cancelled:
+            return StepResult(CANCELLED, "Finding faces cancelled")
+        if code == 0 and self.listing is not None:
+            return StepResult(DONE, f"{len(self.listing['faces'])} faces found")
+        res = super()._outcome(code) if code != 0 else StepResult(FAILED, "the backend listed no faces")
+        prefix = "flamefit: error: "  # no --json-progress here: the message is stderr's one line
+        res.message = res.message[len(prefix):] if res.message.startswith(prefix) else res.message
+        return res
+
+
 def resolve_python(preference_path: str = "", managed_python: str = "") -> tuple:
     """(interpreter, where it came from) by precedence: FLAMEFIT_PYTHON, the preference
     path, the venv made by Set up backend. ('', reason) when none is usable."""

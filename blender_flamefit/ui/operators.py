@@ -1,6 +1,7 @@
-"""Operators: Fit Photo (modal), Cancel, Import FlameFit result, Set up backend.
+"""Operators: Find Faces and Fit Photo (modal), Pick Face, Cancel, Import FlameFit result,
+Set up backend.
 
-Fit Photo and Set up backend are `job_runner.JobOperator`s: they only say how to start
+Find Faces, Fit Photo and Set up backend are `job_runner.JobOperator`s: they only say how to start
 their job and what one tick does (`fit_step`, `setup_step`), so tests call those directly
 (in `blender -b` timers never fire). Building Blender objects is imported when needed.
 """
@@ -11,12 +12,12 @@ import shutil
 import time
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import IntProperty, StringProperty
 from bpy.types import Operator
 from bpy_extras.io_utils import ImportHelper
 
-from ..io import backend_process, setup_backend
-from ..io.backend_process import CANCELLED, DONE, FAILED, RUNNING, FitJob, StepResult
+from ..io import backend_process, faces, setup_backend
+from ..io.backend_process import CANCELLED, DONE, FAILED, RUNNING, FacesJob, FitJob, StepResult
 from . import job_runner
 from .job_runner import JobOperator
 from .preferences import (
@@ -26,8 +27,9 @@ from .preferences import (
     managed_venv_dir,
     model_file_flags,
     resolve_backend,
+    user_data_dir,
 )
-from .props import ImportOptions
+from .props import ImportOptions, clear_faces, picked_face
 
 TIMER_STEP = 0.1
 
@@ -85,10 +87,11 @@ def fit_command(context, photo: str, out_dir: str, python: str) -> list:
     prefs = get_prefs(context)
     s = context.scene.flamefit
     landmarks = bpy.path.abspath(s.landmarks_file) if s.landmarks_file else ""
+    face = picked_face(s, photo)  # given points name their face: no --face then
+    extra = ["--landmarks", landmarks] if landmarks else ["--face", str(face)] if face >= 0 else None
     return backend_process.backend_command(
         python, photo, out_dir, device=prefs.device, detector=detector_flag(prefs),
-        texture_size=prefs.texture_size, model_files=model_file_flags(prefs),
-        extra=["--landmarks", landmarks] if landmarks else None,
+        texture_size=prefs.texture_size, model_files=model_file_flags(prefs), extra=extra,
         **backend_process.fit_flags(**s.fit_options()))
 
 
@@ -232,6 +235,136 @@ class FLAMEFIT_OT_cancel_fit(Operator):
         return {"FINISHED"}
 
 
+# --- Find Faces / Pick Face -------------------------------------------------------------------
+PICTURE = "FlameFit faces"  # the Image holding the numbered picture (not saved: no users)
+
+
+def faces_folder() -> str:
+    return os.path.join(user_data_dir(), "faces")
+
+
+def start_faces(context, env=None):
+    """Start `flamefit faces PHOTO --json --picture ...`. Returns (job, '') or (None, error)."""
+    s = context.scene.flamefit
+    state = context.window_manager.flamefit
+    state.error, state.error_kind = "", ""
+    photo = bpy.path.abspath(s.photo)
+    if not s.photo or not os.path.isfile(photo):
+        return None, f"choose a photo first (not found: {photo or 'none'})"
+    python, source = resolve_backend(context)
+    if not python:
+        state.error_kind = "backend"
+        return None, f"FlameFit backend not set up ({source}): press Set up backend above"
+    folder = faces_folder()
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(photo))[0] or "photo"
+    picture, n = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.png"), 1
+    while os.path.exists(picture):  # a new name each time: Blender caches images by path
+        n += 1
+        picture = os.path.join(folder, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.png")
+    job = FacesJob(backend_process.faces_command(python, photo, picture, detector_flag(get_prefs(context))),
+                   picture, env=backend_process.child_env(env))
+    if job.finished is not None:
+        return None, job.finished.message
+    job.photo = photo
+    state.faces_status = "Finding faces…"
+    return job, ""
+
+
+def faces_step(context, job: FacesJob) -> StepResult:
+    """One tick of Find Faces; when it is done the panel lists the faces and shows the picture."""
+    s = context.scene.flamefit
+    state = context.window_manager.flamefit
+    res = job.step()
+    if res.state == RUNNING:
+        state.faces_status = f"Finding faces… {job.elapsed:.0f} s"
+        _redraw(context)
+        return res
+    state.faces_status = ""
+    old_picture = s.faces_picture
+    if res.state == DONE:
+        clear_faces(s)
+        s.faces_json, s.faces_photo = json.dumps(job.listing), job.photo
+        s.faces_picture = job.listing.get("picture") or ""
+        show_picture(s.faces_picture)
+        res = StepResult(DONE, faces.headline(job.listing))
+    elif res.state == FAILED:
+        clear_faces(s)
+        state.error = res.message.replace("with --landmarks FILE", "as a Landmarks file (below the photo)")
+    if old_picture and old_picture != s.faces_picture and os.path.dirname(old_picture) == faces_folder():
+        try:  # only our own earlier picture
+            os.remove(old_picture)
+        except OSError:
+            pass
+    _redraw(context)
+    return res
+
+
+def show_picture(path: str):
+    """Load the numbered picture into the Image PICTURE, its preview at full size (Blender's
+    own preview is 128 px: the numbers would not read). None when there is no picture."""
+    image = bpy.data.images.get(PICTURE)
+    if not path or not os.path.isfile(path):
+        return None
+    if image is None:
+        image = bpy.data.images.load(path, check_existing=False)
+        image.name = PICTURE
+    else:
+        image.filepath = path
+        image.reload()
+    try:
+        from array import array
+
+        width, height = image.size
+        pixels = array("f", bytes(16 * width * height))
+        image.pixels.foreach_get(pixels)
+        preview = image.preview_ensure()
+        preview.image_size = (width, height)
+        preview.image_pixels_float.foreach_set(pixels)
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        pass  # no preview (an old or background Blender): the Image is still there to view
+    return image
+
+
+class FLAMEFIT_OT_find_faces(JobOperator, Operator):
+    """Find the faces in the photo (numbered left to right) so you can pick the one to fit"""
+
+    bl_idname = "flamefit.find_faces"
+    bl_label = "Find Faces"
+    bl_options = {"REGISTER"}
+
+    job_kind = "faces"
+    interval = TIMER_STEP
+    cancel_on_esc = True
+    report_prefix = "FlameFit faces"
+
+    def start(self, context):
+        return start_faces(context)
+
+    def step(self, context, job):
+        return faces_step(context, job)
+
+    def start_failed(self, context, error):
+        context.window_manager.flamefit.error = error
+
+    def stopped(self, context):
+        context.window_manager.flamefit.faces_status = ""
+
+
+class FLAMEFIT_OT_pick_face(Operator):
+    """Fit this face (numbered left to right, as in the picture)"""
+
+    bl_idname = "flamefit.pick_face"
+    bl_label = "Pick Face"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(name="Face", default=-1, min=-1)
+
+    def execute(self, context):
+        context.scene.flamefit.face_pick = self.index
+        return {"FINISHED"}
+
+
 # --- Import ---------------------------------------------------------------------------------
 class IMPORT_SCENE_OT_flamefit(ImportOptions, Operator, ImportHelper):
     """Import a FlameFit result bundle (result.json): head with shape keys, material, lights, camera"""
@@ -368,5 +501,5 @@ class FLAMEFIT_OT_cancel_setup(Operator):
         return {"FINISHED"}
 
 
-classes = (FLAMEFIT_OT_fit_photo, FLAMEFIT_OT_cancel_fit, IMPORT_SCENE_OT_flamefit, FLAMEFIT_OT_import_last,
-           FLAMEFIT_OT_setup_backend, FLAMEFIT_OT_cancel_setup)
+classes = (FLAMEFIT_OT_find_faces, FLAMEFIT_OT_pick_face, FLAMEFIT_OT_fit_photo, FLAMEFIT_OT_cancel_fit,
+           IMPORT_SCENE_OT_flamefit, FLAMEFIT_OT_import_last, FLAMEFIT_OT_setup_backend, FLAMEFIT_OT_cancel_setup)

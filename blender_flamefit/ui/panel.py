@@ -6,9 +6,13 @@ import os
 import bpy
 from bpy.types import Panel
 
+from ..io import faces
 from ..io.options import FIT_OPTIONS, IMPORT_OPTIONS
 from . import job_runner
 from .preferences import draw_backend_box, draw_progress, wrap_for
+from .props import current_faces
+
+PICTURE = "FlameFit faces"  # operators.PICTURE (the panel does not import the operators)
 
 
 def format_metrics(metrics: dict) -> list:
@@ -32,6 +36,36 @@ def undone(state) -> bool:
     return bool(state.imported) and state.imported not in bpy.data.collections
 
 
+def draw_faces(layout, context, settings, ready) -> None:
+    """Face: Find Faces, then one button per face (the picked one pressed) and the numbered
+    picture; a single face needs no choice."""
+    col = layout.column(align=True)
+    col.label(text="Face")
+    if job_runner.is_running("faces"):
+        col.label(text=context.window_manager.flamefit.faces_status or "Finding faces…", icon="TIME")
+    else:
+        row = col.row()
+        row.enabled = ready and bool(settings.photo)
+        row.operator("flamefit.find_faces", icon="VIEWZOOM")
+    listing = current_faces(settings)
+    if listing is None:
+        return
+    for line in wrap_for(context, faces.headline(listing)):
+        col.label(text=line)
+    if len(listing["faces"]) > 1:
+        picked = settings.face_pick if 0 <= settings.face_pick < len(listing["faces"]) else listing["chosen"]
+        for face in listing["faces"]:
+            text = faces.row(face, listing["photo"]["width"]) + (" (chosen)" if face["index"] == listing["chosen"] else "")
+            col.operator("flamefit.pick_face", text=text, depress=face["index"] == picked).index = face["index"]
+    image = bpy.data.images.get(PICTURE)
+    if image is not None and image.preview is not None and bpy.path.abspath(image.filepath) == settings.faces_picture:
+        region = getattr(context, "region", None)
+        scale = context.preferences.system.ui_scale if context.preferences else 1.0
+        # as wide as the sidebar (template_icon's unit is 20 px)
+        units = max(6.0, (region.width - 40 * scale) / (20 * scale)) if region is not None and region.width > 1 else 10.0
+        col.template_icon(icon_value=image.preview.icon_id, scale=units)
+
+
 class FLAMEFIT_PT_main(Panel):
     bl_label = "FlameFit"
     bl_idname = "FLAMEFIT_PT_main"
@@ -50,6 +84,7 @@ class FLAMEFIT_PT_main(Panel):
         col.prop(settings, "photo", text="")
         col.label(text="Landmarks (optional)")
         col.prop(settings, "landmarks_file", text="")
+        draw_faces(layout, context, settings, ready)
         col = layout.column(align=True)
         for option in FIT_OPTIONS:  # one per row: labels are never cut
             col.prop(settings, option.name)

@@ -2,7 +2,7 @@
 The import and fit options are made from the tables in io/options.py."""
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 from bpy.types import PropertyGroup
 
 from ..io.options import FIT_OPTIONS, IMPORT_OPTIONS, as_keywords
@@ -30,8 +30,41 @@ class FitOptions:
         return as_keywords(self, FIT_OPTIONS)
 
 
+def clear_faces(settings) -> None:
+    """Forget the face list (another photo: its numbers would mean other faces)."""
+    settings.faces_json, settings.faces_photo, settings.faces_picture, settings.face_pick = "", "", "", -1
+
+
+def current_faces(settings):
+    """The face listing of the photo now chosen, or None (none found yet, or another photo's)."""
+    from ..io import faces
+
+    photo = bpy.path.abspath(settings.photo) if settings.photo else ""
+    return faces.parse(settings.faces_json) if photo and settings.faces_photo == photo else None
+
+
+def picked_face(settings, photo: str = "") -> int:
+    """The --face a fit of `photo` gets: the user's pick among several faces, else -1."""
+    listing = current_faces(settings)
+    if listing is None or (photo and bpy.path.abspath(photo) != settings.faces_photo):
+        return -1
+    return settings.face_pick if len(listing["faces"]) > 1 and settings.face_pick < len(listing["faces"]) else -1
+
+
+def _photo_changed(self, context):
+    if bpy.path.abspath(self.photo) != self.faces_photo:
+        clear_faces(self)
+
+
 class FlameFitSceneSettings(ImportOptions, FitOptions, PropertyGroup):
-    photo: StringProperty(name="Photo", subtype="FILE_PATH", description="The photo of one face to fit")
+    photo: StringProperty(name="Photo", subtype="FILE_PATH", description="The photo of one face to fit",
+                          update=_photo_changed)
+    # Find Faces: the backend's listing (INTERFACE.md section 5) of the photo `faces_photo`,
+    # its numbered picture, and the face the user picked (-1: the backend's choice)
+    faces_json: StringProperty(default="")
+    faces_photo: StringProperty(default="", subtype="FILE_PATH")
+    faces_picture: StringProperty(default="", subtype="FILE_PATH")
+    face_pick: IntProperty(default=-1, min=-1)
     output_dir: StringProperty(name="Results folder", subtype="DIR_PATH",
                                description="Where result bundles go (empty: Blender's user data folder)")
     last_result: StringProperty(name="Last result", subtype="FILE_PATH")
@@ -51,6 +84,7 @@ class FlameFitRuntime(PropertyGroup):
     imported: StringProperty(default="")  # the collection the status's import made
     error: StringProperty(default="")
     error_kind: StringProperty(default="")  # "backend": shown only while no backend is usable
+    faces_status: StringProperty(default="")  # Find Faces while it runs
     setup_running: BoolProperty(default=False)
     setup_failed: BoolProperty(default=False)
     setup_progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
