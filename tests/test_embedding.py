@@ -147,7 +147,11 @@ def test_cache_is_reused(computed, cache_dir):
     assert report["cached"] is True and path.stat().st_mtime_ns == stamp
     assert np.array_equal(again.face_idx, embedding.face_idx) and np.array_equal(again.bary, embedding.bary)
     prepared = prepare_model(fresh, cache_dir)
-    assert np.array_equal(prepared.landmarks["ibug68"].face_idx, embedding.face_idx) and "ibug68" not in fresh.landmarks
+    ready = prepared.landmarks["ibug68"]
+    # The inner face as cached; the jaw moved to the surface jaw of landmarks_2d_fixed
+    # (contour.SURFACE_JAW_MM), the cached outline jaw kept as the yaw table's yaw-0 row.
+    assert np.array_equal(ready.face_idx[17:], embedding.face_idx[17:]) and "ibug68" not in fresh.landmarks
+    assert np.array_equal(ready.dynamic_face_idx[0], embedding.face_idx[:17])
     assert prepared.is_read_only and prepared.landmarks["ibug68"].dynamic_face_idx is not None and prepared.has_uvs
 
 
