@@ -75,8 +75,8 @@ def write_picture(rgb: np.ndarray, faces: list[dict], chosen: int, target: Path)
     out = cv2.resize(rgb, (max(1, round(W * k)), max(1, round(H * k))), interpolation=cv2.INTER_AREA) if k < 1 \
         else rgb.copy()
     side = max(out.shape[:2])
-    # the numbers must read in the add-on's sidebar preview (~300 px wide): ~4 % of the picture tall
-    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, side / 600
+    # the numbers must read in the add-on's sidebar preview (150-400 px wide): ~6 % of the picture tall
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, side / 400
     for face in faces:
         x0, y0, x1, y1 = (round(v * k) for v in face["box"])
         mine = face["index"] == chosen
