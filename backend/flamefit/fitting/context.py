@@ -40,6 +40,7 @@ class FitContext:
     # landmarks
     points: np.ndarray | None = None  # (68, 2) original pixels, NaN where the detector has none
     valid: np.ndarray | None = None  # (68,) bool
+    weights: np.ndarray | None = None  # (68,) the detector's reliability per point, 0 where missing
     detection: dict = field(default_factory=dict)
     frame: CameraFrame | None = None
     rig: HeadRig | None = None

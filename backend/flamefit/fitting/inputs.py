@@ -32,7 +32,8 @@ class LandmarksStage(Stage):
 
     def run(self, ctx: FitContext) -> None:
         o = ctx.options
-        ctx.points, ctx.detection = find_landmarks(ctx.photo, ctx.landmarks_source, ctx.detector, ctx.face_index)
+        ctx.points, ctx.weights, ctx.detection = weighted_landmarks(ctx.photo, ctx.landmarks_source, ctx.detector,
+                                                                    ctx.face_index)
         ctx.valid = np.isfinite(ctx.points).all(1)
         crop = crop_around(ctx.points, o.landmark_resolution, o.crop_margin)
         ctx.frame = CameraFrame(ctx.photo.width, ctx.photo.height, crop)
@@ -43,6 +44,17 @@ class LandmarksStage(Stage):
 
 def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, face_index=None) -> tuple[np.ndarray, dict]:
     """(68, 2) points in original pixels and a description of where they came from."""
+    points, _, detection = weighted_landmarks(photo, landmarks, detector, face_index)
+    return points, detection
+
+
+def weighted_landmarks(photo: Photo, landmarks=None, detector: str | None = None,
+                       face_index=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(68, 2) points in original pixels, (68,) reliability of each (the detector's
+    `Detection.weights`; 1 for given points, 0 where missing) and where they came from.
+    The fit's landmark weights come from it (priors.landmark_weights): before, only
+    validity reached the fit, and the posed template at profile (weights 0.3 / 0.15) was
+    fitted as firmly as the mesh path's points."""
     if landmarks is not None:
         from ..landmarks import load_landmarks_file
 
@@ -58,8 +70,9 @@ def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, fa
                                 "wrong file, or coordinates for another image size?")
         # The detectors' size rule, on the points' extent.
         check_face_size(float((points[finite].max(0) - points[finite].min(0)).max()), photo.path.name)
-        return points, {"source": "file" if isinstance(landmarks, (str, Path)) else "given",
-                        "path": str(landmarks) if isinstance(landmarks, (str, Path)) else None}
+        return points, finite.astype(np.float64), {
+            "source": "file" if isinstance(landmarks, (str, Path)) else "given",
+            "path": str(landmarks) if isinstance(landmarks, (str, Path)) else None}
     from ..image import detection_copy
     from ..landmarks import detect_landmarks
 
@@ -67,7 +80,7 @@ def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, fa
     found = detect_landmarks(small, detector=detector, face_index=face_index, image_name=photo.path.name,
                              photo_size=(photo.width, photo.height))
     candidates = [{**c, "box": [round(v / scale, 1) for v in c["box"]]} for c in found.choice["candidates"]]
-    return found.points.astype(np.float64) / scale, {
+    return found.points.astype(np.float64) / scale, np.asarray(found.weights, np.float64), {
         "source": "detector", "detector": found.detector, "num_faces": found.num_faces,
         "face_index": found.face_index, "box": [float(v) / scale for v in found.box], "score": float(found.score),
         "enlarged": float(found.enlarged), "choice": {"reason": found.choice["reason"], "candidates": candidates}}

@@ -106,11 +106,11 @@ class Objective:
     in `self.irls`), and returns (loss, rendering, robust squared residuals).
     """
 
-    def __init__(self, rig, state, params, identity, expression, albedo, target, region, options, valid, nonneg):
+    def __init__(self, rig, state, params, identity, expression, albedo, target, region, options, reliability, nonneg):
         self.rig, self.state, self.params = rig, state, params
         self.identity, self.expression, self.albedo = identity, expression, albedo
         self.target, self.region, self.options, self.nonneg = target, region, options, nonneg
-        self.lmk_target, self.lmk_weights, self.sigma = landmark_setup(rig, target.points, valid, options)
+        self.lmk_target, self.lmk_weights, self.sigma = landmark_setup(rig, target.points, reliability, options)
         self.sh = state.sh.detach().clone()
         self.irls = None
         self.parts = {}
@@ -159,7 +159,7 @@ def fit_photometric(ctx: FitContext) -> dict:
     are refreshed every `visibility_every` steps, barycentrics every step.
     """
     rig, state, frame, options, reporter = ctx.rig, ctx.state, ctx.frame, ctx.options, ctx.reporter
-    rgb, points, valid, texture_space = ctx.photo.rgb, ctx.points, ctx.valid, ctx.texture_space
+    rgb, points, reliability, texture_space = ctx.photo.rgb, ctx.points, ctx.weights, ctx.texture_space
     # Never upsample the photo: a level finer than the crop's own pixels only adds blur.
     schedule = [(min(int(r), frame.crop.side), n) for r, n in options.photometric_schedule]
     total = sum(n for _, n in schedule)
@@ -181,7 +181,7 @@ def fit_photometric(ctx: FitContext) -> dict:
     objective = None
     for level, (resolution, iterations) in enumerate(schedule):
         target = first if level == 0 else Target(rig, frame, rgb, points, resolution)
-        objective = Objective(rig, state, params, identity, expression, albedo, target, region, options, valid, nonneg)
+        objective = Objective(rig, state, params, identity, expression, albedo, target, region, options, reliability, nonneg)
         objective.sh = sh
         visibility = None
         for i in range(iterations):

@@ -54,9 +54,10 @@ def expression_is_nonnegative(rig: HeadRig) -> bool:
     return bool(rig.model.expression_names)
 
 
-def landmark_setup(rig: HeadRig, points_crop: np.ndarray, valid: np.ndarray, options):
+def landmark_setup(rig: HeadRig, points_crop: np.ndarray, reliability: np.ndarray, options):
+    """reliability: (68,) the detector's per-point weights (0 where a point is missing)."""
     target = torch.nan_to_num(torch.as_tensor(points_crop, dtype=rig.dtype, device=rig.device))
-    weights = landmark_weights(valid, options.contour_weight, rig.device, rig.dtype)
+    weights = landmark_weights(reliability, options.contour_weight, rig.device, rig.dtype)
     a, b = ibug68.OUTER_EYE_CORNERS
     sigma = options.landmark_sigma * float(np.linalg.norm(points_crop[a] - points_crop[b]))
     return target, weights, sigma
@@ -145,7 +146,7 @@ def landmark_problem(ctx: FitContext, free, priors=True) -> LandmarkProblem:
     """The landmark residuals of the fit's landmarks for the parameter blocks `free`."""
     lmodel, options = ctx.lmodel, ctx.options
     camera = ctx.frame.camera(options.landmark_resolution, lmodel.device, torch.float64)
-    target, weights, sigma = landmark_setup(ctx.rig, ctx.points_crop, ctx.valid, options)
+    target, weights, sigma = landmark_setup(ctx.rig, ctx.points_crop, ctx.weights, options)
     return LandmarkProblem(lmodel, ctx.state, camera, target.to(lmodel.device), weights.to(lmodel.device), sigma,
                            options, free, priors, expression_is_nonnegative(ctx.rig))
 
