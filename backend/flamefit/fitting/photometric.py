@@ -25,7 +25,7 @@ from .context import FitContext, Stage
 from .geometry import CameraFrame, HeadRig, project
 from .masks import photometric_mask
 from .optim import Adam
-from .priors import coefficient_prior, landmark_loss, pose_prior
+from .priors import as_loss, coefficient_terms, landmark_loss, pose_terms
 from .shape import PoseParams, expression_is_nonnegative, landmark_setup
 
 PHOTOMETRIC_WEIGHT = 2.0e4  # x mean robust squared residual (linear RGB) over the mask
@@ -138,9 +138,10 @@ class Objective:
         lmk = landmark_loss(project(t.camera, self.rig.landmarks(verts, pose)), self.lmk_target, self.lmk_weights,
                             self.sigma)
         loss = photo + o.photometric_landmark_weight * lmk
-        loss = loss + coefficient_prior(self.identity, o.photometric_identity_prior)
-        loss = loss + coefficient_prior(self.expression, o.expression_prior, nonnegative=self.nonneg)
-        loss = loss + pose_prior(pose, o.jaw_prior, o.neck_prior) + self.albedo.prior()
+        loss = loss + as_loss(coefficient_terms(self.identity, o.photometric_identity_prior))
+        loss = loss + as_loss(coefficient_terms(self.expression, o.expression_prior, nonnegative=self.nonneg))
+        loss = loss + as_loss(pose_terms(pose, o.jaw_prior, o.neck_prior))
+        loss = loss + self.albedo.prior()
         self.parts = {"photometric": float(photo.detach()), "landmarks": float(lmk.detach())}
         return loss, rendering, e.detach()
 

@@ -1,4 +1,8 @@
-"""Priors and the landmark term shared by the stages.
+"""Priors and the landmark term shared by the stages, defined once as residuals.
+
+Each prior is a list of (weight w, value v) terms with cost 0.5 sum w |v|^2:
+the Levenberg-Marquardt stages (shape.py) stack `as_residuals` (sqrt(w) v) beside the
+landmark residuals, the gradient stages (photometric.py) add `as_loss`.
 
 - identity / expression coefficients ~ N(0, 1): 0.5 * w * |c|^2 (FLAME's shapedirs and
   the open head's identity basis are scaled that way; the open head's ARKit units are
@@ -12,6 +16,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -22,21 +28,41 @@ JAW_OPEN_MIN, JAW_OPEN_MAX = -0.05, 0.6
 JAW_SIDE = 0.08
 
 
-def coefficient_prior(coeffs: torch.Tensor, weight: float, nonnegative: bool = False) -> torch.Tensor:
-    loss = 0.5 * weight * (coeffs ** 2).sum()
+def coefficient_terms(coeffs: torch.Tensor, weight: float, nonnegative: bool = False) -> list[tuple[float, torch.Tensor]]:
+    """Coefficients ~ N(0, 1): weight w on |c|^2 (+ 100 w on |min(c, 0)|^2 for weights that
+    must stay >= 0)."""
+    terms = [(weight, coeffs)]
     if nonnegative:
-        loss = loss + 50.0 * weight * (torch.relu(-coeffs) ** 2).sum()
-    return loss
+        terms.append((100.0 * weight, torch.relu(-coeffs)))
+    return terms
 
 
 def _outside(x, lo, hi):
     return torch.relu(lo - x) + torch.relu(x - hi)
 
 
-def pose_prior(pose: torch.Tensor, jaw_weight: float, neck_weight: float) -> torch.Tensor:
-    jaw = pose[:, JAW]
-    jaw_term = _outside(jaw[:, 0], JAW_OPEN_MIN, JAW_OPEN_MAX) ** 2 + _outside(jaw[:, 1:], -JAW_SIDE, JAW_SIDE).pow(2).sum(-1)
-    return 0.5 * jaw_weight * 100.0 * jaw_term.sum() + 0.5 * neck_weight * (pose[:, NECK] ** 2).sum()
+def jaw_terms(jaw: torch.Tensor, weight: float) -> list[tuple[float, torch.Tensor]]:
+    """(B, 3) jaw rotation: zero inside the allowed range, the distance outside it, x100 w."""
+    return [(100.0 * weight, _outside(jaw[:, :1], JAW_OPEN_MIN, JAW_OPEN_MAX)),
+            (100.0 * weight, _outside(jaw[:, 1:], -JAW_SIDE, JAW_SIDE))]
+
+
+def neck_terms(neck: torch.Tensor, weight: float) -> list[tuple[float, torch.Tensor]]:
+    return [(weight, neck)]
+
+
+def pose_terms(pose: torch.Tensor, jaw_weight: float, neck_weight: float) -> list[tuple[float, torch.Tensor]]:
+    return jaw_terms(pose[:, JAW], jaw_weight) + neck_terms(pose[:, NECK], neck_weight)
+
+
+def as_residuals(terms) -> list[torch.Tensor]:
+    """Residual blocks sqrt(w) v, cost 0.5 |r|^2 (the Levenberg-Marquardt stages)."""
+    return [math.sqrt(w) * v for w, v in terms]
+
+
+def as_loss(terms) -> torch.Tensor:
+    """The same cost as a loss, 0.5 sum w |v|^2 (the gradient-descent stages)."""
+    return sum(0.5 * w * (v ** 2).sum() for w, v in terms)
 
 
 def landmark_weights(reliability, contour_weight: float, device, dtype=torch.float32) -> torch.Tensor:

@@ -7,8 +7,6 @@ with the priors of `priors.py`; the jaw-line points follow the head's yaw.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -16,7 +14,7 @@ from ..landmarks import ibug68
 from .context import FitContext, Stage
 from .geometry import GLOBAL, JAW, NECK, FitState, HeadRig, project
 from .optim import levenberg_marquardt
-from .priors import JAW_OPEN_MAX, JAW_OPEN_MIN, JAW_SIDE, landmark_weights
+from .priors import as_residuals, coefficient_terms, jaw_terms, landmark_weights, neck_terms
 
 
 class PoseParams:
@@ -118,18 +116,13 @@ class LandmarkProblem:
         o = self.options
         parts = [r]
         if "identity" in self.slices:
-            parts.append(math.sqrt(o.identity_prior) * identity)
+            parts += as_residuals(coefficient_terms(identity, o.identity_prior))
         if "expression" in self.slices:
-            parts.append(math.sqrt(o.expression_prior) * expression)
-            if self.nonneg:
-                parts.append(math.sqrt(100.0 * o.expression_prior) * torch.relu(-expression))
-        jaw = pose[:, JAW]
+            parts += as_residuals(coefficient_terms(expression, o.expression_prior, nonnegative=self.nonneg))
         if "jaw" in self.slices:
-            w = math.sqrt(100.0 * o.jaw_prior)
-            parts.append(w * (torch.relu(JAW_OPEN_MIN - jaw[:, :1]) + torch.relu(jaw[:, :1] - JAW_OPEN_MAX)))
-            parts.append(w * (torch.relu(-JAW_SIDE - jaw[:, 1:]) + torch.relu(jaw[:, 1:] - JAW_SIDE)))
+            parts += as_residuals(jaw_terms(pose[:, JAW], o.jaw_prior))
         if "neck" in self.slices:
-            parts.append(math.sqrt(o.neck_prior) * pose[:, NECK])
+            parts += as_residuals(neck_terms(pose[:, NECK], o.neck_prior))
         return torch.cat(parts, dim=1)
 
     def commit(self, theta: torch.Tensor) -> None:
