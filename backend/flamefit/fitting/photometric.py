@@ -28,8 +28,6 @@ from .optim import Adam
 from .priors import as_loss, coefficient_terms, landmark_loss, pose_terms
 from .shape import PoseParams, expression_is_nonnegative, landmark_setup
 
-PHOTOMETRIC_WEIGHT = 2.0e4  # x mean robust squared residual (linear RGB) over the mask
-
 
 def linear_crop(rgb: np.ndarray, frame: CameraFrame, resolution: int) -> np.ndarray:
     """The crop of an 8-bit sRGB photo at `resolution`, linear RGB float32."""
@@ -68,13 +66,13 @@ def make_albedo(rig: HeadRig, target: Target, options, texture_space=None):
     if weights.sum() > 10:
         colour = np.median(pixels[weights > 0.5], axis=0)
     else:
-        colour = np.array([0.45, 0.3, 0.25])
-    colour = np.clip(colour / 0.9, 0.02, 1.0)  # the ambient light starts at ~0.9
+        colour = np.array(options.albedo_fallback)
+    colour = np.clip(colour / options.albedo_shading_guess, 0.02, 1.0)
     return SmoothAlbedo(colour, options.albedo_resolution, options.albedo_smoothness, rig.device, rig.dtype)
 
 
 def solve_sh(albedo: torch.Tensor, basis: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-             previous: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
+             previous: torch.Tensor, ridge: float) -> torch.Tensor:
     """argmin_sh sum_p w_p |albedo_p * (basis_p @ sh) - target_p|^2 + ridge |sh - previous|^2, per channel."""
     A = albedo.t()[:, :, None] * basis[None]  # (3, N, 9)
     Aw = A * weight[None, :, None]
@@ -130,11 +128,12 @@ class Objective:
         with torch.no_grad():
             basis = sh_basis(rendering.pixel_normals)
             irls = self.irls if self.irls is not None and self.irls.shape == weight.shape else torch.ones_like(weight)
-            self.sh = solve_sh(rendering.pixel_albedo.detach(), basis, observed, weight * irls, self.sh)
+            self.sh = solve_sh(rendering.pixel_albedo.detach(), basis, observed, weight * irls, self.sh,
+                               o.light_ridge)
         predicted = rendering.pixel_albedo * (basis @ self.sh[0])
         e = ((predicted - observed) ** 2).sum(-1)
         norm = weight.sum().clamp(min=1.0)
-        photo = PHOTOMETRIC_WEIGHT * (weight * robust(e, o.robust_scale)).sum() / norm
+        photo = o.photometric_weight * (weight * robust(e, o.robust_scale)).sum() / norm
         lmk = landmark_loss(project(t.camera, self.rig.landmarks(verts, pose)), self.lmk_target, self.lmk_weights,
                             self.sigma)
         loss = photo + o.photometric_landmark_weight * lmk
@@ -175,8 +174,9 @@ def fit_photometric(ctx: FitContext) -> dict:
     albedo = state.albedo if state.albedo is not None else make_albedo(rig, first, options, texture_space)
     state.albedo = albedo
     history = state.history.setdefault("photometric", [])
-    optimiser = Adam(_adam_groups(identity, expression, params, albedo, options, nonneg), betas=(0.8, 0.95))
+    optimiser = Adam(_adam_groups(identity, expression, params, albedo, options, nonneg), betas=options.adam_betas)
     base_lrs = [g["lr"] for g in optimiser.param_groups]
+    low = options.lr_final_fraction
     step = 0
     sh = state.sh.detach().clone()
     objective = None
@@ -190,7 +190,7 @@ def fit_photometric(ctx: FitContext) -> dict:
                 visibility = objective.refresh()
             progress = step / max(total - 1, 1)
             for g, lr in zip(optimiser.param_groups, base_lrs):
-                g["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+                g["lr"] = lr * (low + 0.5 * (1 - low) * (1 + math.cos(math.pi * progress)))
             optimiser.zero_grad()
             loss, _, _ = objective.evaluate(visibility)
             loss.backward()
@@ -211,11 +211,12 @@ def fit_photometric(ctx: FitContext) -> dict:
 
 def _adam_groups(identity, expression, params, albedo, options, nonneg):
     groups = [
-        {"params": [identity], "lr": 0.1},
-        {"params": [expression], "lr": 0.03 if not nonneg else 0.01},
-        {"params": [params.global_rot, params.neck, params.jaw], "lr": 0.003},
-        {"params": [params.delta], "lr": 0.002},
-        {"params": albedo.parameters(), "lr": 0.01 if isinstance(albedo, SmoothAlbedo) else 0.05},
+        {"params": [identity], "lr": options.lr_identity},
+        {"params": [expression], "lr": options.lr_expression_units if nonneg else options.lr_expression},
+        {"params": [params.global_rot, params.neck, params.jaw], "lr": options.lr_rotation},
+        {"params": [params.delta], "lr": options.lr_translation},
+        {"params": albedo.parameters(),
+         "lr": options.lr_albedo if isinstance(albedo, SmoothAlbedo) else options.lr_albedo_space},
     ]
     return [g for g in groups if all(p.requires_grad for p in g["params"])]
 
@@ -224,16 +225,17 @@ def light_only(ctx: FitContext) -> None:
     """No photometric stage: an albedo from the photo's skin colour and the SH light
     solved in closed form for the landmark-fitted mesh."""
     rig, state = ctx.rig, ctx.state
-    target = Target(rig, ctx.frame, ctx.photo.rgb, ctx.points, 128)
+    R = ctx.options.light_resolution
+    target = Target(rig, ctx.frame, ctx.photo.rgb, ctx.points, R)
     state.albedo = make_albedo(rig, target, ctx.options, ctx.texture_space)
     with torch.no_grad():
         verts = rig.vertices(state)
-        rendering = render(rig, verts, state.albedo.texture().detach(), state.sh, target.camera, 128)
+        rendering = render(rig, verts, state.albedo.texture().detach(), state.sh, target.camera, R)
         pix = rendering.fragments.pixel_index
         weight = target.mask[pix]
         if weight.sum() > 10:
             state.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix], weight,
-                                state.sh)
+                                state.sh, ctx.options.light_ridge)
 
 
 class PhotometricStage(Stage):

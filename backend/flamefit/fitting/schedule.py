@@ -1,4 +1,6 @@
-"""Fit options: which stages run, resolutions, iteration counts and loss weights.
+"""Fit options: which stages run, resolutions, iteration counts, loss weights and the
+optimisers' learning rates: every hyper-parameter of the fit, named here once (the stage
+modules hold no tuned literals).
 
 The defaults are the tuned schedule (coarse-to-fine, see the README's fitting section); tests and
 the benchmark change a few fields. All weights multiply terms that are already
@@ -46,6 +48,24 @@ class FitOptions:
     albedo_resolution: int = 32  # smooth albedo map (no texture space)
     albedo_smoothness: float = 3e-3
     robust_scale: float = 0.05  # residual (linear RGB) where the robust loss starts to flatten
+    photometric_weight: float = 2.0e4  # x mean robust squared residual (linear RGB) over the mask
+    light_ridge: float = 1e-4  # SH light solve: pull toward the previous light, x mean diagonal
+    light_resolution: int = 128  # crop size of the light solve when the photometric stage is off
+    # Adam, one group per parameter block; the rates follow a cosine from 1x down to
+    # lr_final_fraction x over the whole schedule.
+    lr_identity: float = 0.1
+    lr_expression: float = 0.03  # blendshape coefficients ~ N(0, 1) (FLAME)
+    lr_expression_units: float = 0.01  # ARKit-style units in [0, 1] (the open head)
+    lr_rotation: float = 0.003  # global, neck and jaw (radians)
+    lr_translation: float = 0.002  # in units of 0.1 x the head's distance
+    lr_albedo: float = 0.01  # smooth albedo map (no texture space)
+    lr_albedo_space: float = 0.05  # texture-space (PCA) albedo coefficients
+    lr_final_fraction: float = 0.1
+    adam_betas: tuple[float, float] = (0.8, 0.95)
+    # The first albedo: the median colour of the skin pixels / albedo_shading_guess; with
+    # too few skin pixels (< 10), albedo_fallback (linear RGB) instead.
+    albedo_fallback: tuple[float, float, float] = (0.45, 0.3, 0.25)
+    albedo_shading_guess: float = 0.9
 
     # --- texture ---
     texture_refine_steps: int = 2  # render / back-project residual passes after the unwrap
