@@ -111,6 +111,18 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
 
 
+# One fitting stage per module; what stages share lives in its own module
+# (landmark_problem, photo_target, priors, geometry, ...), never in another stage.
+STAGE_MODULES = {f"flamefit.fitting.{name}" for name in ("inputs", "rigid", "shape", "photometric", "texture")}
+
+
+def test_fitting_stages_do_not_import_each_other():
+    graph = _graph()
+    crossing = sorted(f"{m} imports {t}" for m in STAGE_MODULES for t in graph[m] if t in STAGE_MODULES)
+    assert not crossing, "stage modules importing other stages (move the shared piece to its own module):\n" + \
+        "\n".join(crossing)
+
+
 def _is_package(module: str) -> bool:
     return (PACKAGE / Path(*module.split(".")[1:]) / "__init__.py").is_file()
 

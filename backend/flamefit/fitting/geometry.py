@@ -124,6 +124,41 @@ class HeadRig:
         return face_idx[0].copy(), bary[0].copy()
 
 
+def expression_is_nonnegative(rig: HeadRig) -> bool:
+    """ARKit-style units (named expression components) are weights in [0, 1]."""
+    return bool(rig.model.expression_names)
+
+
+class PoseParams:
+    """Free pose parameters (global, neck, jaw) and a scaled translation offset."""
+
+    def __init__(self, state: FitState, fit_jaw: bool, fit_neck: bool):
+        self.state = state
+        self.base_pose = state.pose.detach().clone()
+        self.global_rot = state.pose[:, GLOBAL].detach().clone().requires_grad_(True)
+        self.neck = state.pose[:, NECK].detach().clone().requires_grad_(fit_neck)
+        self.jaw = state.pose[:, JAW].detach().clone().requires_grad_(fit_jaw)
+        self.t0 = state.translation.detach().clone()
+        self.scale = 0.1 * max(float(-self.t0[0, 2]), 0.1)
+        self.delta = torch.zeros_like(self.t0, requires_grad=True)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.global_rot, self.neck, self.jaw, self.delta) if t.requires_grad]
+
+    def pose(self) -> torch.Tensor:
+        rows = list(self.base_pose.unbind(1))
+        rows[GLOBAL], rows[NECK], rows[JAW] = self.global_rot, self.neck, self.jaw
+        return torch.stack(rows, dim=1)
+
+    def translation(self) -> torch.Tensor:
+        return self.t0 + self.delta * self.scale
+
+    def commit(self) -> None:
+        with torch.no_grad():
+            self.state.pose[:] = self.pose()
+            self.state.translation[:] = self.translation()
+
+
 def yaw_degrees(pose: torch.Tensor) -> torch.Tensor:
     """(B,) right-handed rotation about +Y of global∘neck, degrees (DECA's convention)."""
     rot = rodrigues(pose[:, GLOBAL]) @ rodrigues(pose[:, NECK])

@@ -16,46 +16,15 @@ import math
 import numpy as np
 import torch
 
-from ..image import srgb_to_linear
 from ..render.lighting import sh_basis
-from ..render.rasterizer import RasterizationSettings
-from ..render.shading import interpolate_packed, render_rgb
+from ..render.shading import interpolate_packed
 from .albedo import SmoothAlbedo, TextureSpaceAlbedo
 from .context import FitContext, Stage
-from .geometry import CameraFrame, HeadRig, project
-from .masks import photometric_mask
+from .geometry import HeadRig, PoseParams, expression_is_nonnegative, project
+from .landmark_problem import landmark_setup
 from .optim import Adam
+from .photo_target import Target, region_weights, render
 from .priors import as_loss, coefficient_terms, landmark_loss, pose_terms
-from .shape import PoseParams, expression_is_nonnegative, landmark_setup
-
-
-def linear_crop(rgb: np.ndarray, frame: CameraFrame, resolution: int) -> np.ndarray:
-    """The crop of an 8-bit sRGB photo at `resolution`, linear RGB float32."""
-    return srgb_to_linear(frame.crop.resized(resolution).extract(rgb).astype(np.float32) / 255.0).astype(np.float32)
-
-
-class Target:
-    """The photo crop at one resolution, with its landmarks and skin mask."""
-
-    def __init__(self, rig: HeadRig, frame: CameraFrame, rgb: np.ndarray, points: np.ndarray, resolution: int):
-        self.resolution = resolution
-        self.points = frame.to_crop(points, resolution)
-        self.image_np = linear_crop(rgb, frame, resolution)
-        self.mask_np = photometric_mask(self.points, self.image_np)
-        dev, dt = rig.device, rig.dtype
-        self.image = torch.as_tensor(self.image_np, dtype=dt, device=dev).reshape(-1, 3)
-        self.mask = torch.as_tensor(self.mask_np, dtype=dt, device=dev).reshape(-1)
-        self.camera = frame.camera(resolution, dev, dt)
-
-
-def region_weights(rig: HeadRig) -> torch.Tensor | None:
-    """(1, V, 1) 1 on the model's "face" region, 0 elsewhere; None when it has none."""
-    face = rig.model.regions.get("face")
-    if face is None or len(face) == 0:
-        return None
-    w = torch.zeros(1, rig.model.num_vertices, 1, dtype=rig.dtype, device=rig.device)
-    w[0, torch.tensor(face, device=rig.device).long()] = 1.0
-    return w
 
 
 def make_albedo(rig: HeadRig, target: Target, options, texture_space=None):
@@ -89,11 +58,6 @@ def robust(e: torch.Tensor, scale: float) -> torch.Tensor:
     """Cauchy: s^2 log(1 + e / s^2) for squared residuals e."""
     s2 = scale * scale
     return s2 * torch.log1p(e / s2)
-
-
-def render(rig: HeadRig, verts, texture, sh, camera, resolution, visibility=None):
-    return render_rgb(camera, verts, rig.faces, rig.face_uvs, texture, sh,
-                      RasterizationSettings((resolution, resolution), cull_backfaces=True), visibility=visibility)
 
 
 class Objective:

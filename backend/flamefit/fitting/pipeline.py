@@ -25,7 +25,8 @@ from .context import FitContext
 from .geometry import CameraFrame, FitState, HeadRig, project
 from .inputs import ImageStage, LandmarksStage
 from .masks import face_polygon_mask
-from .photometric import PhotometricStage, linear_crop, region_weights, render
+from .photo_target import linear_crop, region_weights, render
+from .photometric import PhotometricStage
 from .prepare import is_prepared
 from .rigid import RigidStage
 from .schedule import FitOptions

@@ -19,6 +19,7 @@ import torch
 from ..landmarks import ibug68
 from .context import FitContext, Stage
 from .geometry import GLOBAL, CameraFrame, FitState
+from .landmark_problem import landmark_problem
 from .optim import levenberg_marquardt
 
 D = np.diag([1.0, -1.0, -1.0])
@@ -68,8 +69,6 @@ def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.nda
 def fit_rigid(ctx: FitContext) -> float:
     """Closed-form pose, then Levenberg-Marquardt on rotation + translation with all 68
     points (in the crop at options.landmark_resolution). Returns the final cost."""
-    from .shape import landmark_problem
-
     state = ctx.state
     closed_form_pose(ctx.lmodel, state, ctx.frame, ctx.points_crop, ctx.valid, ctx.options.landmark_resolution)
     problem = landmark_problem(ctx, ["global", "translation"], priors=False)

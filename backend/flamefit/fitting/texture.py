@@ -25,7 +25,7 @@ from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
 from .context import FitContext, Stage
 from .geometry import FitState
-from .photometric import linear_crop
+from .photo_target import linear_crop
 
 MAX_UNWRAP_RESOLUTION = 1024  # the photo crop is sampled at most at this size
 MIN_SHADING = 0.05
