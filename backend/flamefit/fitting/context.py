@@ -61,6 +61,7 @@ class Stage:
 
     name: str = ""
     option: str | None = None
+    reported: bool = True  # False: an internal step, no stage event, timed with the stage before it
 
     def runs(self, options: FitOptions) -> bool:
         return self.option is None or options.runs(self.option)

@@ -1,8 +1,8 @@
-"""The first two stages: the photo, and its 68 landmarks with the fit's frame and rig.
+"""The first two stages: the photo, and its 68 landmarks.
 
 image: load the photo (a path) or take a loaded Photo. landmarks: the detector, or
-points from a file / the caller; then the crop around them, the camera frame, the head
-rig on the device, the initial state and the fast landmark model of the landmark stages.
+points from a file / the caller (the crop, frame, rig and state built from them:
+fit_setup.py).
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FlameFitError
-from ..image import Photo, crop_around, load_photo
+from ..image import Photo, load_photo
 from ..landmarks.detect import check_face_size
 from .context import FitContext, Stage
-from .geometry import CameraFrame, HeadRig, initial_state
-from .landmark_model import LandmarkModel
 
 
 class ImageStage(Stage):
@@ -31,15 +29,9 @@ class LandmarksStage(Stage):
     name = "landmarks"
 
     def run(self, ctx: FitContext) -> None:
-        o = ctx.options
         ctx.points, ctx.weights, ctx.detection = weighted_landmarks(ctx.photo, ctx.landmarks_source, ctx.detector,
                                                                     ctx.face_index)
         ctx.valid = np.isfinite(ctx.points).all(1)
-        crop = crop_around(ctx.points, o.landmark_resolution, o.crop_margin)
-        ctx.frame = CameraFrame(ctx.photo.width, ctx.photo.height, crop)
-        ctx.rig = HeadRig(ctx.model, ctx.device, o.identity_components, o.expression_components)
-        ctx.state = initial_state(ctx.rig)
-        ctx.lmodel = LandmarkModel(ctx.model, ctx.rig.num_identity, ctx.rig.num_expression, ctx.device)
 
 
 def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, face_index=None) -> tuple[np.ndarray, dict]:

@@ -22,6 +22,7 @@ from ..models.head_model import HeadModel
 from ..progress import NullProgress, StageReporter
 from . import metrics
 from .context import FitContext
+from .fit_setup import FitSetup
 from .geometry import CameraFrame, FitState, HeadRig, project
 from .inputs import ImageStage, LandmarksStage
 from .masks import face_polygon_mask
@@ -37,13 +38,13 @@ OVERLAY_RESOLUTION = 512  # the mesh drawn into overlay.png is rendered at most 
 
 
 # The fit, stage by stage (context.py: the Stage protocol). The bundle stage is the writer's.
-PIPELINE = (ImageStage(), LandmarksStage(), RigidStage(), ShapeStage(), PhotometricStage(), TextureStage())
+PIPELINE = (ImageStage(), LandmarksStage(), FitSetup(), RigidStage(), ShapeStage(), PhotometricStage(), TextureStage())
 WRITER_STAGE = "bundle"
 
 
 def planned_stages(options: FitOptions) -> list[str]:
     """The stage names a fit with these options reports, in order."""
-    return [stage.name for stage in PIPELINE if stage.runs(options)] + [WRITER_STAGE]
+    return [stage.name for stage in PIPELINE if stage.reported and stage.runs(options)] + [WRITER_STAGE]
 
 
 @dataclass
@@ -116,7 +117,9 @@ def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, lan
     stages = planned_stages(options)
     run = _Stages(progress or NullProgress(), stages)
     for stage in PIPELINE:
-        if stage.runs(options):
+        if not stage.reported:
+            stage.run(ctx)
+        elif stage.runs(options):
             ctx.reporter = run.begin(stage.name)
             stage.run(ctx)
         else:

@@ -1,0 +1,32 @@
+"""The step between finding the landmarks and fitting them: the crop around the
+landmarks, the camera frame, the head rig on the device, the initial state and the fast
+landmark model of the landmark stages.
+
+Not a stage of its own in the reports (`reported = False`): its time counts toward the
+landmarks stage, as the stage names of INTERFACE.md and bundle/schema.json say.
+"""
+
+from __future__ import annotations
+
+from ..image import crop_around
+from .context import FitContext, Stage
+from .geometry import CameraFrame, HeadRig, initial_state
+from .landmark_model import LandmarkModel
+
+
+def set_up_fit(ctx: FitContext) -> None:
+    """ctx.frame, ctx.rig, ctx.state and ctx.lmodel from ctx.photo and ctx.points."""
+    o = ctx.options
+    crop = crop_around(ctx.points, o.landmark_resolution, o.crop_margin)
+    ctx.frame = CameraFrame(ctx.photo.width, ctx.photo.height, crop)
+    ctx.rig = HeadRig(ctx.model, ctx.device, o.identity_components, o.expression_components)
+    ctx.state = initial_state(ctx.rig)
+    ctx.lmodel = LandmarkModel(ctx.model, ctx.rig.num_identity, ctx.rig.num_expression, ctx.device)
+
+
+class FitSetup(Stage):
+    name = "setup"
+    reported = False
+
+    def run(self, ctx: FitContext) -> None:
+        set_up_fit(ctx)
