@@ -17,25 +17,20 @@ import numpy as np
 import torch
 
 from ..errors import FlameFitError
-from ..image import Crop, Photo, linear_to_srgb
+from ..image import Photo
 from ..models.head_model import HeadModel
 from ..progress import NullProgress, StageReporter
-from . import metrics
 from .context import FitContext
+from .evaluation import evaluate
 from .fit_setup import FitSetup
 from .geometry import CameraFrame, FitState, HeadRig, project
 from .inputs import ImageStage, LandmarksStage
-from .masks import face_polygon_mask
-from .photo_target import linear_crop, region_weights, render
 from .photometric import PhotometricStage
 from .prepare import is_prepared
 from .rigid import RigidStage
 from .schedule import FitOptions
 from .shape import ShapeStage
 from .texture import TextureStage
-
-OVERLAY_RESOLUTION = 512  # the mesh drawn into overlay.png is rendered at most this size
-
 
 # The fit, stage by stage (context.py: the Stage protocol). The bundle stage is the writer's.
 PIPELINE = (ImageStage(), LandmarksStage(), FitSetup(), RigidStage(), ShapeStage(), PhotometricStage(), TextureStage())
@@ -134,19 +129,8 @@ def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, lan
     return result
 
 
-def view_light(rig) -> torch.Tensor:
-    """A fixed light for the grey geometry pictures: soft ambient + a key light from the
-    upper left of the camera."""
-    from ..render.lighting import ambient_light_sh, directional_light_sh
-
-    dev, dt = rig.device, rig.dtype
-    sh = ambient_light_sh(torch.tensor([[0.5, 0.5, 0.5]], dtype=dt, device=dev))
-    return sh + directional_light_sh(torch.tensor([[-0.4, 0.5, 1.0]], dtype=dt, device=dev),
-                                     torch.tensor([[0.7, 0.7, 0.7]], dtype=dt, device=dev))
-
-
 def _finish(ctx: FitContext, timings, stages):
-    """Original-image landmarks, mesh, metrics and the pictures for the report."""
+    """The result: original-image landmarks and mesh; metrics and pictures from evaluation.py."""
     photo, model, options, frame, rig, state = ctx.photo, ctx.model, ctx.options, ctx.frame, ctx.rig, ctx.state
     points, valid, texture, detection = ctx.points, ctx.valid, ctx.texture, ctx.detection
     with torch.no_grad():
@@ -158,45 +142,12 @@ def _finish(ctx: FitContext, timings, stages):
         fitted_fixed = project(camera, rig.layer.landmarks(verts, "ibug68"))[0].cpu().double().numpy()
         face_idx, bary = rig.landmark_embedding_at(state.pose)
 
-        R = min(metrics.EVAL_RESOLUTION, frame.crop.side)
-        eval_camera = frame.camera(R, rig.device, rig.dtype)
-        rendering = render(rig, verts, state.texture, state.sh, eval_camera, R)
-        render_lin = rendering.image[0].clamp(0, 1).cpu().numpy()
-        fg = rendering.fragments.mask[0].cpu().numpy()
-        region = region_weights(rig)
-        if region is not None:
-            from ..render.shading import interpolate
-
-            fg = fg & (interpolate(rendering.fragments, region)[0, ..., 0].cpu().numpy() > 0.5)
-        grey_albedo = torch.full((1, 3, 4, 4), 0.7, dtype=rig.dtype, device=rig.device)
-        view_sh = view_light(rig)
-        grey = render(rig, verts, grey_albedo, view_sh, eval_camera, R).image[0].clamp(0, 1).cpu().numpy()
-        # The overlay shows the whole head: a window 1.7x the fitting crop, same centre.
-        c = frame.crop
-        side_o = int(round(c.side * 1.7))
-        crop_o = Crop(c.x0 + (c.side - side_o) // 2, c.y0 + (c.side - side_o) // 2, side_o, min(OVERLAY_RESOLUTION, side_o))
-        frame_o = CameraFrame(frame.width, frame.height, crop_o)
-        lit = render(rig, verts, grey_albedo, view_sh, frame_o.camera(crop_o.size, rig.device, rig.dtype), crop_o.size)
-        overlay_grey = lit.image[0].clamp(0, 1).cpu().numpy()
-        overlay_fg = lit.fragments.mask[0].cpu().numpy()
-    photo_lin = linear_crop(photo.rgb, frame, R)
-    points_eval = frame.to_crop(points, R)
-    face_mask = face_polygon_mask(points_eval, R) * fg
-    render_srgb = linear_to_srgb(render_lin)
-    photo_srgb = linear_to_srgb(photo_lin)
-    mae, psnr = metrics.image_errors(render_srgb, photo_srgb, face_mask)
-    lmk_px, lmk_eye = metrics.landmark_errors(fitted, points, valid)
-    result_metrics = {"landmark_error_px": round(lmk_px, 4), "landmark_error_eye_fraction": round(lmk_eye, 5),
-                      "photometric_error": round(mae, 5), "psnr_db": round(psnr, 3)}
+    result_metrics, pictures = evaluate(ctx, verts, fitted)
     timings = dict(timings)
     return FitResult(
         photo=photo, model=model, options=options, frame=frame, state=state.detached(),
         detected_2d=points, valid=valid, fitted_2d=fitted, fitted_2d_fixed=fitted_fixed, landmarks_3d=lmk3d[0].cpu().double().numpy(),
         landmark_face_idx=face_idx, landmark_bary=bary, vertices=verts[0].cpu().numpy().astype(np.float32),
-        texture=texture, metrics=result_metrics, timings=timings, detection=detection, rig=rig,
-        pictures={"photo": photo_srgb, "render": render_srgb, "grey": linear_to_srgb(grey), "mask": face_mask,
-                  "foreground": rendering.fragments.mask[0].cpu().numpy(),
-                  "overlay_grey": linear_to_srgb(overlay_grey), "overlay_foreground": overlay_fg,
-                  "overlay_crop": crop_o},
+        texture=texture, metrics=result_metrics, timings=timings, detection=detection, rig=rig, pictures=pictures,
         stages=stages,
     )
