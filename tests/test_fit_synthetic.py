@@ -191,3 +191,20 @@ def test_landmark_weights_from_detector_reliability():
     valid = np.ones(ibug68.NUM_POINTS, bool)  # given points: a validity mask
     w = landmark_weights(valid, 0.5, "cpu", torch.float64).numpy()
     assert np.allclose(w[inner], 1.0) and np.allclose(w[jaw], 0.5)
+
+
+def test_state_is_one_subject_and_its_views():
+    """The shared identity and albedo live in the Subject, pose/expression/light per View;
+    the one-view accessors of a single-photo fit are those same tensors."""
+    rig = HeadRig(prepared_model(), "cpu", 10, 10)
+    state = initial_state(rig)
+    assert len(state.views) == 1 and state.view is state.views[0]
+    assert state.identity is state.subject.identity and state.pose is state.view.pose
+    state.sh = state.view.sh * 2
+    assert state.view.sh is state.sh
+    copy = state.detached()
+    assert copy.subject is not state.subject and torch.equal(copy.view.pose, state.view.pose)
+    two = initial_state(rig, num_views=2)
+    assert len(two.views) == 2 and two.views[0].pose is not two.views[1].pose
+    with pytest.raises(ValueError, match="2 views"):
+        _ = two.view

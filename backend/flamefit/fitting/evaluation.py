@@ -36,7 +36,7 @@ def evaluate(ctx: FitContext, verts: torch.Tensor, fitted) -> tuple[dict, dict]:
     with torch.no_grad():
         R = min(metrics.EVAL_RESOLUTION, frame.crop.side)
         eval_camera = frame.camera(R, rig.device, rig.dtype)
-        rendering = render(rig, verts, state.texture, state.sh, eval_camera, R)
+        rendering = render(rig, verts, state.subject.texture, state.view.sh, eval_camera, R)
         render_lin = rendering.image[0].clamp(0, 1).cpu().numpy()
         fg = rendering.fragments.mask[0].cpu().numpy()
         region = region_weights(rig)

@@ -61,35 +61,81 @@ class CameraFrame:
 
 
 @dataclass
-class FitState:
-    """All fitted parameters (batch of one). Tensors; stages set requires_grad as needed."""
+class Subject:
+    """What every photo of the person shares: the identity and the albedo."""
 
     identity: torch.Tensor  # (1, S)
+    albedo: object = None  # an albedo model (fitting.albedo), set by the photometric stage
+    texture: torch.Tensor | None = None  # (1, 3, T, T) linear UV albedo from the texture stage
+
+
+@dataclass
+class View:
+    """One photo's own parameters, batch axis of 1: expression, head pose and position
+    in that photo's camera, and its SH light."""
+
     expression: torch.Tensor  # (1, E)
     pose: torch.Tensor  # (1, J, 3) axis-angle: global, neck, jaw, eye_left, eye_right
     translation: torch.Tensor  # (1, 3) metres
     sh: torch.Tensor  # (1, 9, 3)
-    albedo: object = None  # an albedo model (fitting.albedo), set by the photometric stage
-    texture: torch.Tensor | None = None  # (1, 3, T, T) linear UV albedo from the texture stage
+
+
+@dataclass
+class FitState:
+    """All fitted parameters: one `Subject` and its `views` (the single-photo fit: one).
+    Tensors; stages set requires_grad as needed.
+
+    The one-view accessors (identity, expression, pose, translation, sh, albedo,
+    texture) read and set the subject's or the only view's fields, for the readers of a
+    single-photo result (the bundle writer)."""
+
+    subject: Subject
+    views: list[View]
     history: dict = field(default_factory=dict)  # stage -> list of loss values
 
+    @property
+    def view(self) -> View:
+        """The view of a single-photo fit."""
+        if len(self.views) != 1:
+            raise ValueError(f"a fit of {len(self.views)} views has no single view")
+        return self.views[0]
+
     def detached(self) -> "FitState":
-        copy = FitState(**{k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in self.__dict__.items()})
-        copy.history = {k: list(v) for k, v in self.history.items()}
-        return copy
+        def copy(obj):
+            return type(obj)(**{k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in obj.__dict__.items()})
+
+        return FitState(copy(self.subject), [copy(v) for v in self.views],
+                        {k: list(v) for k, v in self.history.items()})
 
 
-def initial_state(rig: "HeadRig") -> FitState:
+def _delegate(owner: str, name: str) -> property:
+    def get(self):
+        return getattr(getattr(self, owner), name)
+
+    def put(self, value):
+        setattr(getattr(self, owner), name, value)
+
+    return property(get, put, doc=f"{owner}.{name}")
+
+
+for _name in ("identity", "albedo", "texture"):
+    setattr(FitState, _name, _delegate("subject", _name))
+for _name in ("expression", "pose", "translation", "sh"):
+    setattr(FitState, _name, _delegate("view", _name))
+
+
+def initial_state(rig: "HeadRig", num_views: int = 1) -> FitState:
     dev, dt = rig.device, rig.dtype
-    sh = torch.zeros(1, 9, 3, dtype=dt, device=dev)
-    sh[:, 0] = math.sqrt(4 * math.pi)  # white ambient light: shading 1
-    return FitState(
-        identity=torch.zeros(1, rig.num_identity, dtype=dt, device=dev),
-        expression=torch.zeros(1, rig.num_expression, dtype=dt, device=dev),
-        pose=torch.zeros(1, len(JOINT_NAMES), 3, dtype=dt, device=dev),
-        translation=torch.zeros(1, 3, dtype=dt, device=dev),
-        sh=sh,
-    )
+
+    def view() -> View:
+        sh = torch.zeros(1, 9, 3, dtype=dt, device=dev)
+        sh[:, 0] = math.sqrt(4 * math.pi)  # white ambient light: shading 1
+        return View(expression=torch.zeros(1, rig.num_expression, dtype=dt, device=dev),
+                    pose=torch.zeros(1, len(JOINT_NAMES), 3, dtype=dt, device=dev),
+                    translation=torch.zeros(1, 3, dtype=dt, device=dev), sh=sh)
+
+    return FitState(Subject(identity=torch.zeros(1, rig.num_identity, dtype=dt, device=dev)),
+                    [view() for _ in range(num_views)])
 
 
 class HeadRig:
@@ -109,10 +155,10 @@ class HeadRig:
             self.face_uvs = torch.as_tensor(model.uv_coords[model.uv_faces], dtype=dtype, device=self.device)
 
     def vertices(self, state: FitState, pose=None, identity=None, expression=None, translation=None):
-        identity = state.identity if identity is None else identity
-        expression = state.expression if expression is None else expression
-        return self.layer(identity, expression, state.pose if pose is None else pose,
-                          state.translation if translation is None else translation).vertices
+        identity = state.subject.identity if identity is None else identity
+        expression = state.view.expression if expression is None else expression
+        return self.layer(identity, expression, state.view.pose if pose is None else pose,
+                          state.view.translation if translation is None else translation).vertices
 
     def landmarks(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """(1, 68, 3) iBUG points; the jaw line follows the head's yaw when the embedding can."""
@@ -134,11 +180,11 @@ class PoseParams:
 
     def __init__(self, state: FitState, fit_jaw: bool, fit_neck: bool):
         self.state = state
-        self.base_pose = state.pose.detach().clone()
-        self.global_rot = state.pose[:, GLOBAL].detach().clone().requires_grad_(True)
-        self.neck = state.pose[:, NECK].detach().clone().requires_grad_(fit_neck)
-        self.jaw = state.pose[:, JAW].detach().clone().requires_grad_(fit_jaw)
-        self.t0 = state.translation.detach().clone()
+        self.base_pose = state.view.pose.detach().clone()
+        self.global_rot = state.view.pose[:, GLOBAL].detach().clone().requires_grad_(True)
+        self.neck = state.view.pose[:, NECK].detach().clone().requires_grad_(fit_neck)
+        self.jaw = state.view.pose[:, JAW].detach().clone().requires_grad_(fit_jaw)
+        self.t0 = state.view.translation.detach().clone()
         self.scale = 0.1 * max(float(-self.t0[0, 2]), 0.1)
         self.delta = torch.zeros_like(self.t0, requires_grad=True)
 
@@ -155,8 +201,8 @@ class PoseParams:
 
     def commit(self) -> None:
         with torch.no_grad():
-            self.state.pose[:] = self.pose()
-            self.state.translation[:] = self.translation()
+            self.state.view.pose[:] = self.pose()
+            self.state.view.translation[:] = self.translation()
 
 
 def yaw_degrees(pose: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ class LandmarkProblem:
         self.target = target.double()
         self.scale = (weights.double().sqrt() / sigma)[:, None]
         self.free, self.priors, self.nonneg = list(free), priors, nonneg
-        sizes = {"identity": state.identity.shape[1], "expression": state.expression.shape[1]}
+        sizes = {"identity": state.subject.identity.shape[1], "expression": state.view.expression.shape[1]}
         self.slices, start = {}, 0
         for name in self.free:
             size = sizes.get(name, 3)
@@ -50,21 +50,21 @@ class LandmarkProblem:
         self.row = None
 
     def pack(self) -> torch.Tensor:
-        st = self.state
-        values = {"identity": st.identity[0], "expression": st.expression[0], "global": st.pose[0, GLOBAL],
-                  "neck": st.pose[0, NECK], "jaw": st.pose[0, JAW], "translation": st.translation[0]}
+        subject, view = self.state.subject, self.state.view
+        values = {"identity": subject.identity[0], "expression": view.expression[0], "global": view.pose[0, GLOBAL],
+                  "neck": view.pose[0, NECK], "jaw": view.pose[0, JAW], "translation": view.translation[0]}
         return torch.cat([values[n].detach().double().to(self.lmodel.device) for n in self.free])
 
     def unpack(self, theta: torch.Tensor):
         B, st = theta.shape[0], self.state
         get = lambda name, default: theta[:, self.slices[name]] if name in self.slices else default.double().expand(B, -1)
-        identity = get("identity", st.identity)
-        expression = get("expression", st.expression)
-        pose = st.pose.double().expand(B, -1, -1).clone()
+        identity = get("identity", st.subject.identity)
+        expression = get("expression", st.view.expression)
+        pose = st.view.pose.double().expand(B, -1, -1).clone()
         for name, joint in (("global", GLOBAL), ("neck", NECK), ("jaw", JAW)):
             if name in self.slices:
                 pose[:, joint] = theta[:, self.slices[name]]
-        translation = get("translation", st.translation)
+        translation = get("translation", st.view.translation)
         return identity, expression, pose, translation
 
     def fix_row(self, theta: torch.Tensor) -> None:
@@ -90,12 +90,12 @@ class LandmarkProblem:
 
     def commit(self, theta: torch.Tensor) -> None:
         identity, expression, pose, translation = self.unpack(theta[None])
-        st = self.state
+        subject, view = self.state.subject, self.state.view
         with torch.no_grad():
-            st.identity[:] = identity.to(st.identity)
-            st.expression[:] = (expression.clamp(min=0) if self.nonneg else expression).to(st.expression)
-            st.pose[:] = pose.to(st.pose)
-            st.translation[:] = translation.to(st.translation)
+            subject.identity[:] = identity.to(subject.identity)
+            view.expression[:] = (expression.clamp(min=0) if self.nonneg else expression).to(view.expression)
+            view.pose[:] = pose.to(view.pose)
+            view.translation[:] = translation.to(view.translation)
 
 
 def landmark_problem(ctx: FitContext, free, priors=True) -> LandmarkProblem:

@@ -73,7 +73,7 @@ class Objective:
         self.identity, self.expression, self.albedo = identity, expression, albedo
         self.target, self.region, self.options, self.nonneg = target, region, options, nonneg
         self.lmk_target, self.lmk_weights, self.sigma = landmark_setup(rig, target.points, reliability, options)
-        self.sh = state.sh.detach().clone()
+        self.sh = state.view.sh.detach().clone()
         self.irls = None
         self.parts = {}
 
@@ -130,19 +130,19 @@ def fit_photometric(ctx: FitContext) -> dict:
     region = region_weights(rig)
     fit_expression = options.expression and rig.num_expression > 0
     params = PoseParams(state, fit_jaw=options.expression and rig.has_articulation, fit_neck=rig.has_articulation)
-    identity = state.identity.detach().clone().requires_grad_(rig.num_identity > 0)
-    expression = state.expression.detach().clone().requires_grad_(fit_expression)
+    identity = state.subject.identity.detach().clone().requires_grad_(rig.num_identity > 0)
+    expression = state.view.expression.detach().clone().requires_grad_(fit_expression)
     nonneg = expression_is_nonnegative(rig)
 
     first = Target(rig, frame, rgb, points, schedule[0][0])
-    albedo = state.albedo if state.albedo is not None else make_albedo(rig, first, options, texture_space)
-    state.albedo = albedo
+    albedo = state.subject.albedo if state.subject.albedo is not None else make_albedo(rig, first, options, texture_space)
+    state.subject.albedo = albedo
     history = state.history.setdefault("photometric", [])
     optimiser = Adam(_adam_groups(identity, expression, params, albedo, options, nonneg), betas=options.adam_betas)
     base_lrs = [g["lr"] for g in optimiser.param_groups]
     low = options.lr_final_fraction
     step = 0
-    sh = state.sh.detach().clone()
+    sh = state.view.sh.detach().clone()
     objective = None
     for level, (resolution, iterations) in enumerate(schedule):
         target = first if level == 0 else Target(rig, frame, rgb, points, resolution)
@@ -165,11 +165,11 @@ def fit_photometric(ctx: FitContext) -> dict:
                 reporter.step(step, total, history[-1])
         sh = objective.sh
     with torch.no_grad():
-        state.identity[:] = identity
-        state.expression[:] = expression.clamp(min=0) if nonneg else expression
+        state.subject.identity[:] = identity
+        state.view.expression[:] = expression.clamp(min=0) if nonneg else expression
         params.commit()
         objective.refresh()  # the light for the final geometry
-        state.sh = objective.sh.detach()
+        state.view.sh = objective.sh.detach()
     return dict(objective.parts)
 
 
@@ -191,15 +191,15 @@ def light_only(ctx: FitContext) -> None:
     rig, state = ctx.rig, ctx.state
     R = ctx.options.light_resolution
     target = Target(rig, ctx.frame, ctx.photo.rgb, ctx.points, R)
-    state.albedo = make_albedo(rig, target, ctx.options, ctx.texture_space)
+    state.subject.albedo = make_albedo(rig, target, ctx.options, ctx.texture_space)
     with torch.no_grad():
         verts = rig.vertices(state)
-        rendering = render(rig, verts, state.albedo.texture().detach(), state.sh, target.camera, R)
+        rendering = render(rig, verts, state.subject.albedo.texture().detach(), state.view.sh, target.camera, R)
         pix = rendering.fragments.pixel_index
         weight = target.mask[pix]
         if weight.sum() > 10:
-            state.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix], weight,
-                                state.sh, ctx.options.light_ridge)
+            state.view.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix], weight,
+                                state.view.sh, ctx.options.light_ridge)
 
 
 class PhotometricStage(Stage):

@@ -135,12 +135,12 @@ def _finish(ctx: FitContext, timings, stages):
     points, valid, texture, detection = ctx.points, ctx.valid, ctx.texture, ctx.detection
     with torch.no_grad():
         verts = rig.vertices(state)
-        lmk3d = rig.landmarks(verts, state.pose)
+        lmk3d = rig.landmarks(verts, state.view.pose)
         camera = frame.camera(None, rig.device, rig.dtype)
         fitted = project(camera, lmk3d)[0].cpu().double().numpy()
         # No yaw: the static embedding, whose jaw points stay on the surface when hidden.
         fitted_fixed = project(camera, rig.layer.landmarks(verts, "ibug68"))[0].cpu().double().numpy()
-        face_idx, bary = rig.landmark_embedding_at(state.pose)
+        face_idx, bary = rig.landmark_embedding_at(state.view.pose)
 
     result_metrics, pictures = evaluate(ctx, verts, fitted)
     timings = dict(timings)

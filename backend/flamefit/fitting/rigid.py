@@ -31,11 +31,11 @@ def _axis_angle(matrix: np.ndarray) -> np.ndarray:
 
 def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.ndarray, valid: np.ndarray,
                      resolution: int) -> None:
-    """Set state.pose[global] and state.translation from PnP (in place)."""
+    """Set state.view.pose[global] and state.view.translation from PnP (in place)."""
     with torch.no_grad():
-        rest_pose = torch.zeros_like(state.pose).double()
+        rest_pose = torch.zeros_like(state.view.pose).double()
         zero = torch.zeros(1, 3, dtype=torch.float64, device=lmodel.device)
-        identity, expression = state.identity.double(), state.expression.double()
+        identity, expression = state.subject.identity.double(), state.view.expression.double()
         model_points = lmodel(identity, expression, rest_pose, zero)[0].cpu().numpy()
         root = lmodel.joints(identity, expression)[0, GLOBAL].cpu().numpy()
     focal, principal = frame.intrinsics(resolution)
@@ -62,8 +62,8 @@ def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.nda
     if not facing:
         R, t_cv = np.eye(3), t_guess
     translation = D @ t_cv + R @ root - root
-    state.pose[:, GLOBAL] = torch.as_tensor(_axis_angle(R), dtype=state.pose.dtype, device=state.pose.device)
-    state.translation[:] = torch.as_tensor(translation, dtype=state.translation.dtype, device=state.translation.device)
+    state.view.pose[:, GLOBAL] = torch.as_tensor(_axis_angle(R), dtype=state.view.pose.dtype, device=state.view.pose.device)
+    state.view.translation[:] = torch.as_tensor(translation, dtype=state.view.translation.dtype, device=state.view.translation.device)
 
 
 def fit_rigid(ctx: FitContext) -> float:

@@ -65,7 +65,7 @@ def unwrap(ctx: FitContext):
         lo = options.texture_min_cosine
         confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
 
-        raw_shading = sh_basis(texel_normals) @ state.sh[0]
+        raw_shading = sh_basis(texel_normals) @ state.view.sh[0]
         shading = raw_shading.clamp(min=MIN_SHADING)
         # In deep shadow the division amplifies noise: trust such texels less.
         level = raw_shading.mean(-1) / raw_shading.mean(-1)[confidence > 0.5].median().clamp(min=1e-3) \
@@ -78,7 +78,7 @@ def unwrap(ctx: FitContext):
         # Refinement: render, back-project the residual, add (masked to confident texels).
         for k in range(options.texture_refine_steps):
             albedo = albedo + confidence[:, None] * _residual_at_texels(
-                rig, verts, albedo, texels, state.sh, camera, photo, screen, shading, T)
+                rig, verts, albedo, texels, state.view.sh, camera, photo, screen, shading, T)
             albedo = albedo.clamp(0, 1)
             report(4 + k)
 
@@ -117,7 +117,7 @@ def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, s
 
 def albedo_texture(state: FitState, size: int) -> np.ndarray:
     """(size, size, 3) texture of the fitted albedo model (no texture stage)."""
-    albedo = state.albedo
+    albedo = state.subject.albedo
     if hasattr(albedo, "full_texture"):
         tex = albedo.full_texture(size)
     else:
@@ -128,7 +128,7 @@ def albedo_texture(state: FitState, size: int) -> np.ndarray:
 
 def _keep(ctx: FitContext, texture: np.ndarray) -> None:
     ctx.texture = texture
-    ctx.state.texture = torch.as_tensor(texture, dtype=ctx.rig.dtype, device=ctx.rig.device).permute(2, 0, 1)[None]
+    ctx.state.subject.texture = torch.as_tensor(texture, dtype=ctx.rig.dtype, device=ctx.rig.device).permute(2, 0, 1)[None]
 
 
 class TextureStage(Stage):
