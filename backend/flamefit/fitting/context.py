@@ -23,18 +23,12 @@ from .schedule import FitOptions
 
 
 @dataclass
-class FitContext:
-    """The inputs of one fit and what the stages have found so far (set in stage order)."""
+class ViewInput:
+    """One photo of the fit and what the stages found in it (set in stage order); its
+    fitted parameters are the matching `FitState.views` entry."""
 
-    model: HeadModel  # prepared (fitting.prepare_model): read-only
-    options: FitOptions
-    device: torch.device
-    texture_space: object = None  # a textures TextureSpace, or None
     photo_source: object = None  # what fit_photo was given: a path or a Photo
     landmarks_source: object = None  # a landmarks file, (68, 2) points, or None: detect
-    detector: str = "dlib"
-    face_index: int | None = None
-    reporter: StageReporter | None = None  # the running stage's progress
     # image
     photo: Photo | None = None
     # landmarks
@@ -42,7 +36,25 @@ class FitContext:
     valid: np.ndarray | None = None  # (68,) bool
     weights: np.ndarray | None = None  # (68,) the detector's reliability per point, 0 where missing
     detection: dict = field(default_factory=dict)
-    frame: CameraFrame | None = None
+    frame: CameraFrame | None = None  # the crop around the landmarks and the camera (fit_setup.py)
+
+    def points_crop(self, resolution: int) -> np.ndarray:
+        """The landmarks in the crop at `resolution`."""
+        return self.frame.to_crop(self.points, resolution)
+
+
+@dataclass
+class FitContext:
+    """The inputs of one fit and what the stages have found so far (set in stage order)."""
+
+    model: HeadModel  # prepared (fitting.prepare_model): read-only
+    options: FitOptions
+    device: torch.device
+    views: list[ViewInput] = field(default_factory=list)  # the photos (single-photo fit: one)
+    texture_space: object = None  # a textures TextureSpace, or None
+    detector: str = "dlib"
+    face_index: int | None = None
+    reporter: StageReporter | None = None  # the running stage's progress
     rig: HeadRig | None = None
     lmodel: object = None  # landmark_model.LandmarkModel
     state: FitState | None = None
@@ -51,9 +63,16 @@ class FitContext:
     coverage: np.ndarray | None = None  # (T, T) texel confidence (texture stage only)
 
     @property
+    def view(self) -> ViewInput:
+        """The photo of a single-photo fit."""
+        if len(self.views) != 1:
+            raise ValueError(f"a fit of {len(self.views)} photos has no single view")
+        return self.views[0]
+
+    @property
     def points_crop(self) -> np.ndarray:
-        """The landmarks in the crop at the landmark stages' resolution."""
-        return self.frame.to_crop(self.points, self.options.landmark_resolution)
+        """The single view's landmarks in the crop at the landmark stages' resolution."""
+        return self.view.points_crop(self.options.landmark_resolution)
 
 
 class Stage:

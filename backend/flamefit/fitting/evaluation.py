@@ -32,7 +32,8 @@ def view_light(rig) -> torch.Tensor:
 def evaluate(ctx: FitContext, verts: torch.Tensor, fitted) -> tuple[dict, dict]:
     """(metrics, pictures) of the fitted mesh `verts` (1, V, 3) and its projected
     landmarks `fitted` (68, 2) original pixels."""
-    photo, frame, rig, state, points, valid = ctx.photo, ctx.frame, ctx.rig, ctx.state, ctx.points, ctx.valid
+    view, rig, state = ctx.view, ctx.rig, ctx.state
+    photo, frame, points, valid = view.photo, view.frame, view.points, view.valid
     with torch.no_grad():
         R = min(metrics.EVAL_RESOLUTION, frame.crop.side)
         eval_camera = frame.camera(R, rig.device, rig.dtype)

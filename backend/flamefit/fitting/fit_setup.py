@@ -15,10 +15,10 @@ from .landmark_model import LandmarkModel
 
 
 def set_up_fit(ctx: FitContext) -> None:
-    """ctx.frame, ctx.rig, ctx.state and ctx.lmodel from ctx.photo and ctx.points."""
-    o = ctx.options
-    crop = crop_around(ctx.points, o.landmark_resolution, o.crop_margin)
-    ctx.frame = CameraFrame(ctx.photo.width, ctx.photo.height, crop)
+    """The view's frame, ctx.rig, ctx.state and ctx.lmodel from the view's photo and points."""
+    o, view = ctx.options, ctx.view
+    crop = crop_around(view.points, o.landmark_resolution, o.crop_margin)
+    view.frame = CameraFrame(view.photo.width, view.photo.height, crop)
     ctx.rig = HeadRig(ctx.model, ctx.device, o.identity_components, o.expression_components)
     ctx.state = initial_state(ctx.rig)
     ctx.lmodel = LandmarkModel(ctx.model, ctx.rig.num_identity, ctx.rig.num_expression, ctx.device)

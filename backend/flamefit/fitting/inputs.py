@@ -21,17 +21,19 @@ class ImageStage(Stage):
     name = "image"
 
     def run(self, ctx: FitContext) -> None:
-        source = ctx.photo_source
-        ctx.photo = source if isinstance(source, Photo) else load_photo(source)
+        view = ctx.view
+        source = view.photo_source
+        view.photo = source if isinstance(source, Photo) else load_photo(source)
 
 
 class LandmarksStage(Stage):
     name = "landmarks"
 
     def run(self, ctx: FitContext) -> None:
-        ctx.points, ctx.weights, ctx.detection = weighted_landmarks(ctx.photo, ctx.landmarks_source, ctx.detector,
+        view = ctx.view
+        view.points, view.weights, view.detection = weighted_landmarks(view.photo, view.landmarks_source, ctx.detector,
                                                                     ctx.face_index)
-        ctx.valid = np.isfinite(ctx.points).all(1)
+        view.valid = np.isfinite(view.points).all(1)
 
 
 def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, face_index=None) -> tuple[np.ndarray, dict]:

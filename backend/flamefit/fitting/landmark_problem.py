@@ -101,7 +101,7 @@ class LandmarkProblem:
 def landmark_problem(ctx: FitContext, free, priors=True) -> LandmarkProblem:
     """The landmark residuals of the fit's landmarks for the parameter blocks `free`."""
     lmodel, options = ctx.lmodel, ctx.options
-    camera = ctx.frame.camera(options.landmark_resolution, lmodel.device, torch.float64)
-    target, weights, sigma = landmark_setup(ctx.rig, ctx.points_crop, ctx.weights, options)
+    camera = ctx.view.frame.camera(options.landmark_resolution, lmodel.device, torch.float64)
+    target, weights, sigma = landmark_setup(ctx.rig, ctx.points_crop, ctx.view.weights, options)
     return LandmarkProblem(lmodel, ctx.state, camera, target.to(lmodel.device), weights.to(lmodel.device), sigma,
                            options, free, priors, expression_is_nonnegative(ctx.rig))

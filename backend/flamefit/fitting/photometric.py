@@ -122,8 +122,8 @@ def fit_photometric(ctx: FitContext) -> dict:
     Adam, one step per evaluation; face ids and the IRLS weights of the light solve
     are refreshed every `visibility_every` steps, barycentrics every step.
     """
-    rig, state, frame, options, reporter = ctx.rig, ctx.state, ctx.frame, ctx.options, ctx.reporter
-    rgb, points, reliability, texture_space = ctx.photo.rgb, ctx.points, ctx.weights, ctx.texture_space
+    rig, state, frame, options, reporter = ctx.rig, ctx.state, ctx.view.frame, ctx.options, ctx.reporter
+    rgb, points, reliability, texture_space = ctx.view.photo.rgb, ctx.view.points, ctx.view.weights, ctx.texture_space
     # Never upsample the photo: a level finer than the crop's own pixels only adds blur.
     schedule = [(min(int(r), frame.crop.side), n) for r, n in options.photometric_schedule]
     total = sum(n for _, n in schedule)
@@ -190,7 +190,8 @@ def light_only(ctx: FitContext) -> None:
     solved in closed form for the landmark-fitted mesh."""
     rig, state = ctx.rig, ctx.state
     R = ctx.options.light_resolution
-    target = Target(rig, ctx.frame, ctx.photo.rgb, ctx.points, R)
+    view = ctx.view
+    target = Target(rig, view.frame, view.photo.rgb, view.points, R)
     state.subject.albedo = make_albedo(rig, target, ctx.options, ctx.texture_space)
     with torch.no_grad():
         verts = rig.vertices(state)

@@ -20,7 +20,7 @@ from ..errors import FlameFitError
 from ..image import Photo
 from ..models.head_model import HeadModel
 from ..progress import NullProgress, StageReporter
-from .context import FitContext
+from .context import FitContext, ViewInput
 from .evaluation import evaluate
 from .fit_setup import FitSetup
 from .geometry import CameraFrame, FitState, HeadRig, project
@@ -106,8 +106,8 @@ def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, lan
         raise ValueError("fit_photo needs a prepared head model: flamefit.fitting.prepare_model(model, cache_dir)")
     options = options or FitOptions()
     ctx = FitContext(model=model, options=options, device=resolve_device(str(device) if device is not None else None),
-                     texture_space=texture_space, photo_source=photo, landmarks_source=landmarks, detector=detector,
-                     face_index=face_index)
+                     views=[ViewInput(photo_source=photo, landmarks_source=landmarks)], texture_space=texture_space,
+                     detector=detector, face_index=face_index)
     torch.manual_seed(options.seed)
     stages = planned_stages(options)
     run = _Stages(progress or NullProgress(), stages)
@@ -131,8 +131,9 @@ def fit_photo(photo, model: HeadModel, options: FitOptions | None = None, *, lan
 
 def _finish(ctx: FitContext, timings, stages):
     """The result: original-image landmarks and mesh; metrics and pictures from evaluation.py."""
-    photo, model, options, frame, rig, state = ctx.photo, ctx.model, ctx.options, ctx.frame, ctx.rig, ctx.state
-    points, valid, texture, detection = ctx.points, ctx.valid, ctx.texture, ctx.detection
+    model, options, rig, state, texture = ctx.model, ctx.options, ctx.rig, ctx.state, ctx.texture
+    photo, frame, points, valid, detection = (ctx.view.photo, ctx.view.frame, ctx.view.points, ctx.view.valid,
+                                              ctx.view.detection)
     with torch.no_grad():
         verts = rig.vertices(state)
         lmk3d = rig.landmarks(verts, state.view.pose)

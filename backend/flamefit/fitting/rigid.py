@@ -70,7 +70,8 @@ def fit_rigid(ctx: FitContext) -> float:
     """Closed-form pose, then Levenberg-Marquardt on rotation + translation with all 68
     points (in the crop at options.landmark_resolution). Returns the final cost."""
     state = ctx.state
-    closed_form_pose(ctx.lmodel, state, ctx.frame, ctx.points_crop, ctx.valid, ctx.options.landmark_resolution)
+    closed_form_pose(ctx.lmodel, state, ctx.view.frame, ctx.points_crop, ctx.view.valid,
+                     ctx.options.landmark_resolution)
     problem = landmark_problem(ctx, ["global", "translation"], priors=False)
     theta = levenberg_marquardt(problem.residuals, problem.pack(), ctx.options.rigid_iterations, ctx.reporter,
                                 state.history.setdefault("rigid", []), before_iteration=problem.fix_row)

@@ -39,7 +39,8 @@ def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
 def unwrap(ctx: FitContext):
     """(texture (T, T, 3) linear float32 with every texel filled, texel weight (T, T),
     per-texel confidence (N,))."""
-    rig, state, frame, rgb, options, reporter = ctx.rig, ctx.state, ctx.frame, ctx.photo.rgb, ctx.options, ctx.reporter
+    rig, state, options, reporter = ctx.rig, ctx.state, ctx.options, ctx.reporter
+    frame, rgb = ctx.view.frame, ctx.view.photo.rgb
     T = int(options.texture_size)
     device, dtype = rig.device, rig.dtype
     steps = 5 + options.texture_refine_steps
