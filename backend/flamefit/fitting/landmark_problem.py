@@ -83,7 +83,7 @@ class LandmarkProblem:
         if "expression" in self.slices:
             parts += as_residuals(coefficient_terms(expression, o.expression_prior, nonnegative=self.nonneg))
         if "jaw" in self.slices:
-            parts += as_residuals(jaw_terms(pose[:, JAW], o.jaw_prior))
+            parts += as_residuals(jaw_terms(pose[:, JAW], o))
         if "neck" in self.slices:
             parts += as_residuals(neck_terms(pose[:, NECK], o.neck_prior))
         return torch.cat(parts, dim=1)

@@ -103,7 +103,7 @@ class Objective:
         loss = photo + o.photometric_landmark_weight * lmk
         loss = loss + as_loss(coefficient_terms(self.identity, o.photometric_identity_prior))
         loss = loss + as_loss(coefficient_terms(self.expression, o.expression_prior, nonnegative=self.nonneg))
-        loss = loss + as_loss(pose_terms(pose, o.jaw_prior, o.neck_prior))
+        loss = loss + as_loss(pose_terms(pose, o))
         loss = loss + self.albedo.prior()
         self.parts = {"photometric": float(photo.detach()), "landmarks": float(lmk.detach())}
         return loss, rendering, e.detach()

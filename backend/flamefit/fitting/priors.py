@@ -7,8 +7,8 @@ landmark residuals, the gradient stages (photometric.py) add `as_loss`.
 - identity / expression coefficients ~ N(0, 1): 0.5 * w * |c|^2 (FLAME's shapedirs and
   the open head's identity basis are scaled that way; the open head's ARKit units are
   weights in [0, 1]: the same L2 keeps them small, plus a penalty below 0);
-- jaw: opening (rotation about +X) allowed in [JAW_OPEN_MIN, JAW_OPEN_MAX] rad, sideways
-  and twist kept within +-JAW_SIDE; quadratic penalty outside, weight `jaw_prior`;
+- jaw: opening (rotation about +X) allowed in options.jaw_open_range rad, sideways and
+  twist kept within +-options.jaw_side_limit; quadratic penalty outside, weight `jaw_prior`;
 - neck: 0.5 * w * |neck|^2 (head rotation is carried by the global joint);
 - landmarks: 0.5 * sum_l w_l |r_l|^2 / sigma^2 with r in pixels and sigma =
   landmark_sigma x the eye-corner distance, so the weights do not depend on resolution.
@@ -24,9 +24,6 @@ import torch
 from ..landmarks import ibug68
 from .geometry import JAW, NECK
 
-JAW_OPEN_MIN, JAW_OPEN_MAX = -0.05, 0.6
-JAW_SIDE = 0.08
-
 
 def coefficient_terms(coeffs: torch.Tensor, weight: float, nonnegative: bool = False) -> list[tuple[float, torch.Tensor]]:
     """Coefficients ~ N(0, 1): weight w on |c|^2 (+ 100 w on |min(c, 0)|^2 for weights that
@@ -41,18 +38,18 @@ def _outside(x, lo, hi):
     return torch.relu(lo - x) + torch.relu(x - hi)
 
 
-def jaw_terms(jaw: torch.Tensor, weight: float) -> list[tuple[float, torch.Tensor]]:
-    """(B, 3) jaw rotation: zero inside the allowed range, the distance outside it, x100 w."""
-    return [(100.0 * weight, _outside(jaw[:, :1], JAW_OPEN_MIN, JAW_OPEN_MAX)),
-            (100.0 * weight, _outside(jaw[:, 1:], -JAW_SIDE, JAW_SIDE))]
+def jaw_terms(jaw: torch.Tensor, options) -> list[tuple[float, torch.Tensor]]:
+    """(B, 3) jaw rotation: zero inside the allowed range, the distance outside it, x100 jaw_prior."""
+    weight, (lo, hi), side = options.jaw_prior, options.jaw_open_range, options.jaw_side_limit
+    return [(100.0 * weight, _outside(jaw[:, :1], lo, hi)), (100.0 * weight, _outside(jaw[:, 1:], -side, side))]
 
 
 def neck_terms(neck: torch.Tensor, weight: float) -> list[tuple[float, torch.Tensor]]:
     return [(weight, neck)]
 
 
-def pose_terms(pose: torch.Tensor, jaw_weight: float, neck_weight: float) -> list[tuple[float, torch.Tensor]]:
-    return jaw_terms(pose[:, JAW], jaw_weight) + neck_terms(pose[:, NECK], neck_weight)
+def pose_terms(pose: torch.Tensor, options) -> list[tuple[float, torch.Tensor]]:
+    return jaw_terms(pose[:, JAW], options) + neck_terms(pose[:, NECK], options.neck_prior)
 
 
 def as_residuals(terms) -> list[torch.Tensor]:

@@ -30,8 +30,9 @@ def _axis_angle(matrix: np.ndarray) -> np.ndarray:
 
 
 def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.ndarray, valid: np.ndarray,
-                     resolution: int) -> None:
-    """Set state.view.pose[global] and state.view.translation from PnP (in place)."""
+                     resolution: int, min_facing: float) -> None:
+    """Set state.view.pose[global] and state.view.translation from PnP (in place); a pose
+    turned away (R[2, 2] <= min_facing) or behind the camera starts frontal instead."""
     with torch.no_grad():
         rest_pose = torch.zeros_like(state.view.pose).double()
         zero = torch.zeros(1, 3, dtype=torch.float64, device=lmodel.device)
@@ -58,7 +59,7 @@ def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.nda
     R_cv = cv2.Rodrigues(rvec_new)[0] if ok else D
     t_cv = tvec_new.reshape(3) if ok else t_guess
     R = D @ R_cv
-    facing = R[2, 2] > 0.2 and t_cv[2] > 0  # face toward the camera, in front of it
+    facing = R[2, 2] > min_facing and t_cv[2] > 0  # face toward the camera, in front of it
     if not facing:
         R, t_cv = np.eye(3), t_guess
     translation = D @ t_cv + R @ root - root
@@ -71,7 +72,7 @@ def fit_rigid(ctx: FitContext) -> float:
     points (in the crop at options.landmark_resolution). Returns the final cost."""
     state = ctx.state
     closed_form_pose(ctx.lmodel, state, ctx.view.frame, ctx.points_crop, ctx.view.valid,
-                     ctx.options.landmark_resolution)
+                     ctx.options.landmark_resolution, ctx.options.rigid_min_facing)
     problem = landmark_problem(ctx, ["global", "translation"], priors=False)
     theta = levenberg_marquardt(problem.residuals, problem.pack(), ctx.options.rigid_iterations, ctx.reporter,
                                 state.history.setdefault("rigid", []), before_iteration=problem.fix_row)

@@ -34,10 +34,13 @@ class FitOptions:
     landmark_sigma: float = 0.02  # expected landmark noise, fraction of the eye-corner distance
     contour_weight: float = 0.5  # jaw-line points (less precise) relative to the inner face
     rigid_iterations: int = 20  # Levenberg-Marquardt
+    rigid_min_facing: float = 0.2  # PnP poses turned further from the camera (R[2, 2]) start frontal instead
     shape_iterations: int = 30  # Levenberg-Marquardt
     identity_prior: float = 1.0  # 0.5*w*|beta|^2 (coefficients ~ N(0, 1))
     expression_prior: float = 1.0
     jaw_prior: float = 10.0  # x100 per radian^2 outside the jaw's range (priors.py)
+    jaw_open_range: tuple[float, float] = (-0.05, 0.6)  # radians about +X, free of the jaw prior
+    jaw_side_limit: float = 0.08  # sideways and twist (radians), free of the jaw prior
     neck_prior: float = 50.0  # the head's rotation goes to "global", neck stays near rest
 
     # --- photometric (coarse-to-fine: (resolution, iterations) pairs) ---
@@ -70,6 +73,9 @@ class FitOptions:
     # --- texture ---
     texture_refine_steps: int = 2  # render / back-project residual passes after the unwrap
     texture_min_cosine: float = 0.25  # texels seen more obliquely count as unseen
+    texture_max_unwrap: int = 1024  # the photo crop is sampled at most at this size
+    texture_min_shading: float = 0.05  # the de-lighting divides by at least this shading
+    texture_shadow_level: float = 0.35  # texels shaded below this x the median count less
 
     # --- misc ---
     seed: int = 0

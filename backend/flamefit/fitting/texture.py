@@ -27,9 +27,6 @@ from .context import FitContext, Stage
 from .geometry import FitState
 from .photo_target import linear_crop
 
-MAX_UNWRAP_RESOLUTION = 1024  # the photo crop is sampled at most at this size
-MIN_SHADING = 0.05
-
 
 def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     """Bilinear (H, W, C) image at (N, 2) pixel positions, edge pixels beyond the border."""
@@ -53,7 +50,7 @@ def unwrap(ctx: FitContext):
         points = texels.points(verts, rig.faces)
         texel_normals = torch.nn.functional.normalize(texels.points(normals, rig.faces), dim=-1)
 
-        R = int(min(MAX_UNWRAP_RESOLUTION, max(frame.crop.side, 256)))
+        R = int(min(options.texture_max_unwrap, max(frame.crop.side, 256)))
         camera = frame.camera(R, device, dtype)
         photo = torch.as_tensor(linear_crop(rgb, frame, R), dtype=dtype, device=device)
         screen = camera.transform_points(points[None])[0]
@@ -67,11 +64,11 @@ def unwrap(ctx: FitContext):
         confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
 
         raw_shading = sh_basis(texel_normals) @ state.view.sh[0]
-        shading = raw_shading.clamp(min=MIN_SHADING)
+        shading = raw_shading.clamp(min=options.texture_min_shading)
         # In deep shadow the division amplifies noise: trust such texels less.
         level = raw_shading.mean(-1) / raw_shading.mean(-1)[confidence > 0.5].median().clamp(min=1e-3) \
             if bool((confidence > 0.5).any()) else torch.ones_like(confidence)
-        confidence = confidence * (level / 0.35).clamp(0, 1)
+        confidence = confidence * (level / options.texture_shadow_level).clamp(0, 1)
         colour = _sample(photo, screen[:, :2])
         albedo = (colour / shading).clamp(0, 1)
         report(3)
