@@ -1,9 +1,10 @@
 """`fit_photo`: the whole fit of one photo, stage by stage, reporting progress.
 
-    image -> landmarks -> rigid -> shape -> photometric -> texture  (-> bundle, by the writer)
+    image -> landmarks [-> setup] -> rigid -> shape -> photometric -> texture  (-> bundle, by the writer)
 
 The stages are the objects in PIPELINE (context.py: name, option, run(ctx), skip(ctx)),
-all working on one FitContext. Every stage that runs emits {"event": "stage", ...} then
+all working on one FitContext; `setup` (fit_setup.py: crop, frame, rig, state) is an
+unreported step. The metrics and pictures come after, from evaluation.py. Every stage that runs emits {"event": "stage", ...} then
 {"event": "progress", ...} through one callback, and its wall time goes into
 `FitResult.timings`; `planned_stages` is the list of those that run.
 """
