@@ -113,7 +113,7 @@ def test_no_import_cycles():
 
 # One fitting stage per module; what stages share lives in its own module
 # (landmark_problem, photo_target, priors, geometry, ...), never in another stage.
-STAGE_MODULES = {f"flamefit.fitting.{name}" for name in ("inputs", "rigid", "shape", "photometric", "texture")}
+STAGE_MODULES = {f"flamefit.fitting.{name}" for name in ("photo_stage", "inputs", "fit_setup", "rigid", "shape", "photometric", "texture")}
 
 
 def test_fitting_stages_do_not_import_each_other():

@@ -1,8 +1,6 @@
-"""The first two stages: the photo, and its 68 landmarks.
-
-image: load the photo (a path) or take a loaded Photo. landmarks: the detector, or
-points from a file / the caller (the crop, frame, rig and state built from them:
-fit_setup.py).
+"""Landmarks stage: the photo's 68 landmarks, from the detector or from points in a file
+/ given by the caller, with the detector's reliability of each point (the photo itself:
+photo_stage.py; the crop, frame, rig and state built from the points: fit_setup.py).
 """
 
 from __future__ import annotations
@@ -12,18 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FlameFitError
-from ..image import Photo, load_photo
+from ..image import Photo
 from ..landmarks.detect import check_face_size
 from .context import FitContext, Stage
-
-
-class ImageStage(Stage):
-    name = "image"
-
-    def run(self, ctx: FitContext) -> None:
-        view = ctx.view
-        source = view.photo_source
-        view.photo = source if isinstance(source, Photo) else load_photo(source)
 
 
 class LandmarksStage(Stage):

@@ -25,7 +25,8 @@ from .context import FitContext, ViewInput
 from .evaluation import evaluate
 from .fit_setup import FitSetup
 from .geometry import CameraFrame, FitState, HeadRig, project
-from .inputs import ImageStage, LandmarksStage
+from .inputs import LandmarksStage
+from .photo_stage import ImageStage
 from .photometric import PhotometricStage
 from .prepare import is_prepared
 from .rigid import RigidStage
