@@ -11,7 +11,7 @@ with one line, never written to or removed. The holder removes the lock file whe
 (only if the path still names the file it locked); a taker checks that the file it
 locked is still the one at the path (else it retries).
 
-Temporary siblings: a write goes to `.OUT.tmp-PID` (`make_temp_folder`, whose first file
+Temporary siblings: a write goes to `.OUT.tmp-PID` (`free_temp_folder`, `make_temp_folder`, whose first file
 is the marker `.flamefit-temp` naming the PID), and with --overwrite the old bundle is
 moved to `.OUT.old-PID` for the moment of the swap. `remove_stale_siblings(out)` removes
 those of dead processes (a SIGKILL or power loss mid-write) only when they are provably
@@ -70,19 +70,25 @@ def _is_our_temp(folder: Path, pid: int) -> bool:
         return False
 
 
-def make_temp_folder(out: Path) -> Path:
-    """Create `.OUT.tmp-PID` with its marker (written first, so a leftover is provably ours).
-    A folder already there is removed only when it is a leftover of ours (a dead process
-    with the same PID); otherwise FlameFitError."""
+def free_temp_folder(out: Path) -> Path:
+    """The path `.OUT.tmp-PID`, free to create: a folder already there is removed only when
+    it is a leftover of ours (a dead process with the same PID); otherwise FlameFitError.
+    A writer holds this path before it creates anything there (make_temp_folder), so an
+    interrupt at any moment after leaves it knowing what to remove."""
     tmp = temp_sibling(out, "tmp")
     if tmp.exists() or tmp.is_symlink():
         if not _is_our_temp(tmp, os.getpid()):
             raise FlameFitError(f"{tmp}: exists and is not a temporary folder of FlameFit's; it is left alone, "
                                 "so nothing was written: move it away")
         shutil.rmtree(tmp)
+    return tmp
+
+
+def make_temp_folder(tmp: Path) -> None:
+    """Create the free temporary folder `tmp` with its marker (written first, so a leftover is
+    provably ours)."""
     tmp.mkdir()
     (tmp / TEMP_MARKER).write_text(temp_marker_text(os.getpid()), encoding="utf-8")
-    return tmp
 
 
 def remove_own_files(folder: Path) -> bool:

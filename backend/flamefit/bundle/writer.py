@@ -43,6 +43,7 @@ from .claim import (
     MAX_PID,
     TEMP_MARKER,
     OutputClaim,
+    free_temp_folder,
     make_temp_folder,
     remove_own_files,
     remove_stale_siblings,
@@ -214,7 +215,10 @@ def _write(result, target: OutputTarget, progress, extra_timings, start, final: 
     moved = committed = False
     try:
         remove_stale_siblings(out)
-        tmp = make_temp_folder(out)
+        # `tmp` is known before anything is created there: an interrupt landing inside the
+        # mkdir (a signal's Python handler runs between any two steps) is cleaned up below.
+        tmp = free_temp_folder(out)
+        make_temp_folder(tmp)
         steps = 6
 
         def step(i):
