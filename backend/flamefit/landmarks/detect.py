@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import FlameFitError
 from . import ibug68
-from .faces import Face
+from .faces import Face, face_size
 from .registry import DETECTORS, default_detector
 
 # Face size = the longer side of the detector's box (at profile the eye corners are close
@@ -93,11 +93,6 @@ def as_detector_image(image: np.ndarray, image_name: str = "image") -> np.ndarra
 def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=2)) if image.ndim == 2 else image
 
-
-
-def face_size(box) -> float:
-    """The longer side of a face box, in pixels: the size rules' measure."""
-    return float(max(box[2] - box[0], box[3] - box[1]))
 
 
 def check_face_size(size: float, image_name: str) -> None:

@@ -16,6 +16,11 @@ import numpy as np
 from ..errors import FlameFitError
 
 
+def face_size(box) -> float:
+    """The longer side of a face box, in pixels: the size rules' and the crops' measure."""
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
 @dataclass
 class Face:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1, continuous pixel coordinates

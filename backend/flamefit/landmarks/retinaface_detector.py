@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import FlameFitError
 from . import ibug68, mesh, profile
-from .faces import Face, FaceDetector
+from .faces import Face, FaceDetector, face_size
 
 # Photos are scaled so their longer side is at most this before detection: a face to fit
 # is big enough at this size, and the cost grows with the pixel count.
@@ -125,10 +125,6 @@ def roll_of(five: np.ndarray) -> float:
     # Rotate `down` by -90 degrees so both vectors point along the eye line.
     along = eyes + np.array([down[1], -down[0]])
     return float(np.arctan2(along[1], along[0]))
-
-
-def face_size(box) -> float:
-    return float(max(box[2] - box[0], box[3] - box[1]))
 
 
 class RetinaFaceDetector(FaceDetector):
