@@ -78,6 +78,26 @@ def test_a_users_own_summary_csv_is_refused_before_anything_is_fitted(fitted, tm
     assert _summary(out)["a.png"]["status"] == "failed" and (out / "a" / "notes.txt").read_text() == "mine"
 
 
+def test_a_summary_csv_saved_during_the_run_is_kept(fitted, tmp_path):
+    """summary.csv is checked before the first fit; a file the user saves under that name
+    while the batch runs is kept too, and the summary goes to the first free summary-N.csv."""
+    out = tmp_path / "out"
+    proc = _start("batch", fitted[0], "-o", out, "--json-progress", *FAST)
+    try:
+        for line in proc.stdout:
+            if json.loads(line).get("event") == "photo":  # the first photo is done: the run is under way
+                (out / "summary.csv").write_text("name,grade\nme,A\n")
+                break
+        proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert (out / "summary.csv").read_text() == "name,grade\nme,A\n"
+    rows = _summary(out, name="summary-2.csv")
+    assert {r["status"] for r in rows.values()} == {"ok"} and set(rows) == {"a.png", "b.png"}
+
+
 # --- 7. an interrupted --overwrite counts only bundles it rewrote ------------------------------
 
 

@@ -66,8 +66,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _summary(out: Path) -> dict[str, dict]:
-    with open(out / "summary.csv", encoding="utf-8") as stream:
+def _summary(out: Path, name: str = "summary.csv") -> dict[str, dict]:
+    with open(out / name, encoding="utf-8") as stream:
         return {Path(r["photo"]).name: r for r in csv.DictReader(stream)}
 
 

@@ -210,6 +210,17 @@ def _is_our_summary(path: Path) -> bool:
     return first.rstrip(b"\r") == header
 
 
+def _summary_target(out_dir: Path) -> Path:
+    """OUT/summary.csv, or, when a file FlameFit did not write appeared there during the run
+    (it was checked before the first fit), the first free OUT/summary-N.csv: the user's file
+    is kept."""
+    path, n = out_dir / SUMMARY, 1
+    while (path.exists() or path.is_symlink()) and not _is_our_summary(path):
+        n += 1
+        path = out_dir / f"summary-{n}.csv"
+    return path
+
+
 def _write_summary(path: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
@@ -279,7 +290,7 @@ def run_batch(request: BatchRequest) -> dict:
                                    message="finished while stopping" if rewritten else
                                    "not refitted (interrupted); the earlier bundle is kept")
         ordered = [rows[p] for p in photos if p in rows]
-        summary = out_dir / SUMMARY
+        summary = _summary_target(out_dir)
         _write_summary(summary, ordered)
     counts = {status: sum(r["status"] == status for r in ordered) for status in ("ok", "failed", "skipped")}
     if interrupted:
