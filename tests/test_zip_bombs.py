@@ -216,3 +216,20 @@ def test_a_build_work_file_with_a_bzip2_member_is_refused(tmp_path, bomb):
                      "Path(sys.argv[2]).rename(folder.unwrapped / 'a-00000000.npz')\n"
                      "result = folder.load_all()", fresh, work_file)
     assert "albedo.npy: it is compressed with bzip2" in loaded, loaded
+
+
+def test_a_huge_zip_directory_is_refused_from_its_end_record(tmp_path):
+    """300 k directory entries (a 15 MB file): zipfile would parse and keep them all (4.6 s,
+    180 MB) before the member count is checked; the end record's directory size comes first."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("a.npy", b"")
+    data = buffer.getvalue()
+    start, end = data.index(b"PK\x01\x02"), data.index(b"PK\x05\x06")
+    directory = data[start:end] * 300_000
+    record = (b"PK\x05\x06" + (0).to_bytes(4, "little") + (0xFFFF).to_bytes(2, "little") * 2
+              + len(directory).to_bytes(4, "little") + start.to_bytes(4, "little") + b"\x00\x00")
+    path = tmp_path / "many.npz"
+    path.write_bytes(data[:start] + directory + record)
+    line = one_line(limited(CLI, "model-info", path))
+    assert f"zip directory of {len(directory):,} bytes" in line, line

@@ -39,6 +39,10 @@ MAX_OBJECTS = 1_000_000  # containers and values in one pickle, counted as expan
 MAX_DEPTH = 100  # nesting of containers in one pickle
 MAX_READ_BYTES = 1 << 30  # array data read from one file (FLAME 2023: ~60 MB; a texture space's K directions)
 MAX_NPZ_MEMBERS = 10_000
+# The zip directory, read from its end record before zipfile parses (and keeps) every entry:
+# 300 k entries cost zipfile 4.6 s and 180 MB before the member count could be checked.
+# 10,000 members with 300-character names fit.
+MAX_NPZ_DIRECTORY_BYTES = 4 * 2 ** 20
 
 
 class ChumpyStandIn:
@@ -426,7 +430,10 @@ NPZ_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what numpy writes; r
 def _open_npz(path) -> zipfile.ZipFile:
     """The archive, refused before any member is read when one is compressed in a way
     numpy never writes (bzip2, lzma: inflated whole on the first read) or encrypted."""
-    _open(path).close()  # uniform "file not found" message
+    with _open(path) as stream:  # also the uniform "file not found" message
+        directory = _zip_directory_size(stream)
+    if directory > MAX_NPZ_DIRECTORY_BYTES:
+        raise _too_big(path, f"has a zip directory of {directory:,} bytes (more than {MAX_NPZ_MEMBERS:,} arrays)")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -437,6 +444,24 @@ def _open_npz(path) -> zipfile.ZipFile:
         archive.close()
         raise
     return archive
+
+
+def _zip_directory_size(stream) -> int:
+    """The central directory's size that the zip's end record (or its zip64 record) gives,
+    found as zipfile finds it; 0 without one (zipfile then says it is no zip)."""
+    end = stream.seek(0, os.SEEK_END)
+    start = stream.seek(max(0, end - 22 - 65535))
+    tail = stream.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return 0
+    sizes = [int.from_bytes(tail[at + 12:at + 16], "little")]
+    if start + at >= 76:  # a zip64 locator and record just before it take precedence
+        stream.seek(start + at - 76)
+        record = stream.read(76)
+        if record[:4] == b"PK\x06\x06" and record[56:60] == b"PK\x06\x07":
+            sizes.append(int.from_bytes(record[40:48], "little"))
+    return max(sizes)
 
 
 def _check_members(archive: zipfile.ZipFile, path) -> None:
