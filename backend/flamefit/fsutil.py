@@ -9,6 +9,8 @@ flamefit but its errors).
   name has exactly that shape (8 hex digits) and whose process has ended.
 * `file_lock(path)`: an exclusive advisory lock (a lock file), e.g. so that parallel
   processes build a cache once instead of each building it.
+* `require_writable(place, target)`: one line when `target` cannot be written at `place`
+  (the nearest existing folder is a file or read-only), before any work.
 * `file_sha256(path)`: the hex SHA-256 of a file's bytes, read in chunks (which photo a
   bundle was fitted to: a name alone does not say).
 * `require_regular_file(path, what)` / `regular_file_problem(path, what)`: refuse a missing file, a folder, or a FIFO, device
@@ -51,6 +53,17 @@ def regular_file_problem(path, what: str = "file") -> str | None:
         kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         return f"is {kind}, not a regular file; FlameFit reads the {what} only from a regular file"
     return None
+
+
+def require_writable(place, target) -> None:
+    """Refuse, with one line, to write `target` when the nearest existing folder at or above
+    `place` (where `target` goes) is a file or not writable."""
+    place = Path(place)
+    ancestor = next(p for p in (place, *place.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise FlameFitError(f"{ancestor}: is a file, so {target} cannot be created")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FlameFitError(f"{ancestor}: folder is not writable, so {target} cannot be written")
 
 
 def file_sha256(path) -> str:

@@ -36,7 +36,7 @@ from ..bundle import read_result, validate_bundle, write_bundle
 from ..bundle.reader import is_bundle, photo_sha256
 from ..bundle.writer import check_path_text, check_replaceable
 from ..errors import FlameFitError, Interrupted
-from ..fsutil import atomic_write_text, file_sha256, regular_file_problem
+from ..fsutil import atomic_write_text, file_sha256, regular_file_problem, require_writable
 from . import pool
 from .photos import bundle_names, list_photos, sidecar_landmarks
 from .session import configure_threads, load_fit_inputs, resolve_device, settings_from
@@ -183,13 +183,7 @@ def _output_folder(output) -> Path:
     check_path_text(out_dir, "output folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise FlameFitError(f"{out_dir}: exists and is not a folder")
-    ancestor = next(p for p in (out_dir, *out_dir.parents) if p.exists())
-    if not ancestor.is_dir():
-        raise FlameFitError(f"{ancestor}: is a file, so {out_dir} cannot be created")
-    import os
-
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise FlameFitError(f"{ancestor}: folder is not writable")
+    require_writable(out_dir, out_dir)
     summary = out_dir / SUMMARY
     if (summary.exists() or summary.is_symlink()) and not _is_our_summary(summary):
         raise FlameFitError(f"{summary}: exists and is not a FlameFit batch summary; not replaced "

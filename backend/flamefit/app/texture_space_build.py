@@ -32,6 +32,7 @@ import numpy as np
 from .. import __version__
 from ..bundle.writer import check_path_text
 from ..errors import FlameFitError
+from ..fsutil import require_writable
 from ..textures.build import BuildOptions, space_from_work, work_settings
 from ..textures.contact_sheet import is_contact_sheet, write_contact_sheet
 from ..textures.spaces import FORMAT_NAME, save_texture_space
@@ -210,11 +211,7 @@ def check_outputs(photos_dir: Path, output: Path, overwrite: bool, resume: bool,
     if output.suffix.lower() != ".npz":
         raise FlameFitError(f"{output}: the texture space is written as .npz; give -o SPACE.npz")
     check_path_text(output.absolute(), "output file")
-    ancestor = next(p for p in output.absolute().parents if p.exists())
-    if not ancestor.is_dir():
-        raise FlameFitError(f"{ancestor}: is a file, so {output} cannot be created")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise FlameFitError(f"{ancestor}: folder is not writable, so {output} cannot be written")
+    require_writable(output.absolute().parent, output)
     listed = list_photos(photos_dir)
     sheets = [p for p in listed if is_contact_sheet(p)]  # an earlier build's output, not a photo
     photos = [p for p in listed if p not in sheets]

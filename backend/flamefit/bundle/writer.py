@@ -36,6 +36,7 @@ import torch
 
 from .. import __version__
 from ..errors import FlameFitError
+from ..fsutil import require_writable
 from ..image import linear_to_srgb
 from ..models.head_model import JOINT_NAMES
 from .claim import (
@@ -147,11 +148,7 @@ def check_output(out_dir, overwrite: bool, claim: bool = True) -> OutputTarget:
         if not overwrite:
             raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
         check_replaceable(out)
-    ancestor = next(p for p in out.parents if p.exists())
-    if not ancestor.is_dir():
-        raise FlameFitError(f"{ancestor}: is a file, so {out} cannot be created")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise FlameFitError(f"{ancestor}: folder is not writable, so {out} cannot be written")
+    require_writable(out.parent, out)
     try:
         created = _make_parents(out)
     except OSError as exc:
