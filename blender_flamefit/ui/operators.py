@@ -147,6 +147,13 @@ def remove_result(out_dir: str) -> bool:
     return False
 
 
+def in_panel_words(message: str) -> str:
+    """A backend message as the panel says it: the panel has a field for what the backend
+    calls --landmarks FILE."""
+    return message.replace("with --landmarks FILE", "as a Landmarks file (below the photo)") \
+        .replace("pass --landmarks FILE", "give a Landmarks file (below the photo)")
+
+
 def fit_step(context, job: FitJob) -> StepResult:
     """One tick of Fit Photo: read progress, update the panel/status bar; on success import
     the bundle (one undo step), on failure or cancel import nothing."""
@@ -179,10 +186,8 @@ def fit_step(context, job: FitJob) -> StepResult:
         removed = remove_result(job.out_dir)
         state.status, state.error = "Fit cancelled" + ("; its result folder was removed" if removed else ""), ""
     else:
-        # the panel has a field for what the backend calls --landmarks FILE
         state.status = "Fit failed"
-        state.error = res.message.replace("with --landmarks FILE", "as a Landmarks file (below the photo)") \
-            .replace("pass --landmarks FILE", "give a Landmarks file (below the photo)")
+        state.error = in_panel_words(res.message)
     _redraw(context)
     return res
 
@@ -290,7 +295,7 @@ def faces_step(context, job: FacesJob) -> StepResult:
         res = StepResult(DONE, faces.headline(job.listing))
     elif res.state == FAILED:
         clear_faces(s)
-        state.error = res.message.replace("with --landmarks FILE", "as a Landmarks file (below the photo)")
+        state.error = in_panel_words(res.message)
     if old_picture and old_picture != s.faces_picture and os.path.dirname(old_picture) == faces_folder():
         try:  # only our own earlier picture
             os.remove(old_picture)
