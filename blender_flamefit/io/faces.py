@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+PICTURE = "FlameFit faces"  # the Image holding the numbered picture (not saved: no users)
 SHARP = 0.5  # below this sharpness cue a face is called blurred (the backend counts >= 0.45 of the sharpest as sharp)
 CUT = 0.05  # more than this share outside the photo: cut
 

@@ -241,7 +241,6 @@ class FLAMEFIT_OT_cancel_fit(Operator):
 
 
 # --- Find Faces / Pick Face -------------------------------------------------------------------
-PICTURE = "FlameFit faces"  # the Image holding the numbered picture (not saved: no users)
 
 
 def faces_folder() -> str:
@@ -306,14 +305,14 @@ def faces_step(context, job: FacesJob) -> StepResult:
 
 
 def show_picture(path: str):
-    """Load the numbered picture into the Image PICTURE, its preview at full size (Blender's
+    """Load the numbered picture into the Image faces.PICTURE, its preview at full size (Blender's
     own preview is 128 px: the numbers would not read). None when there is no picture."""
-    image = bpy.data.images.get(PICTURE)
+    image = bpy.data.images.get(faces.PICTURE)
     if not path or not os.path.isfile(path):
         return None
     if image is None:
         image = bpy.data.images.load(path, check_existing=False)
-        image.name = PICTURE
+        image.name = faces.PICTURE
     else:
         image.filepath = path
         image.reload()

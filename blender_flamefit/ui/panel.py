@@ -12,8 +12,6 @@ from . import job_runner
 from .preferences import draw_backend_box, draw_progress, wrap_for
 from .props import current_faces
 
-PICTURE = "FlameFit faces"  # operators.PICTURE (the panel does not import the operators)
-
 
 def format_metrics(metrics: dict) -> list:
     labels = {"landmark_error_px": ("Landmarks", "{:.2f} px"),
@@ -57,7 +55,7 @@ def draw_faces(layout, context, settings, ready) -> None:
         for face in listing["faces"]:
             text = faces.row(face, listing["photo"]["width"]) + (" (chosen)" if face["index"] == listing["chosen"] else "")
             col.operator("flamefit.pick_face", text=text, depress=face["index"] == picked).index = face["index"]
-    image = bpy.data.images.get(PICTURE)
+    image = bpy.data.images.get(faces.PICTURE)
     if image is not None and image.preview is not None and bpy.path.abspath(image.filepath) == settings.faces_picture:
         region = getattr(context, "region", None)
         scale = context.preferences.system.ui_scale if context.preferences else 1.0
