@@ -1,4 +1,4 @@
-"""FlameFit for Blender: fit a FLAME (or open MakeHuman-based) head to one photo with the
+"""FlameFit for Blender: fit a FLAME (or open MakeHuman-based) head to photos of one person with the
 FlameFit backend and import the result as editable objects.
 
 The add-on never imports torch or the backend: it runs `PYTHON -m flamefit.cli fit` as a
@@ -14,7 +14,7 @@ bl_info = {
     "version": (0, 1, 0),
     "blender": (3, 4, 0),
     "location": "View3D > Sidebar > FlameFit; File > Import > FlameFit result (.json)",
-    "description": "Fit a FLAME head to one photo; import mesh, shape keys, albedo, lights and camera",
+    "description": "Fit a FLAME head to one or several photos of a person; import mesh, shape keys, albedo, lights and camera",
     "doc_url": "",
     "category": "Import-Export",
 }
@@ -22,7 +22,7 @@ bl_info = {
 # dependency order: io, then blender, then ui ("Reload Scripts" re-imports them in this order)
 _MODULES = ("io.npyio", "io.options", "io.sh_math", "io.bundle", "io.backend_process", "io.faces", "io.setup_backend",
             "blender.mesh", "blender.material", "blender.camera", "blender.scene", "blender.placement", "blender.lights",
-            "blender.importer", "ui.job_runner", "ui.props", "ui.preferences", "ui.operators", "ui.panel")
+            "blender.views", "blender.importer", "ui.job_runner", "ui.props", "ui.preferences", "ui.operators", "ui.panel")
 
 if "bpy" in locals():  # "Reload Scripts": re-import the submodules
     import importlib

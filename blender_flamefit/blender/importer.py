@@ -29,7 +29,7 @@ from mathutils import Vector
 
 from ..io.bundle import Bundle, BundleError, load_bundle
 from . import lights as light_rig
-from . import placement
+from . import placement, views
 from .camera import build_camera
 from .material import build_material
 from .mesh import add_shape_keys, bbox_centre, build_mesh, to_blender_flat
@@ -53,27 +53,37 @@ class ImportResult:
     world: object
     material: object
     bundle: Bundle
-    rig: object
+    rig: object  # the first view's light rig
+    cameras: list = field(default_factory=list)  # one per view; `camera` is the first
     warnings: list = field(default_factory=list)
     changes: list = field(default_factory=list)  # what the import did to the scene, in words
 
 
-def _free_place(scene, cam_obj, camera, location, half, cam_rel, head, others):
-    """(offset along the camera's right, names in the way at the cursor): nothing in the scene
-    hides the head from its camera or shows over its photo, and no earlier result's camera
-    sees the new one nor the new camera an earlier result."""
-    right = (cam_obj.matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))).normalized()
-    seen = _view_points(cam_obj, camera, 3.0 * cam_rel.length)
-    view = placement.camera_view(cam_obj, scene)
-    drawn = placement.box_segments(location - half, location + half) + placement.drawn_segments(cam_obj, scene)
+def _free_place(scene, cams, location, half, head, others):
+    """(offset along the first camera's right, names in the way at the cursor): nothing in the
+    scene hides the head from any of its cameras or shows over their photos, and no earlier
+    result's camera sees the new one nor a new camera an earlier result. `cams`: [(camera
+    object, CameraSpec)], placed for the head at `location`."""
+    right = (cams[0][0].matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))).normalized()
+    looks = []  # (camera position, far points over its photo)
+    for cam_obj, spec in cams:
+        pos = cam_obj.matrix_world.translation.copy()
+        looks.append((pos, _view_points(cam_obj, spec, 3.0 * (pos - location).length)))
+    cam_views = [placement.camera_view(cam_obj, scene) for cam_obj, _ in cams]
+    drawn = placement.box_segments(location - half, location + half)
+    drawn += [s for cam_obj, _ in cams for s in placement.drawn_segments(cam_obj, scene)]
 
     def blocked(off):
         off = Vector(off)
         lo, hi = location - half + off, location + half + off
-        hidden = occluders(scene, lo, hi, location + cam_rel + off, exclude={head.name},
-                           view_points=[p + off for p in seen])
+        hidden = []
+        for pos, seen in looks:
+            hidden += [n for n in occluders(scene, lo, hi, pos + off, exclude={head.name},
+                                            view_points=[p + off for p in seen]) if n not in hidden]
         moved = [(p + off, q + off) for p, q in drawn]
-        return hidden + [n for n in placement.clashes(others, view.moved(off), moved) if n not in hidden]
+        for view in cam_views:
+            hidden += [n for n in placement.clashes(others, view.moved(off), moved) if n not in hidden]
+        return hidden
 
     return free_offset(blocked, right)
 
@@ -132,24 +142,41 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
         track(bpy.data.materials, mat)
         me.materials.append(mat)
 
-        cam_obj, photo, intr = build_camera(f"{name}_camera", bundle)
-        track(bpy.data.cameras, cam_obj.data)
-        track(bpy.data.objects, cam_obj)
-        if photo is not None and photo.users == 1:  # loaded by us (not already in the file)
-            track(bpy.data.images, photo)
-        coll.objects.link(cam_obj)
+        several = len(bundle.views) > 1
+        cams, photos, intrs = [], [], []
+        for view in bundle.views:
+            cam_name = f"{name}_{view.name}_camera" if several else f"{name}_camera"
+            cam, photo, intr = build_camera(cam_name, view)
+            track(bpy.data.cameras, cam.data)
+            track(bpy.data.objects, cam)
+            if photo is not None and photo.users == 1:  # loaded by us (not already in the file)
+                track(bpy.data.images, photo)
+            coll.objects.link(cam)
+            cam["flamefit_view"] = view.index
+            cam["flamefit_view_name"] = view.name
+            cams.append(cam)
+            photos.append(photo)
+            intrs.append(intr)
+        cam_obj, intr = cams[0], intrs[0]
 
-        # place: head centre at the cursor, camera relative to it; then moved sideways beside
+        # place: head centre at the cursor, cameras relative to it; then moved sideways beside
         # whatever would hide the head and out of every earlier result's camera views
         location = scene.cursor.location.copy()
         half = Vector([(max(posed[c::3]) - min(posed[c::3])) / 2 for c in range(3)])
-        cam_rel = cam_obj.matrix_world.translation - centre
-        m = cam_obj.matrix_world.copy()
-        m.translation += location - centre
-        cam_obj.matrix_world = m
+        rels = [cam.matrix_world.translation - centre for cam in cams]
+        cam_rel = rels[0]
+
+        def put_cameras(at):
+            for cam, rel in zip(cams, rels, strict=True):
+                m = cam.matrix_world.copy()
+                m.translation = at + rel
+                cam.matrix_world = m
+
+        put_cameras(location)
         others = placement.earlier_results(scene, exclude=coll)
         if avoid_occluders:
-            offset, blockers = _free_place(scene, cam_obj, bundle.camera, location, half, cam_rel, head, others)
+            pairs = [(cam, view.camera) for cam, view in zip(cams, bundle.views, strict=True)]
+            offset, blockers = _free_place(scene, pairs, location, half, head, others)
             if blockers:
                 location += Vector(offset)
                 how = f"moved {Vector(offset).length:.2f} m sideways" if Vector(offset).length else \
@@ -157,22 +184,17 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
                 changes.append(f"{', '.join(blockers[:3])} in the way of its camera: {how}")
         head.location = location
         head["flamefit_centre"] = list(centre)  # fit coordinates (Blender axes) of the origin
-        m = cam_obj.matrix_world.copy()
-        m.translation = location + cam_rel
-        cam_obj.matrix_world = m
+        put_cameras(location)
 
-        # lights fitted to the normals the camera sees
-        cam_pos_world = light_rig.from_blender(tuple(cam_rel + centre))  # the fit's coordinates
-        verts_world = bundle.mesh["vertices"].data
-        emphasis = None
-        if bundle.landmarks_2d and len(bundle.landmarks_2d) >= 3:
-            emphasis = light_rig.face_emphasis(verts_world, bundle.camera.project, bundle.landmarks_2d)
-        rig = light_rig.rig_for_mesh(bundle.sh, verts_world, bundle.mesh["faces"].data,
-                                     cam_pos_world, fill=fill_light, emphasis=emphasis)
+        # per photo: the lights fitted to the normals its camera sees
+        rigs = [views.fit_view_rig(bundle, k, fill_light) for k in range(len(bundle.views))]
+        rig = rigs[0]
+        roles = list(dict.fromkeys(sun.role for r in rigs for sun in r.suns))
         lights = []
         sun_distance = light_rig.sun_distance(cam_rel, half.length)
-        for sun in rig.suns:
-            lobj = light_rig.make_sun(f"{name}_{sun.role}", sun, target=location, distance=sun_distance)
+        for role in roles:
+            sun = next(s for r in rigs for s in r.suns if s.role == role)
+            lobj = light_rig.make_sun(f"{name}_{role}", sun, target=location, distance=sun_distance)
             track(bpy.data.lights, lobj.data)
             track(bpy.data.objects, lobj)
             coll.objects.link(lobj)
@@ -209,21 +231,40 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
                 turned_off = lights_off_in_renders(scene, exclude=mine)
                 if turned_off:
                     changes.append(f"off in renders: {', '.join(turned_off[:4])}")
-        # the suns where nothing they draw in the 3D view (icon, direction and ground lines)
-        # shows in its camera's view (with the frame the scene now gives it) nor any other result's
-        views = [placement.camera_view(cam_obj, scene), placement.scene_view(cam_obj, scene)]
-        views += [v for r in others for v in r.views]
-        for lobj in lights:
-            toward = lobj.rotation_quaternion @ Vector((0.0, 0.0, 1.0))
-            where = light_rig.out_of_view_location(location, toward, sun_distance, views)
-            if where is None:
-                changes.append(f"{lobj.name}: no place found where its lines stay out of the camera view")
-            else:
-                lobj.location = where
+        # each view's suns where nothing they draw in the 3D view (icon, direction and ground
+        # lines) shows in any of the result's cameras' views (the first also with the frame the
+        # scene now gives it) nor any other result's
+        seen_by = [placement.camera_view(cam, scene) for cam in cams] + [placement.scene_view(cam_obj, scene)]
+        seen_by += [v for r in others for v in r.views]
+        states, unplaced = [], set()
+        for view, view_rig, view_intr in zip(bundle.views, rigs, intrs, strict=True):
+            suns = {}
+            for sun in view_rig.suns:
+                toward = Vector(light_rig.to_blender(sun.direction)).normalized()
+                where = light_rig.out_of_view_location(location, toward, sun_distance, seen_by)
+                if where is None:
+                    unplaced.add(f"{name}_{sun.role}")
+                    where = location + toward * sun_distance
+                suns[sun.role] = views.sun_record(sun, where)
+            states.append({"name": view.name, "keys": bundle.view_key_values(view.index), "suns": suns,
+                           "ambient": list(view_rig.ambient), "light_error": float(view_rig.error),
+                           "resolution": list(view_intr["resolution"]),
+                           "pixel_aspect": list(view_intr["pixel_aspect"]),
+                           "metrics": view.metrics})
+        for lobj in sorted(unplaced):
+            changes.append(f"{lobj}: no place found where its lines stay out of the camera view")
+        coll[views.VIEWS_PROP] = json.dumps(states)
+        coll[views.WORLD_PROP] = world.name
+        views.widen_sliders(head, states)
+        views.apply_view(scene, coll, 0, set_camera=False, set_render_size=False)
+        if several:
+            changes.append(f"{len(bundle.views)} photos: one camera each; switch between them in the "
+                           "FlameFit panel's Views")
         if pack_images:
             albedo.pack()
-            if photo is not None:
-                photo.pack()
+            for photo in photos:
+                if photo is not None and not photo.packed_file:
+                    photo.pack()
             changes.append("albedo and photo packed into the .blend")
         if select:
             select_and_frame(context, head)
@@ -234,7 +275,7 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
         _rollback(created, scene, old, turned_off)
         raise BundleError(f"importing {bundle.folder} failed: {exc}") from exc
     coll["flamefit_changes"] = json.dumps(changes)
-    return ImportResult(coll, head, cam_obj, lights, world, mat, bundle, rig, list(bundle.warnings), changes)
+    return ImportResult(coll, head, cam_obj, lights, world, mat, bundle, rig, cams, list(bundle.warnings), changes)
 
 
 def _rollback(created, scene, old, turned_off=()) -> None:

@@ -46,12 +46,18 @@ def make_world(name: str, ambient) -> "bpy.types.World":
         bg = tree.nodes.new("ShaderNodeBackground")
         out = next((n for n in tree.nodes if n.type == "OUTPUT_WORLD"), None) or tree.nodes.new("ShaderNodeOutputWorld")
         tree.links.new(bg.outputs[0], out.inputs[0])
+    set_world_ambient(world, ambient)
+    return world
+
+
+def set_world_ambient(world, ambient) -> None:
+    """The world's Background colour and strength for the fitted ambient term W."""
+    bg = next(n for n in world.node_tree.nodes if n.type == "BACKGROUND")
     colour, strength = _split(ambient)
     bg.inputs["Color"].default_value = (*colour, 1.0)
     bg.inputs["Strength"].default_value = strength
     world.color = colour  # viewport (solid/workbench) world colour
     world["flamefit_ambient"] = list(ambient)
-    return world
 
 
 def sun_distance(camera_offset, head_radius: float) -> float:
@@ -86,12 +92,15 @@ def out_of_view_location(target, toward_light, distance, views, step: float = 0.
     return None
 
 
+def sun_settings(sun: "sh_math.Sun") -> tuple:
+    """(colour, energy, angle) of the Blender sun for a fitted sun term (the calibration above)."""
+    colour, peak = _split(sun.colour)
+    return tuple(colour), math.pi * peak, min(math.pi, max(0.0, sun.angle))
+
+
 def make_sun(name: str, sun: "sh_math.Sun", target=(0.0, 0.0, 0.0), distance: float = 1.0) -> "bpy.types.Object":
     data = bpy.data.lights.new(name, "SUN")
-    colour, peak = _split(sun.colour)
-    data.color = colour
-    data.energy = math.pi * peak
-    data.angle = min(math.pi, max(0.0, sun.angle))
+    data.color, data.energy, data.angle = sun_settings(sun)
     obj = bpy.data.objects.new(name, data)
     d = Vector(to_blender(sun.direction)).normalized()
     # a sun shines along its local -Z: point local +Z at the light

@@ -42,12 +42,14 @@ def _kill_all_at_exit():
 atexit.register(_kill_all_at_exit)
 
 
-def backend_command(python: str, photo: str, out_dir: str, *, device: str = "auto", detector: str = "",
+def backend_command(python: str, photo, out_dir: str, *, device: str = "auto", detector: str = "",
                     texture_size: int = 0, stages=None, expression: bool = True, model_files=None,
                     extra=None, command: str = "fit") -> list:
-    """The argument list of one `flamefit fit PHOTO` run, or with command="batch" of one
+    """The argument list of one `flamefit fit PHOTO [PHOTO ...]` run (`photo`: a path, or a list
+    of the photos of one person: one head from all of them), or with command="batch" of one
     `flamefit batch PHOTOS_DIR` run (INTERFACE.md section 1)."""
-    cmd = [python, "-m", "flamefit.cli", command, photo, "-o", out_dir, "--json-progress"]
+    photos = [photo] if isinstance(photo, (str, os.PathLike)) else list(photo)
+    cmd = [python, "-m", "flamefit.cli", command, *map(os.fspath, photos), "-o", out_dir, "--json-progress"]
     if device:
         cmd += ["--device", device]
     if detector:

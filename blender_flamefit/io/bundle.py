@@ -8,6 +8,10 @@ The bundle's layout comes from schema.json (the backend's `flamefit/bundle/schem
 shipped in the add-on as io/schema.json). A bundle is data from elsewhere, so nothing in
 it is trusted: every file it names must resolve inside its folder, sizes are checked from
 the headers before anything is read, and numbers must be finite and in sane ranges.
+
+Schema 3 holds one head and a list of `views` (one per photo: camera, photo, pose, expression,
+light). Schemas 1 and 2 are read as the schema-3 shape with one view (`upgraded`), so the
+importer sees one shape; every view gets the same checks.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ MAX_TEXTURE_SIDE = 8192  # twice the backend's largest (--texture-size 4096); Bl
 MAX_NAME_CHARS = 256  # one shape-key name in mesh.npz
 MAX_COORDINATE = 100.0  # metres; a head is 0.2 m across
 MAX_COEFFICIENT = 1e4  # slider ranges, key values
+MAX_VIEWS = 64  # photos of one person (schema.json's max_views); each becomes a camera and a light rig
+JAW_KEY_NAMES = ("jawOpenPose", "jawOpen")  # the backend's jaw-joint key (head_model.JAW_KEY)
+EYES_KEY = "eyesPose"
+SHAPE_KEY_VALUE_LIMIT = 10.0  # Blender's slider range
 
 
 class BundleError(Exception):
@@ -62,6 +70,15 @@ def readable_versions() -> tuple:
 
 def photo_suffixes() -> tuple:
     return tuple(schema()["photo_suffixes"])
+
+
+def view_files() -> tuple:
+    """The files that are a view's own (schema 3's views[k].files; schemas 1-2's photo, overlay, report)."""
+    return tuple(key for key, entry in schema()["files"].items() if entry.get("per_view"))
+
+
+def max_views() -> int:
+    return int(schema().get("max_views", MAX_VIEWS))
 
 
 def _since(entry: dict, version: int) -> bool:
@@ -99,14 +116,33 @@ class CameraSpec:
 
 
 @dataclass
+class ViewSpec:
+    """One photo of the subject: its camera (world = the first view's camera frame), light,
+    landmarks and fitted parameters (in its own camera frame), and its files."""
+    index: int
+    name: str
+    camera: CameraSpec
+    sh: list  # 9 x [r, g, b], in this view's camera frame
+    parameters: dict  # {"expression": [...], "pose": {joint: [3]}, "translation": [3]}
+    files: dict  # key -> absolute path inside the folder (only files that exist)
+    landmarks_2d: list = None  # [(x, y)] in this view's photo pixels
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def photo_path(self):
+        """The upright photo the backend fitted (inside the bundle), else None. result.json's
+        photo.path is never loaded (INTERFACE.md section 3)."""
+        return self.files.get("photo")
+
+
+@dataclass
 class Bundle:
     folder: str
     result_path: str
-    result: dict
+    result: dict  # schema 3's shape (schemas 1-2 upgraded in memory); `schema_version` is the file's
     mesh: dict  # name -> npyio.NdArray
-    camera: CameraSpec
-    sh: list  # 9 x [r, g, b]
-    files: dict  # key -> absolute path inside the folder (only files that exist)
+    views: list  # ViewSpec, the first is the reference view (the world frame)
+    files: dict  # the subject's files: key -> absolute path inside the folder (only files that exist)
     warnings: list = field(default_factory=list)
 
     @property
@@ -114,18 +150,25 @@ class Bundle:
         return self.result["schema_version"]
 
     @property
+    def camera(self) -> CameraSpec:
+        return self.views[0].camera
+
+    @property
+    def sh(self) -> list:
+        return self.views[0].sh
+
+    @property
     def name(self) -> str:
-        """The photo's stem (falls back to the bundle folder's name)."""
-        photo = self.result.get("photo")
-        path = photo.get("path") if isinstance(photo, dict) else None
-        stem = os.path.splitext(os.path.basename(path))[0] if isinstance(path, str) else ""
-        return stem or os.path.basename(os.path.normpath(self.folder)) or "flamefit"
+        """One photo: its stem; several: the bundle folder's name (the person), else the
+        first photo's stem."""
+        folder = os.path.basename(os.path.normpath(self.folder))
+        if len(self.views) > 1 and folder:
+            return folder
+        return self.views[0].name or folder or "flamefit"
 
     @property
     def photo_path(self):
-        """The upright photo the backend fitted (files.photo, inside the bundle), else None.
-        result.json's photo.path is never loaded (INTERFACE.md section 3)."""
-        return self.files.get("photo")
+        return self.views[0].photo_path
 
     @property
     def metrics(self) -> dict:
@@ -143,8 +186,7 @@ class Bundle:
 
     @property
     def landmarks_2d(self):
-        pts = self.result.get("landmarks_2d")
-        return [tuple(map(float, p)) for p in pts] if pts else None
+        return self.views[0].landmarks_2d
 
     @property
     def vertex_count(self) -> int:
@@ -178,7 +220,7 @@ class Bundle:
                 verts = [self.vertex(int(v)) for v in tri]
                 points.append(tuple(sum(b[k] * verts[k][c] for k in range(3)) for c in range(3)))
             return points
-        pts = self.result.get("landmarks_3d")
+        pts = self.result["views"][0].get("landmarks_3d")
         return [tuple(map(float, p)) for p in pts] if pts else None
 
     @property
@@ -194,6 +236,47 @@ class Bundle:
             lo, hi = (ranges.row(k) if ranges is not None else (-3.0, 3.0))
             out.append((str(names.data[k]), deltas.slab(k), (float(lo), float(hi))))
         return out
+
+    def view_key_values(self, k: int) -> list:
+        """Each shape key's value for view k's expression and jaw (view 0: the fitted values).
+
+        The keys are the reference view's: expression keys take view k's coefficients by
+        name; the jaw (and eyes) key holds the reference view's jaw turn, so view k's is shown
+        as that turn scaled by the projection of its axis-angle on it (exact for a jaw that
+        opens about the same axis, as jaws do). Identity keys stay 0 (one subject)."""
+        names = self.mesh.get("shape_key_names")
+        if names is None:
+            return []
+        base = self.shape_key_values or [0.0] * names.shape[0]
+        if k == 0:
+            return list(base)
+        values = list(base)
+        view, ref = self.views[k].parameters, self.views[0].parameters
+        expression = view.get("expression") or []
+        by_name = {n: e for e, n in enumerate(self.result.get("expression_names") or [])}
+        for i in range(names.shape[0]):
+            name = str(names.data[i])
+            e = by_name.get(name)
+            if e is None and name.startswith("expression_") and name[11:].isdigit():
+                e = int(name[11:])
+            if name in JAW_KEY_NAMES and name not in by_name:
+                values[i] = _turn_ratio(view["pose"], ref["pose"], ("jaw",))
+            elif name == EYES_KEY:
+                values[i] = _turn_ratio(view["pose"], ref["pose"], ("eye_left", "eye_right"))
+            elif e is not None:
+                values[i] = float(expression[e]) if e < len(expression) else 0.0
+        return values
+
+
+def _turn_ratio(pose, ref_pose, joints) -> float:
+    """How much of the reference's joint turn (axis-angle, concatenated over `joints`) `pose`
+    has: the projection of one on the other; 0 when the reference did not turn them."""
+    a = [c for j in joints for c in pose.get(j, (0.0, 0.0, 0.0))]
+    b = [c for j in joints for c in ref_pose.get(j, (0.0, 0.0, 0.0))]
+    bb = sum(x * x for x in b)
+    if bb < 1e-10:
+        return 0.0
+    return max(-SHAPE_KEY_VALUE_LIMIT, min(SHAPE_KEY_VALUE_LIMIT, sum(x * y for x, y in zip(a, b)) / bb))
 
 
 # --- checks -------------------------------------------------------------------------
@@ -380,8 +463,8 @@ def _check_mesh(mesh: dict, path: str, version: int) -> None:
         raise BundleError(f"{path}: landmark_face_idx indexes faces outside the mesh")
 
 
-def _camera(result: dict, path: str) -> CameraSpec:
-    cam = result.get("camera")
+def _camera(cam, path: str) -> CameraSpec:
+    """`path`: where the camera is, for the message ("result.json" or "result.json views[2]")."""
     if not isinstance(cam, dict):
         raise BundleError(f"{path} has no camera")
     ctype = cam.get("type", "pinhole")
@@ -412,12 +495,127 @@ def _camera(result: dict, path: str) -> CameraSpec:
     return CameraSpec(focal, principal, (W, H), w2c)
 
 
-def _sh(result: dict, path: str) -> list:
-    lights = result.get("lights")
+def _sh(lights, path: str) -> list:
     sh = lights.get("sh") if isinstance(lights, dict) else None
     if not isinstance(sh, list) or len(sh) != 9:
         raise BundleError(f"{path}: lights.sh must be 9 rows of [r, g, b]")
     return [list(_numbers(row, 3, "lights.sh row", path, limit=1e4)) for row in sh]
+
+
+def _parameters(params, path: str) -> dict:
+    """A view's expression, joint turns and translation (finite, bounded); missing parts are
+    empty / zero (schema 1 bundles may lack them)."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise BundleError(f"{path}: parameters must be a table")
+    expression = params.get("expression") or []
+    if not isinstance(expression, list) or len(expression) > MAX_SHAPE_KEYS:
+        raise BundleError(f"{path}: parameters.expression must be a list of at most {MAX_SHAPE_KEYS} numbers")
+    expression = list(_numbers(expression, len(expression), "parameters.expression", path, limit=MAX_COEFFICIENT))
+    pose = params.get("pose") or {}
+    if not isinstance(pose, dict) or len(pose) > 64:
+        raise BundleError(f"{path}: parameters.pose must be a table of joint turns")
+    pose = {str(j)[:40]: _numbers(v, 3, f"parameters.pose.{str(j)[:40]}", path, limit=2 * math.pi)
+            for j, v in pose.items()}
+    translation = params.get("translation")
+    translation = _numbers(translation, 3, "parameters.translation", path, limit=MAX_COORDINATE) \
+        if translation is not None else (0.0, 0.0, 0.0)
+    return {"expression": expression, "pose": pose, "translation": translation}
+
+
+def _points(value, n: int, what: str, path: str):
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > 10000 or not all(
+            isinstance(p, list) and len(p) == n and _finite(p) for p in value):
+        shown = "[x, y]" if n == 2 else "[x, y, z]"
+        raise BundleError(f"{path}: {what} must be a list of {shown}")
+    return [tuple(float(c) for c in p) for p in value]
+
+
+VIEW_KEYS = ("photo", "camera", "lights", "landmarks_2d", "landmarks_2d_fixed", "detected_landmarks_2d",
+             "landmarks_3d", "metrics", "fit")
+
+
+def upgraded(result: dict) -> dict:
+    """A schema 1 or 2 result.json in schema 3's shape (one view; the file's version kept in
+    schema_version). A schema 3 result is returned as it is."""
+    if result.get("schema_version", 3) >= 3:
+        return result
+    out = {k: v for k, v in result.items() if k not in VIEW_KEYS or k in ("metrics", "fit")}  # both levels
+    params = result.get("parameters") if isinstance(result.get("parameters"), dict) else {}
+    out["parameters"] = {"identity": params.get("identity", [])}
+    out["expression_names"] = params.get("expression_names", [])
+    view = {k: result[k] for k in VIEW_KEYS if k in result}
+    view["parameters"] = {k: params[k] for k in ("expression", "pose", "translation") if k in params}
+    photo = result.get("photo")
+    path = photo.get("path") if isinstance(photo, dict) else None
+    view["name"] = os.path.splitext(os.path.basename(path))[0] if isinstance(path, str) else ""
+    files = result.get("files")
+    if isinstance(files, dict):
+        out["files"] = {k: v for k, v in files.items() if k not in view_files()}
+        view["files"] = {k: v for k, v in files.items() if k in view_files()}
+    out["views"] = [view]
+    return out
+
+
+def _views(result: dict, folder: str, path: str) -> list:
+    """Every view checked like schema 2's one photo: camera, light, landmarks, parameters, files."""
+    views = result.get("views")
+    if not isinstance(views, list) or not views:
+        raise BundleError(f"{path} has no views (one per photo)")
+    if len(views) > max_views():
+        raise BundleError(f"{path} has {len(views)} views; at most {max_views()} photos of one person are imported")
+    out, names = [], set()
+    legacy = result["schema_version"] < 3  # one view: messages name the fields as the file has them
+    for k, view in enumerate(views):
+        where = path if legacy else f"{path} views[{k}]"
+        if not isinstance(view, dict):
+            raise BundleError(f"{where} is not a table")
+        name = view.get("name", "")
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+            raise BundleError(f"{where}: name must be text of at most {MAX_NAME_CHARS} characters")
+        name = name or f"view-{k + 1}"
+        while name in names:  # Blender objects are named after views
+            name += f"-{k + 1}"
+        names.add(name)
+        lights = view.get("lights")
+        sh = _sh(lights if isinstance(lights, dict) else {}, where)
+        camera = _camera(view.get("camera"), where)
+        landmarks = _points(view.get("landmarks_2d"), 2, "landmarks_2d", where)
+        _points(view.get("landmarks_3d"), 3, "landmarks_3d", where)
+        params = _parameters(view.get("parameters"), where)
+        files_spec = view.get("files") or {}
+        if not isinstance(files_spec, dict) or len(files_spec) > 16:
+            raise BundleError(f"{where}: files must be a table of file names")
+        files = {}
+        for key, rel in files_spec.items():
+            full = _confined(folder, rel, str(key)[:40] if legacy else f"views[{k}].{str(key)[:40]}", path)
+            if os.path.isfile(full):
+                files[key] = full
+        metrics = view.get("metrics")
+        metrics = {m: v for m, v in metrics.items() if _is_number(v)} if isinstance(metrics, dict) else {}
+        out.append(ViewSpec(k, name, camera, sh, params, files, landmarks, metrics))
+    return out
+
+
+def _check_photo(view: ViewSpec, warnings: list, several: bool) -> None:
+    """The photo is optional: a missing, unreadable or mis-sized one is dropped with a warning."""
+    which = f"view {view.name!r}: " if several else ""
+    photo = view.files.get("photo")
+    if photo is None:
+        warnings.append(f"{which}the bundle has no photo of its own; the camera has no background image")
+        return
+    try:
+        w, h = checked_image_size(photo)
+        W, H = view.camera.image_size
+        problem = None if (w, h) == (W, H) else f"the bundle's photo is {w}x{h} but the camera saw {W}x{H}"
+    except BundleError as exc:
+        problem = str(exc)
+    if problem:
+        view.files.pop("photo")
+        warnings.append(f"{which}{problem}; the camera has no background image")
 
 
 # Blender decodes an image by its content, whatever its name says: these are the formats it
@@ -487,7 +685,7 @@ def checked_image_size(path: str) -> tuple:
 def load_bundle(path) -> Bundle:
     """Read and validate a bundle folder (or its result.json). Raises BundleError."""
     result_path = resolve_result_path(path)
-    result = read_result_json(result_path)
+    result = upgraded(read_result_json(result_path))
     version = result["schema_version"]
     folder = os.path.dirname(result_path)
     files_spec = result.get("files")
@@ -503,16 +701,7 @@ def load_bundle(path) -> Bundle:
     missing += [f"<{key}>" for key in REQUIRED_FILES if key not in files_spec]
     if missing:
         raise BundleError(f"the result bundle {folder} is incomplete: missing {', '.join(missing)}")
-    camera = _camera(result, result_path)
-    sh = _sh(result, result_path)
-    lm2d = result.get("landmarks_2d")
-    if lm2d is not None and (not isinstance(lm2d, list) or len(lm2d) > 10000 or not all(
-            isinstance(p, list) and len(p) == 2 and _finite(p) for p in lm2d)):
-        raise BundleError(f"{result_path}: landmarks_2d must be a list of [x, y]")
-    lm3d = result.get("landmarks_3d")
-    if lm3d is not None and (not isinstance(lm3d, list) or len(lm3d) > 10000 or not all(
-            isinstance(p, list) and len(p) == 3 and _finite(p) for p in lm3d)):
-        raise BundleError(f"{result_path}: landmarks_3d must be a list of [x, y, z]")
+    views = _views(result, folder, result_path)
     texture = checked_image_size(files["albedo"])
     if not (1 <= min(texture) and max(texture) <= MAX_TEXTURE_SIDE):
         raise BundleError(f"{files['albedo']}: an albedo of {texture[0]}x{texture[1]} pixels is refused "
@@ -522,19 +711,7 @@ def load_bundle(path) -> Bundle:
     except (NpyError, OSError) as exc:
         raise BundleError(f"cannot read the mesh of {folder}: {exc}") from None
     _check_mesh(mesh, files["mesh"], version)
-    bundle = Bundle(folder=folder, result_path=result_path, result=result, mesh=mesh, camera=camera, sh=sh,
-                    files=files)
-    photo = files.get("photo")
-    if photo is None:
-        bundle.warnings.append("the bundle has no photo of its own; the camera has no background image")
-    else:
-        try:
-            w, h = checked_image_size(photo)
-            problem = None if (w, h) == camera.image_size else \
-                f"the bundle's photo is {w}x{h} but the camera saw {camera.image_size[0]}x{camera.image_size[1]}"
-        except BundleError as exc:
-            problem = str(exc)
-        if problem:  # the photo is optional: the import goes on without it
-            files.pop("photo")
-            bundle.warnings.append(f"{problem}; the camera has no background image")
+    bundle = Bundle(folder=folder, result_path=result_path, result=result, mesh=mesh, views=views, files=files)
+    for view in views:
+        _check_photo(view, bundle.warnings, len(views) > 1)
     return bundle

@@ -12,8 +12,8 @@ import shutil
 import time
 
 import bpy
-from bpy.props import IntProperty, StringProperty
-from bpy.types import Operator
+from bpy.props import CollectionProperty, IntProperty, StringProperty
+from bpy.types import Operator, OperatorFileListElement
 from bpy_extras.io_utils import ImportHelper
 
 from ..io import backend_process, faces, setup_backend
@@ -29,7 +29,7 @@ from .preferences import (
     resolve_backend,
     user_data_dir,
 )
-from .props import ImportOptions, clear_faces, picked_face
+from .props import ImportOptions, clear_faces, fit_photos, picked_face
 
 TIMER_STEP = 0.1
 
@@ -83,11 +83,15 @@ def import_result(context, path, options) -> tuple:
     return True, note, result.collection.name
 
 
-def fit_command(context, photo: str, out_dir: str, python: str) -> list:
+def fit_command(context, photo, out_dir: str, python: str) -> list:
+    """`photo`: one path, or the list of several photos of one person (one head from all)."""
     prefs = get_prefs(context)
     s = context.scene.flamefit
+    several = not isinstance(photo, str) and len(photo) > 1
+    if not isinstance(photo, str) and not several:
+        photo = photo[0]
     landmarks = bpy.path.abspath(s.landmarks_file) if s.landmarks_file else ""
-    face = picked_face(s, photo)  # given points name their face: no --face then
+    face = -1 if several else picked_face(s, photo)  # given points name their face: no --face then
     extra = ["--landmarks", landmarks] if landmarks else ["--face", str(face)] if face >= 0 else None
     return backend_process.backend_command(
         python, photo, out_dir, device=prefs.device, detector=detector_flag(prefs),
@@ -95,15 +99,26 @@ def fit_command(context, photo: str, out_dir: str, python: str) -> list:
         **backend_process.fit_flags(**s.fit_options()))
 
 
-def start_fit(context, photo: str = "", env=None):
-    """Validate the inputs and start the backend. Returns (job, '') or (None, error)."""
+def start_fit(context, photo="", env=None):
+    """Validate the inputs and start the backend (one photo, or the several chosen photos of one
+    person: one head). Returns (job, '') or (None, error)."""
     s = context.scene.flamefit
     state = context.window_manager.flamefit
     state.error, state.error_kind = "", ""  # a new action: the last error no longer applies
     state.imported = ""
-    photo = bpy.path.abspath(photo or s.photo)
-    if not photo or not os.path.isfile(photo):
-        return None, f"choose a photo first (not found: {photo or 'none'})"
+    if photo:
+        photos = [bpy.path.abspath(p) for p in ([photo] if isinstance(photo, str) else photo)]
+    else:
+        photos = fit_photos(s)
+    if not photos or not photos[0]:
+        return None, "choose a photo first (not found: none)"
+    for path in photos:
+        if not os.path.isfile(path):
+            return None, f"choose a photo first (not found: {path})"
+    if len(set(photos)) < len(photos):
+        return None, "the same photo is chosen twice; choose each photo once"
+    if s.landmarks_file and len(photos) > 1:
+        return None, "a Landmarks file holds one photo's points: clear it to fit several photos"
     if s.landmarks_file and not os.path.isfile(bpy.path.abspath(s.landmarks_file)):
         return None, f"the landmarks file {bpy.path.abspath(s.landmarks_file)} does not exist"
     python, source = resolve_backend(context)
@@ -111,19 +126,22 @@ def start_fit(context, photo: str = "", env=None):
         state.error_kind = "backend"  # disappears once a backend is usable
         return None, f"FlameFit backend not set up ({source}): press Set up backend above"
     base = bpy.path.abspath(s.output_dir) if s.output_dir else default_results_dir()
-    stem = os.path.splitext(os.path.basename(photo))[0] or "photo"
+    stem = os.path.splitext(os.path.basename(photos[0]))[0] or "photo"
+    if len(photos) > 1:
+        stem += f"+{len(photos) - 1}"  # front+2: the first photo and two more
     out_dir = os.path.join(base, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     n = 1
     while os.path.exists(out_dir):
         n += 1
         out_dir = os.path.join(base, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
     os.makedirs(base, exist_ok=True)
-    job = FitJob(fit_command(context, photo, out_dir, python), out_dir,
+    job = FitJob(fit_command(context, photos if len(photos) > 1 else photos[0], out_dir, python), out_dir,
                  env=backend_process.child_env(env))
     if job.finished is not None:
         return None, job.finished.message
+    job.collection_name = stem if len(photos) > 1 else ""  # one photo: its stem (Bundle.name)
     state.running, state.progress, state.error = True, 0.0, ""
-    state.status = "Starting the backend…"
+    state.status = "Starting the backend…" if len(photos) == 1 else f"Starting the backend for {len(photos)} photos…"
     return job, ""
 
 
@@ -171,8 +189,10 @@ def fit_step(context, job: FitJob) -> StepResult:
         res = StepResult(CANCELLED, "Fit cancelled")
     if res.state == DONE:
         state.progress = 1.0
-        ok, message, state.imported = import_result(context, res.result_path,
-                                                    context.scene.flamefit.import_options())
+        options = context.scene.flamefit.import_options()
+        if getattr(job, "collection_name", ""):
+            options["collection_name"] = job.collection_name
+        ok, message, state.imported = import_result(context, res.result_path, options)
         if ok:  # the status goes when Ctrl-Z takes the import back (panel.undone)
             try:
                 bpy.ops.ed.undo_push(message="Import FlameFit result")
@@ -238,6 +258,47 @@ class FLAMEFIT_OT_cancel_fit(Operator):
         job_runner.active("fit").cancel()
         context.window_manager.flamefit.status = "Cancelling…"
         return {"FINISHED"}
+
+
+def bundle_photo_suffixes() -> tuple:
+    from ..io.bundle import BundleError, photo_suffixes
+
+    try:
+        return photo_suffixes()
+    except BundleError:
+        return (".jpg", ".jpeg", ".png")
+
+
+class FLAMEFIT_OT_choose_photos(Operator, ImportHelper):
+    """Choose one photo, or several photos of one person (Shift/Ctrl-click): Fit Photo then fits one head to all of them"""
+
+    bl_idname = "flamefit.choose_photos"
+    bl_label = "Choose Photos"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filter_glob: StringProperty(default=";".join(f"*{x}" for x in bundle_photo_suffixes()), options={"HIDDEN"})
+    files: CollectionProperty(type=OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
+
+    def execute(self, context):
+        names = [f.name for f in self.files if f.name] or [os.path.basename(self.filepath)]
+        folder = self.directory or os.path.dirname(self.filepath)
+        paths = [os.path.join(folder, n) for n in names if n]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if not paths or missing:
+            self.report({"ERROR"}, f"FlameFit: not a photo file: {(missing or [folder])[0]}")
+            return {"CANCELLED"}
+        set_photos(context.scene.flamefit, paths)
+        return {"FINISHED"}
+
+
+def set_photos(settings, paths) -> None:
+    """Fit these photos next: the first is the Photo field; two or more are fitted together."""
+    settings.photos.clear()
+    if len(paths) > 1:
+        for path in paths:
+            settings.photos.add().path = path
+    settings.photo = paths[0]
 
 
 # --- Find Faces / Pick Face -------------------------------------------------------------------
@@ -411,6 +472,32 @@ class FLAMEFIT_OT_import_last(Operator):
         return {"FINISHED"} if ok else {"CANCELLED"}
 
 
+# --- Views (several photos of one person) -----------------------------------------------------
+class FLAMEFIT_OT_set_view(Operator):
+    """Show this photo: its camera becomes the scene camera, the head takes its expression and the lights its light"""
+
+    bl_idname = "flamefit.set_view"
+    bl_label = "Show Photo"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(name="View", default=0, min=0)
+    result: StringProperty(name="Result", default="", description="The result's collection (empty: the active one)")
+
+    def execute(self, context):
+        from ..blender import views
+
+        coll = bpy.data.collections.get(self.result) if self.result else views.scene_result(context)
+        if coll is None or views.VIEWS_PROP not in coll:
+            self.report({"ERROR"}, "FlameFit: select a FlameFit result first")
+            return {"CANCELLED"}
+        try:
+            views.apply_view(context.scene, coll, self.index)
+        except ValueError as exc:
+            self.report({"ERROR"}, f"FlameFit: {exc}")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
 # --- Set up backend ------------------------------------------------------------------------
 def torch_choice(prefs):
     """The torch_plan for Set up backend: by the machine, or as the preferences say."""
@@ -505,5 +592,5 @@ class FLAMEFIT_OT_cancel_setup(Operator):
         return {"FINISHED"}
 
 
-classes = (FLAMEFIT_OT_find_faces, FLAMEFIT_OT_pick_face, FLAMEFIT_OT_fit_photo, FLAMEFIT_OT_cancel_fit,
-           IMPORT_SCENE_OT_flamefit, FLAMEFIT_OT_import_last, FLAMEFIT_OT_setup_backend, FLAMEFIT_OT_cancel_setup)
+classes = (FLAMEFIT_OT_choose_photos, FLAMEFIT_OT_find_faces, FLAMEFIT_OT_pick_face, FLAMEFIT_OT_fit_photo, FLAMEFIT_OT_cancel_fit,
+           IMPORT_SCENE_OT_flamefit, FLAMEFIT_OT_import_last, FLAMEFIT_OT_set_view, FLAMEFIT_OT_setup_backend, FLAMEFIT_OT_cancel_setup)

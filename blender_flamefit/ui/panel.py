@@ -10,7 +10,7 @@ from ..io import faces
 from ..io.options import FIT_OPTIONS, IMPORT_OPTIONS
 from . import job_runner
 from .preferences import draw_backend_box, draw_progress, wrap_for
-from .props import current_faces
+from .props import current_faces, fit_photos
 
 
 def format_metrics(metrics: dict) -> list:
@@ -78,8 +78,15 @@ class FLAMEFIT_PT_main(Panel):
         ready = draw_backend_box(layout, context, show_path=False)
 
         col = layout.column(align=True)
-        col.label(text="Photo")
-        col.prop(settings, "photo", text="")
+        col.label(text="Photo (or several of one person)")
+        row = col.row(align=True)
+        row.prop(settings, "photo", text="")
+        row.operator("flamefit.choose_photos", text="", icon="DOCUMENTS")
+        photos = fit_photos(settings)
+        if len(photos) > 1:
+            names = ", ".join(os.path.basename(p) for p in photos)
+            for i, line in enumerate(wrap_for(context, f"{len(photos)} photos, one head: {names}")):
+                col.label(text=line, icon="IMAGE_DATA" if i == 0 else "BLANK1")
         col.label(text="Landmarks (optional)")
         col.prop(settings, "landmarks_file", text="")
         draw_faces(layout, context, settings, ready)
@@ -95,7 +102,8 @@ class FLAMEFIT_PT_main(Panel):
             row = layout.row()
             row.scale_y = 1.4
             row.enabled = ready
-            row.operator("flamefit.fit_photo", icon="USER")
+            several = len(photos) > 1
+            row.operator("flamefit.fit_photo", text=f"Fit {len(photos)} Photos" if several else "Fit Photo", icon="USER")
             if state.status and not undone(state):
                 col = layout.column(align=True)
                 for line in wrap_for(context, state.status):
@@ -172,4 +180,36 @@ class FLAMEFIT_PT_result(Panel):
         row.operator("flamefit.import_last", text="Import Again", icon="IMPORT")
 
 
-classes = (FLAMEFIT_PT_main, FLAMEFIT_PT_options, FLAMEFIT_PT_result)
+class FLAMEFIT_PT_views(Panel):
+    """The photos of the selected result: one button each shows that photo's camera, expression and light"""
+
+    bl_label = "Views"
+    bl_parent_id = "FLAMEFIT_PT_main"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "FlameFit"
+
+    @classmethod
+    def poll(cls, context):
+        from ..blender import views
+
+        coll = views.scene_result(context)
+        return coll is not None and len(views.states(coll)) > 1
+
+    def draw(self, context):
+        from ..blender import views
+
+        coll = views.scene_result(context)
+        states, active = views.states(coll), views.active_index(coll)
+        col = self.layout.column(align=True)
+        for line in wrap_for(context, f"{coll.name}: {len(states)} photos"):
+            col.label(text=line, icon="OUTLINER_COLLECTION")
+        col = self.layout.column(align=True)
+        for k, state in enumerate(states):
+            error = state.get("metrics", {}).get("landmark_error_px")
+            text = state["name"] + (f"  ·  {error:.1f} px" if isinstance(error, (int, float)) else "")
+            op = col.operator("flamefit.set_view", text=text, icon="CAMERA_DATA", depress=k == active)
+            op.index, op.result = k, coll.name
+
+
+classes = (FLAMEFIT_PT_main, FLAMEFIT_PT_views, FLAMEFIT_PT_options, FLAMEFIT_PT_result)

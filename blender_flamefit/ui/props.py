@@ -2,7 +2,7 @@
 The import and fit options are made from the tables in io/options.py."""
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 from bpy.types import PropertyGroup
 
 from ..io.options import FIT_OPTIONS, IMPORT_OPTIONS, as_keywords
@@ -51,14 +51,31 @@ def picked_face(settings, photo: str = "") -> int:
     return settings.face_pick if len(listing["faces"]) > 1 and settings.face_pick < len(listing["faces"]) else -1
 
 
+def fit_photos(settings) -> list:
+    """The photos Fit Photo fits together (absolute paths): the chosen several, else the one."""
+    several = [bpy.path.abspath(p.path) for p in settings.photos]
+    if len(several) > 1:
+        return several
+    return [bpy.path.abspath(settings.photo)] if settings.photo else []
+
+
 def _photo_changed(self, context):
     if bpy.path.abspath(self.photo) != self.faces_photo:
         clear_faces(self)
+    if self.photos and bpy.path.abspath(self.photo) not in [bpy.path.abspath(p.path) for p in self.photos]:
+        self.photos.clear()  # another photo typed in: it alone is fitted
+
+
+class FlameFitPhoto(PropertyGroup):
+    path: StringProperty(name="Photo", subtype="FILE_PATH")
 
 
 class FlameFitSceneSettings(ImportOptions, FitOptions, PropertyGroup):
     photo: StringProperty(name="Photo", subtype="FILE_PATH", description="The photo of one face to fit",
                           update=_photo_changed)
+    # Choose Photos: several photos of one person, fitted together into one head (the first is
+    # also `photo`); fewer than two: `photo` alone
+    photos: CollectionProperty(type=FlameFitPhoto)
     # Find Faces: the backend's listing (INTERFACE.md section 5) of the photo `faces_photo`,
     # its numbered picture, and the face the user picked (-1: the backend's choice)
     faces_json: StringProperty(default="")
@@ -93,7 +110,7 @@ class FlameFitRuntime(PropertyGroup):
     setup_log: StringProperty(default="")  # the set-up's log file
 
 
-classes = (FlameFitSceneSettings, FlameFitRuntime)
+classes = (FlameFitPhoto, FlameFitSceneSettings, FlameFitRuntime)
 
 
 def register_pointers():

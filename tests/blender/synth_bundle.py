@@ -1,5 +1,5 @@
 """Write FlameFit result bundles that follow the bundle schema (backend/flamefit/bundle/
-schema.json, versions 1 and 2) without the backend: an ellipsoid "head" with a nose, UVs
+schema.json, versions 1 and 2: one photo, no views) without the backend: an ellipsoid "head" with a nose, UVs
 with a seam (so per-corner UVs matter), shape keys, a tilted off-centre pinhole camera, SH
 lighting, a textured albedo and (schema 2) the upright photo. numpy only (no bpy, no torch)."""
 
@@ -18,6 +18,7 @@ SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
 with open(SCHEMA_PATH, encoding="utf8") as _fh:
     SCHEMA = json.load(_fh)
 SCHEMA_VERSION = SCHEMA["schema_version"]
+FLAT_VERSION = min(SCHEMA_VERSION, 2)  # the newest one-photo layout; schema 3 (views): synth_views.py
 
 
 def file_names(version):
@@ -127,7 +128,7 @@ def project(points, R, t, focal, principal):
 
 
 def write_bundle(out_dir, photo_path=None, *, size=(320, 256), focal=(560.0, 560.0),
-                 principal=(171.3, 121.7), sh=None, schema_version=SCHEMA_VERSION, with_photo=True,
+                 principal=(171.3, 121.7), sh=None, schema_version=FLAT_VERSION, with_photo=True,
                  yaw=9.0, pitch=-6.0, model_name="Synthetic test head"):
     """Write a complete bundle to out_dir; returns the result dict. `photo_path` is where the
     "user's" photo is (result.json's photo.path); schema 2 bundles also hold it as photo.png."""

@@ -39,7 +39,7 @@ def test_object_arrays_are_refused(tmp_path):
 
 def test_schema_is_the_backends():
     assert schema() == synth_bundle.SCHEMA  # from the checkout's backend (the zip ships a copy)
-    assert set(readable_versions()) == {1, 2}
+    assert set(readable_versions()) == {1, 2, 3}
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -82,7 +82,7 @@ def _refused(folder, message):
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda f: _edit(f, lambda d: d.update(schema_version=3)), "schema version 3 is not supported"),
+    (lambda f: _edit(f, lambda d: d.update(schema_version=4)), "schema version 4 is not supported"),
     (lambda f: _edit(f, lambda d: d.pop("schema_version")), "no schema_version"),
     (lambda f: os.remove(f / "albedo.png"), "incomplete: missing albedo.png"),
     (lambda f: os.remove(f / "mesh.npz"), "incomplete: missing mesh.npz"),
@@ -138,7 +138,7 @@ def test_symlinks_out_of_the_bundle_are_refused(synth_bundle_dir):
     os.symlink("real.png", synth_bundle_dir / "photo.png")
     os.symlink(synth_bundle_dir, synth_bundle_dir.parent / "link")
     b = load_bundle(synth_bundle_dir.parent / "link")
-    assert b.files["photo"] == str(synth_bundle_dir / "real.png")
+    assert b.photo_path == str(synth_bundle_dir / "real.png")
 
 
 def test_photo_path_in_json_is_never_loaded(tmp_path):

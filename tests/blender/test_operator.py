@@ -105,7 +105,7 @@ def test_options_reach_the_command_line(addon, fit_setup, tmp_path):
     ("crash", "RuntimeError: fake backend crashed"),
     ("noface", "no face found in portrait.png"),
     ("segv", "killed by signal 9"),
-    ("schema-new", "schema version 3 is not supported"),
+    ("schema-new", "schema version 4 is not supported"),
     ("missing-albedo", "missing albedo.png"),
 ])
 def test_failures_import_nothing(addon, fit_setup, mode, message):

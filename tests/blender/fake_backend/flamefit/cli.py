@@ -106,7 +106,8 @@ def main(argv=None):
             shutil.rmtree(out)
         tmp = out + ".partial"
         synth_bundle.write_bundle(tmp, photo_path=os.path.abspath(args.photo),
-                                  schema_version=synth_bundle.SCHEMA_VERSION + (mode == "schema-new"))
+                                  schema_version=synth_bundle.FLAT_VERSION if mode != "schema-new"
+                                  else synth_bundle.SCHEMA_VERSION + 1)
         if mode == "missing-albedo":
             os.remove(os.path.join(tmp, "albedo.png"))
         if mode == "garbage":
