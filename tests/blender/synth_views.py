@@ -45,6 +45,7 @@ def write_views_bundle(out_dir, views=DEFAULT_VIEWS, *, photos_dir=None, model_n
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.abspath(out_dir)
     photos_dir = photos_dir or os.path.dirname(out_dir)
+    os.makedirs(photos_dir, exist_ok=True)
     local, faces, uvs, uv_faces = sb.head_mesh()
     M0 = head_transform(views[0]["yaw"], views[0]["pitch"])
     to_world = lambda p: p @ M0[:3, :3].T + M0[:3, 3]  # noqa: E731 - head-local -> reference camera
