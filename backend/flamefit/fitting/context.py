@@ -27,7 +27,7 @@ class ViewInput:
     """One photo of the fit and what the stages found in it (set in stage order); its
     fitted parameters are the matching `FitState.views` entry."""
 
-    photo_source: object = None  # what fit_photo was given: a path or a Photo
+    photo_source: object = None  # what fit_photo(s) was given: a path or a Photo
     landmarks_source: object = None  # a landmarks file, (68, 2) points, or None: detect
     # image
     photo: Photo | None = None
@@ -37,6 +37,11 @@ class ViewInput:
     weights: np.ndarray | None = None  # (68,) the detector's reliability per point, 0 where missing
     detection: dict = field(default_factory=dict)
     frame: CameraFrame | None = None  # the crop around the landmarks and the camera (fit_setup.py)
+
+    @property
+    def name(self) -> str:
+        """The photo's file name, for messages."""
+        return self.photo.path.name if self.photo is not None else str(self.photo_source)
 
     def points_crop(self, resolution: int) -> np.ndarray:
         """The landmarks in the crop at `resolution`."""
@@ -61,6 +66,8 @@ class FitContext:
     # texture
     texture: np.ndarray | None = None  # (T, T, 3) linear UV albedo
     coverage: np.ndarray | None = None  # (T, T) texel confidence (texture stage only)
+    seen: np.ndarray | None = None  # (T, T) confidence from real pixels, before the mirror/diffusion fill
+    same_person: dict | None = None  # several photos: the face-descriptor distances (same_person.py)
 
     @property
     def view(self) -> ViewInput:

@@ -29,15 +29,15 @@ def view_light(rig) -> torch.Tensor:
                                      torch.tensor([[0.7, 0.7, 0.7]], dtype=dt, device=dev))
 
 
-def evaluate(ctx: FitContext, verts: torch.Tensor, fitted) -> tuple[dict, dict]:
-    """(metrics, pictures) of the fitted mesh `verts` (1, V, 3) and its projected
+def evaluate(ctx: FitContext, verts: torch.Tensor, fitted, k: int = 0) -> tuple[dict, dict]:
+    """(metrics, pictures) of view k: its fitted mesh `verts` (1, V, 3) and its projected
     landmarks `fitted` (68, 2) original pixels."""
-    view, rig, state = ctx.view, ctx.rig, ctx.state
+    view, rig, state = ctx.views[k], ctx.rig, ctx.state
     photo, frame, points, valid = view.photo, view.frame, view.points, view.valid
     with torch.no_grad():
         R = min(metrics.EVAL_RESOLUTION, frame.crop.side)
         eval_camera = frame.camera(R, rig.device, rig.dtype)
-        rendering = render(rig, verts, state.subject.texture, state.view.sh, eval_camera, R)
+        rendering = render(rig, verts, state.subject.texture, state.views[k].sh, eval_camera, R)
         render_lin = rendering.image[0].clamp(0, 1).cpu().numpy()
         fg = rendering.fragments.mask[0].cpu().numpy()
         region = region_weights(rig)

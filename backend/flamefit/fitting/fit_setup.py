@@ -15,12 +15,14 @@ from .landmark_model import LandmarkModel
 
 
 def set_up_fit(ctx: FitContext) -> None:
-    """The view's frame, ctx.rig, ctx.state and ctx.lmodel from the view's photo and points."""
-    o, view = ctx.options, ctx.view
-    crop = crop_around(view.points, o.landmark_resolution, o.crop_margin)
-    view.frame = CameraFrame(view.photo.width, view.photo.height, crop)
+    """Each view's frame, ctx.rig, ctx.state (one view per photo) and ctx.lmodel from the
+    views' photos and points."""
+    o = ctx.options
+    for view in ctx.views:
+        crop = crop_around(view.points, o.landmark_resolution, o.crop_margin)
+        view.frame = CameraFrame(view.photo.width, view.photo.height, crop)
     ctx.rig = HeadRig(ctx.model, ctx.device, o.identity_components, o.expression_components)
-    ctx.state = initial_state(ctx.rig)
+    ctx.state = initial_state(ctx.rig, len(ctx.views))
     ctx.lmodel = LandmarkModel(ctx.model, ctx.rig.num_identity, ctx.rig.num_expression, ctx.device)
 
 

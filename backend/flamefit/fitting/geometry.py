@@ -154,11 +154,14 @@ class HeadRig:
         if model.uv_coords is not None:
             self.face_uvs = torch.as_tensor(model.uv_coords[model.uv_faces], dtype=dtype, device=self.device)
 
-    def vertices(self, state: FitState, pose=None, identity=None, expression=None, translation=None):
+    def vertices(self, state: FitState, pose=None, identity=None, expression=None, translation=None,
+                 view: int | None = None):
+        """(1, V, 3) the posed mesh of `view` (an index of state.views; None: the only view)."""
+        v = state.view if view is None else state.views[view]
         identity = state.subject.identity if identity is None else identity
-        expression = state.view.expression if expression is None else expression
-        return self.layer(identity, expression, state.view.pose if pose is None else pose,
-                          state.view.translation if translation is None else translation).vertices
+        expression = v.expression if expression is None else expression
+        return self.layer(identity, expression, v.pose if pose is None else pose,
+                          v.translation if translation is None else translation).vertices
 
     def landmarks(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """(1, 68, 3) iBUG points; the jaw line follows the head's yaw when the embedding can."""
@@ -176,15 +179,15 @@ def expression_is_nonnegative(rig: HeadRig) -> bool:
 
 
 class PoseParams:
-    """Free pose parameters (global, neck, jaw) and a scaled translation offset."""
+    """Free pose parameters (global, neck, jaw) and a scaled translation offset of one view."""
 
-    def __init__(self, state: FitState, fit_jaw: bool, fit_neck: bool):
-        self.state = state
-        self.base_pose = state.view.pose.detach().clone()
-        self.global_rot = state.view.pose[:, GLOBAL].detach().clone().requires_grad_(True)
-        self.neck = state.view.pose[:, NECK].detach().clone().requires_grad_(fit_neck)
-        self.jaw = state.view.pose[:, JAW].detach().clone().requires_grad_(fit_jaw)
-        self.t0 = state.view.translation.detach().clone()
+    def __init__(self, view: View, fit_jaw: bool, fit_neck: bool):
+        self.view = view
+        self.base_pose = view.pose.detach().clone()
+        self.global_rot = view.pose[:, GLOBAL].detach().clone().requires_grad_(True)
+        self.neck = view.pose[:, NECK].detach().clone().requires_grad_(fit_neck)
+        self.jaw = view.pose[:, JAW].detach().clone().requires_grad_(fit_jaw)
+        self.t0 = view.translation.detach().clone()
         self.scale = 0.1 * max(float(-self.t0[0, 2]), 0.1)
         self.delta = torch.zeros_like(self.t0, requires_grad=True)
 
@@ -201,8 +204,8 @@ class PoseParams:
 
     def commit(self) -> None:
         with torch.no_grad():
-            self.state.view.pose[:] = self.pose()
-            self.state.view.translation[:] = self.translation()
+            self.view.pose[:] = self.pose()
+            self.view.translation[:] = self.translation()
 
 
 def yaw_degrees(pose: torch.Tensor) -> torch.Tensor:

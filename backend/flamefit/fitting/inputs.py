@@ -19,10 +19,10 @@ class LandmarksStage(Stage):
     name = "landmarks"
 
     def run(self, ctx: FitContext) -> None:
-        view = ctx.view
-        view.points, view.weights, view.detection = weighted_landmarks(view.photo, view.landmarks_source, ctx.detector,
-                                                                    ctx.face_index)
-        view.valid = np.isfinite(view.points).all(1)
+        for view in ctx.views:
+            view.points, view.weights, view.detection = weighted_landmarks(view.photo, view.landmarks_source,
+                                                                        ctx.detector, ctx.face_index)
+            view.valid = np.isfinite(view.points).all(1)
 
 
 def find_landmarks(photo: Photo, landmarks=None, detector: str | None = None, face_index=None) -> tuple[np.ndarray, dict]:

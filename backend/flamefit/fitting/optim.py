@@ -13,12 +13,14 @@ import torch
 
 
 def levenberg_marquardt(residuals, theta0: torch.Tensor, iterations: int, reporter=None, history: list | None = None,
-                        before_iteration=None) -> torch.Tensor:
+                        before_iteration=None, jacobian=None) -> torch.Tensor:
     """Minimise 0.5 |r(theta)|^2. residuals: (B, P) -> (B, R), batched; theta0: (P,) float64.
 
     Jacobians are forward differences from one batched call of P + 1 points; steps are
     damped with Marquardt's diagonal scaling. `before_iteration(theta)` may fix
-    discrete choices (e.g. the jaw-line row) for the iteration. Returns the best theta.
+    discrete choices (e.g. the jaw-line row) for the iteration. `jacobian(theta, r, h)`:
+    the same (P, R) forward differences computed another way (a block-sparse problem).
+    Returns the best theta.
     """
     theta = theta0.detach().clone()
     P = theta.shape[0]
@@ -35,7 +37,10 @@ def levenberg_marquardt(residuals, theta0: torch.Tensor, iterations: int, report
                 r = residuals(theta[None])[0]
                 cost = 0.5 * float(r @ r)
             h = 1e-6 * (1.0 + theta.abs())
-            J = (residuals(theta[None] + torch.diag(h)) - r[None]) / h[:, None]  # (P, R)
+            if jacobian is None:
+                J = (residuals(theta[None] + torch.diag(h)) - r[None]) / h[:, None]  # (P, R)
+            else:
+                J = jacobian(theta, r, h)
             A = J @ J.t()
             g = J @ r
             D = A.diagonal().clamp(min=1e-12)

@@ -10,6 +10,6 @@ class ImageStage(Stage):
     name = "image"
 
     def run(self, ctx: FitContext) -> None:
-        view = ctx.view
-        source = view.photo_source
-        view.photo = source if isinstance(source, Photo) else load_photo(source)
+        for view in ctx.views:
+            source = view.photo_source
+            view.photo = source if isinstance(source, Photo) else load_photo(source)

@@ -7,6 +7,10 @@ light, and compare with the photo on face-skin pixels (masks.py) with a robust
 (weighted least squares, IRLS weights of the robust loss) at every step instead of
 being descended. Geometry (identity, expression, pose, translation) and the albedo
 parameters take Adam steps, coarse-to-fine over `options.photometric_schedule`.
+
+Several photos are one problem: the loss is the sum of every view's photometric and
+landmark terms (each view its own crop, camera, pose, expression and light) plus the
+subject's priors once; the identity and the albedo are shared.
 """
 
 from __future__ import annotations
@@ -61,19 +65,23 @@ def robust(e: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class Objective:
-    """The photometric loss at one resolution, for the free parameters of the stage.
+    """The photometric loss of one view at one resolution, for the free parameters of the stage.
 
     evaluate(visibility) poses and renders the mesh (reusing `visibility`'s face ids
-    when given), solves the SH light in closed form (weights: mask x IRLS weights held
-    in `self.irls`), and returns (loss, rendering, robust squared residuals).
+    when given), solves the view's SH light in closed form (weights: mask x IRLS weights
+    held in `self.irls`), and returns (loss, rendering, robust squared residuals). The
+    subject's own priors (identity, albedo) are in the loss of the view with
+    `subject_terms` only, so a fit of several views counts them once.
     """
 
-    def __init__(self, rig, state, params, identity, expression, albedo, target, region, options, reliability, nonneg):
+    def __init__(self, rig, state, params, identity, expression, albedo, target, region, options, reliability, nonneg,
+                 view: int = 0, subject_terms: bool = True):
         self.rig, self.state, self.params = rig, state, params
         self.identity, self.expression, self.albedo = identity, expression, albedo
         self.target, self.region, self.options, self.nonneg = target, region, options, nonneg
+        self.view, self.subject_terms = view, subject_terms
         self.lmk_target, self.lmk_weights, self.sigma = landmark_setup(rig, target.points, reliability, options)
-        self.sh = state.view.sh.detach().clone()
+        self.sh = state.views[view].sh.detach().clone()
         self.irls = None
         self.parts = {}
 
@@ -81,7 +89,7 @@ class Objective:
         o, t = self.options, self.target
         pose = self.params.pose()
         verts = self.rig.vertices(self.state, pose=pose, identity=self.identity, expression=self.expression,
-                                  translation=self.params.translation())
+                                  translation=self.params.translation(), view=self.view)
         rendering = render(self.rig, verts, self.albedo.texture(), self.sh, t.camera, t.resolution, visibility=visibility)
         frags = rendering.fragments
         pix = frags.pixel_index
@@ -101,10 +109,12 @@ class Objective:
         lmk = landmark_loss(project(t.camera, self.rig.landmarks(verts, pose)), self.lmk_target, self.lmk_weights,
                             self.sigma)
         loss = photo + o.photometric_landmark_weight * lmk
-        loss = loss + as_loss(coefficient_terms(self.identity, o.photometric_identity_prior))
+        if self.subject_terms:
+            loss = loss + as_loss(coefficient_terms(self.identity, o.photometric_identity_prior))
         loss = loss + as_loss(coefficient_terms(self.expression, o.expression_prior, nonnegative=self.nonneg))
         loss = loss + as_loss(pose_terms(pose, o))
-        loss = loss + self.albedo.prior()
+        if self.subject_terms:
+            loss = loss + self.albedo.prior()
         self.parts = {"photometric": float(photo.detach()), "landmarks": float(lmk.detach())}
         return loss, rendering, e.detach()
 
@@ -116,69 +126,97 @@ class Objective:
         return rendering.fragments
 
 
-def fit_photometric(ctx: FitContext) -> dict:
-    """Run the coarse-to-fine photometric schedule; updates `ctx.state` in place.
+def view_schedule(options, crop_side: int, num_views: int) -> list[tuple[int, int]]:
+    """One view's (resolution, iterations) levels. Never upsample the photo: a level finer
+    than the crop's own pixels only adds blur. With several views every step sees all of
+    them, so each level runs `multi_view_iterations` x its steps."""
+    share = 1.0 if num_views == 1 else options.multi_view_iterations
+    return [(min(int(r), crop_side), max(1, int(round(n * share)))) for r, n in options.photometric_schedule]
 
-    Adam, one step per evaluation; face ids and the IRLS weights of the light solve
-    are refreshed every `visibility_every` steps, barycentrics every step.
+
+def fit_photometric(ctx: FitContext) -> dict:
+    """Run the coarse-to-fine photometric schedule over every view; updates `ctx.state`
+    in place.
+
+    Adam, one step per evaluation of the summed loss; face ids and the IRLS weights of
+    the light solves are refreshed every `visibility_every` steps, barycentrics every step.
     """
-    rig, state, frame, options, reporter = ctx.rig, ctx.state, ctx.view.frame, ctx.options, ctx.reporter
-    rgb, points, reliability, texture_space = ctx.view.photo.rgb, ctx.view.points, ctx.view.weights, ctx.texture_space
-    # Never upsample the photo: a level finer than the crop's own pixels only adds blur.
-    schedule = [(min(int(r), frame.crop.side), n) for r, n in options.photometric_schedule]
-    total = sum(n for _, n in schedule)
+    rig, state, options, reporter = ctx.rig, ctx.state, ctx.options, ctx.reporter
+    views, texture_space, N = ctx.views, ctx.texture_space, len(ctx.views)
+    schedules = [view_schedule(options, view.frame.crop.side, N) for view in views]
+    levels = [[s[level] for s in schedules] for level in range(len(options.photometric_schedule))]
+    total = sum(n for n in (level[0][1] for level in levels))
     region = region_weights(rig)
     fit_expression = options.expression and rig.num_expression > 0
-    params = PoseParams(state, fit_jaw=options.expression and rig.has_articulation, fit_neck=rig.has_articulation)
+    params = [PoseParams(v, fit_jaw=options.expression and rig.has_articulation, fit_neck=rig.has_articulation)
+              for v in state.views]
     identity = state.subject.identity.detach().clone().requires_grad_(rig.num_identity > 0)
-    expression = state.view.expression.detach().clone().requires_grad_(fit_expression)
+    expressions = [v.expression.detach().clone().requires_grad_(fit_expression) for v in state.views]
     nonneg = expression_is_nonnegative(rig)
 
-    first = Target(rig, frame, rgb, points, schedule[0][0])
-    albedo = state.subject.albedo if state.subject.albedo is not None else make_albedo(rig, first, options, texture_space)
+    def target(k, resolution):
+        return Target(rig, views[k].frame, views[k].photo.rgb, views[k].points, resolution)
+
+    first = [target(k, schedules[k][0][0]) for k in range(N)]
+    albedo = state.subject.albedo if state.subject.albedo is not None else make_albedo(rig, first[0], options,
+                                                                                      texture_space)
     state.subject.albedo = albedo
     history = state.history.setdefault("photometric", [])
-    optimiser = Adam(_adam_groups(identity, expression, params, albedo, options, nonneg), betas=options.adam_betas)
+    optimiser = Adam(_adam_groups(identity, expressions, params, albedo, options, nonneg), betas=options.adam_betas)
     base_lrs = [g["lr"] for g in optimiser.param_groups]
     low = options.lr_final_fraction
     step = 0
-    sh = state.view.sh.detach().clone()
-    objective = None
-    for level, (resolution, iterations) in enumerate(schedule):
-        target = first if level == 0 else Target(rig, frame, rgb, points, resolution)
-        objective = Objective(rig, state, params, identity, expression, albedo, target, region, options, reliability, nonneg)
-        objective.sh = sh
-        visibility = None
+    lights = [v.sh.detach().clone() for v in state.views]
+    objectives = None
+    for level, per_view in enumerate(levels):
+        iterations = per_view[0][1]
+        objectives = []
+        for k, (resolution, _) in enumerate(per_view):
+            objective = Objective(rig, state, params[k], identity, expressions[k], albedo,
+                                  first[k] if level == 0 else target(k, resolution), region, options,
+                                  views[k].weights, nonneg, view=k, subject_terms=k == 0)
+            objective.sh = lights[k]
+            objectives.append(objective)
+        visibility = [None] * N
         for i in range(iterations):
             if i % options.visibility_every == 0:
-                visibility = objective.refresh()
+                visibility = [objective.refresh() for objective in objectives]
             progress = step / max(total - 1, 1)
             for g, lr in zip(optimiser.param_groups, base_lrs):
                 g["lr"] = lr * (low + 0.5 * (1 - low) * (1 + math.cos(math.pi * progress)))
             optimiser.zero_grad()
-            loss, _, _ = objective.evaluate(visibility)
+            loss = None
+            for objective, seen in zip(objectives, visibility):
+                view_loss = objective.evaluate(seen)[0]
+                loss = view_loss if loss is None else loss + view_loss
             loss.backward()
             optimiser.step()
             step += 1
             history.append(float(loss.detach()))
             if reporter is not None:
                 reporter.step(step, total, history[-1])
-        sh = objective.sh
+        lights = [objective.sh for objective in objectives]
     with torch.no_grad():
         state.subject.identity[:] = identity
-        state.view.expression[:] = expression.clamp(min=0) if nonneg else expression
-        params.commit()
-        objective.refresh()  # the light for the final geometry
-        state.view.sh = objective.sh.detach()
-    return dict(objective.parts)
+        for k, (view, objective) in enumerate(zip(state.views, objectives)):
+            view.expression[:] = expressions[k].clamp(min=0) if nonneg else expressions[k]
+            params[k].commit()
+            objective.refresh()  # the light for the final geometry
+            view.sh = objective.sh.detach()
+    parts = {}
+    for objective in objectives:
+        for key, value in objective.parts.items():
+            parts[key] = parts.get(key, 0.0) + value
+    return parts
 
 
-def _adam_groups(identity, expression, params, albedo, options, nonneg):
+def _adam_groups(identity, expressions, params, albedo, options, nonneg):
+    """One group per kind of parameter (every view's in the same group)."""
     groups = [
         {"params": [identity], "lr": options.lr_identity},
-        {"params": [expression], "lr": options.lr_expression_units if nonneg else options.lr_expression},
-        {"params": [params.global_rot, params.neck, params.jaw], "lr": options.lr_rotation},
-        {"params": [params.delta], "lr": options.lr_translation},
+        {"params": list(expressions), "lr": options.lr_expression_units if nonneg else options.lr_expression},
+        {"params": [t for p in params for t in (p.global_rot, p.neck, p.jaw)], "lr": options.lr_rotation},
+        {"params": [p.delta for p in params], "lr": options.lr_translation},
         {"params": albedo.parameters(),
          "lr": options.lr_albedo if isinstance(albedo, SmoothAlbedo) else options.lr_albedo_space},
     ]
@@ -186,21 +224,23 @@ def _adam_groups(identity, expression, params, albedo, options, nonneg):
 
 
 def light_only(ctx: FitContext) -> None:
-    """No photometric stage: an albedo from the photo's skin colour and the SH light
-    solved in closed form for the landmark-fitted mesh."""
+    """No photometric stage: an albedo from the first photo's skin colour and each view's
+    SH light solved in closed form for the landmark-fitted mesh."""
     rig, state = ctx.rig, ctx.state
     R = ctx.options.light_resolution
-    view = ctx.view
-    target = Target(rig, view.frame, view.photo.rgb, view.points, R)
-    state.subject.albedo = make_albedo(rig, target, ctx.options, ctx.texture_space)
-    with torch.no_grad():
-        verts = rig.vertices(state)
-        rendering = render(rig, verts, state.subject.albedo.texture().detach(), state.view.sh, target.camera, R)
-        pix = rendering.fragments.pixel_index
-        weight = target.mask[pix]
-        if weight.sum() > 10:
-            state.view.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix], weight,
-                                state.view.sh, ctx.options.light_ridge)
+    for k, view in enumerate(ctx.views):
+        target = Target(rig, view.frame, view.photo.rgb, view.points, R)
+        if k == 0:
+            state.subject.albedo = make_albedo(rig, target, ctx.options, ctx.texture_space)
+        fitted = state.views[k]
+        with torch.no_grad():
+            verts = rig.vertices(state, view=k)
+            rendering = render(rig, verts, state.subject.albedo.texture().detach(), fitted.sh, target.camera, R)
+            pix = rendering.fragments.pixel_index
+            weight = target.mask[pix]
+            if weight.sum() > 10:
+                fitted.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix],
+                                     weight, fitted.sh, ctx.options.light_ridge)
 
 
 class PhotometricStage(Stage):

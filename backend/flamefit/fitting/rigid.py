@@ -30,13 +30,14 @@ def _axis_angle(matrix: np.ndarray) -> np.ndarray:
 
 
 def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.ndarray, valid: np.ndarray,
-                     resolution: int, min_facing: float) -> None:
-    """Set state.view.pose[global] and state.view.translation from PnP (in place); a pose
+                     resolution: int, min_facing: float, view: int = 0) -> None:
+    """Set state.views[view]'s pose[global] and translation from PnP (in place); a pose
     turned away (R[2, 2] <= min_facing) or behind the camera starts frontal instead."""
+    fitted = state.views[view]
     with torch.no_grad():
-        rest_pose = torch.zeros_like(state.view.pose).double()
+        rest_pose = torch.zeros_like(fitted.pose).double()
         zero = torch.zeros(1, 3, dtype=torch.float64, device=lmodel.device)
-        identity, expression = state.subject.identity.double(), state.view.expression.double()
+        identity, expression = state.subject.identity.double(), fitted.expression.double()
         model_points = lmodel(identity, expression, rest_pose, zero)[0].cpu().numpy()
         root = lmodel.joints(identity, expression)[0, GLOBAL].cpu().numpy()
     focal, principal = frame.intrinsics(resolution)
@@ -63,22 +64,26 @@ def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.nda
     if not facing:
         R, t_cv = np.eye(3), t_guess
     translation = D @ t_cv + R @ root - root
-    state.view.pose[:, GLOBAL] = torch.as_tensor(_axis_angle(R), dtype=state.view.pose.dtype, device=state.view.pose.device)
-    state.view.translation[:] = torch.as_tensor(translation, dtype=state.view.translation.dtype, device=state.view.translation.device)
+    fitted.pose[:, GLOBAL] = torch.as_tensor(_axis_angle(R), dtype=fitted.pose.dtype, device=fitted.pose.device)
+    fitted.translation[:] = torch.as_tensor(translation, dtype=fitted.translation.dtype, device=fitted.translation.device)
 
 
 def fit_rigid(ctx: FitContext) -> float:
-    """Closed-form pose, then Levenberg-Marquardt on rotation + translation with all 68
-    points (in the crop at options.landmark_resolution). Returns the final cost."""
-    state = ctx.state
-    closed_form_pose(ctx.lmodel, state, ctx.view.frame, ctx.points_crop, ctx.view.valid,
-                     ctx.options.landmark_resolution, ctx.options.rigid_min_facing)
-    problem = landmark_problem(ctx, ["global", "translation"], priors=False)
-    theta = levenberg_marquardt(problem.residuals, problem.pack(), ctx.options.rigid_iterations, ctx.reporter,
-                                state.history.setdefault("rigid", []), before_iteration=problem.fix_row)
-    problem.commit(theta)
-    r = problem.residuals(theta[None])[0]
-    return 0.5 * float(r @ r)
+    """For each view (its own camera, nothing shared yet): closed-form pose, then
+    Levenberg-Marquardt on rotation + translation with all 68 points (in the crop at
+    options.landmark_resolution). Returns the final cost, summed over the views."""
+    state, options, total = ctx.state, ctx.options, 0.0
+    for k, view in enumerate(ctx.views):
+        resolution = options.landmark_resolution
+        closed_form_pose(ctx.lmodel, state, view.frame, view.points_crop(resolution), view.valid, resolution,
+                         options.rigid_min_facing, k)
+        problem = landmark_problem(ctx, ["global", "translation"], priors=False, views=[k])
+        theta = levenberg_marquardt(problem.residuals, problem.pack(), options.rigid_iterations, ctx.reporter,
+                                    state.history.setdefault("rigid", []), before_iteration=problem.fix_row)
+        problem.commit(theta)
+        r = problem.residuals(theta[None])[0]
+        total += 0.5 * float(r @ r)
+    return total
 
 
 class RigidStage(Stage):

@@ -69,6 +69,9 @@ class FitOptions:
     # too few skin pixels (< 10), albedo_fallback (linear RGB) instead.
     albedo_fallback: tuple[float, float, float] = (0.45, 0.3, 0.25)
     albedo_shading_guess: float = 0.9
+    # Several photos: each Adam step sees every view (the identity and albedo get N times
+    # the data per step), so each level runs this share of its steps (fit time, #19).
+    multi_view_iterations: float = 0.6
 
     # --- texture ---
     texture_refine_steps: int = 2  # render / back-project residual passes after the unwrap
@@ -76,6 +79,10 @@ class FitOptions:
     texture_max_unwrap: int = 1024  # the photo crop is sampled at most at this size
     texture_min_shading: float = 0.05  # the de-lighting divides by at least this shading
     texture_shadow_level: float = 0.35  # texels shaded below this x the median count less
+
+    # --- several photos (same_person.py; measured in benchmarks/same_person.py) ---
+    same_person_distance: float = 0.6  # dlib face-descriptor distance above which a photo is another person (0: off)
+    same_person_max_yaw: float = 50.0  # only views within this yaw (degrees) of frontal are compared
 
     # --- misc ---
     seed: int = 0

@@ -15,7 +15,8 @@ from .optim import levenberg_marquardt
 
 def fit_shape(ctx: FitContext) -> float:
     """Levenberg-Marquardt on identity, expression, jaw, neck, global rotation and
-    translation from the landmarks, with the priors."""
+    translation from the landmarks, with the priors: one problem over every view, the
+    identity shared, each view's expression, jaw, neck and rigid pose its own."""
     rig, state, options = ctx.rig, ctx.state, ctx.options
     free = ["identity"] if rig.num_identity > 0 else []
     if options.expression and rig.num_expression > 0:
@@ -26,9 +27,10 @@ def fit_shape(ctx: FitContext) -> float:
         if options.expression:
             free.append("jaw")
     free.append("translation")
-    problem = landmark_problem(ctx, free)
+    problem = landmark_problem(ctx, free)  # every view, the identity shared
     theta = levenberg_marquardt(problem.residuals, problem.pack(), options.shape_iterations, ctx.reporter,
-                                state.history.setdefault("shape", []), before_iteration=problem.fix_row)
+                                state.history.setdefault("shape", []), before_iteration=problem.fix_row,
+                                jacobian=problem.jacobian if len(ctx.views) > 1 else None)
     problem.commit(theta)
     r = problem.residuals(theta[None])[0]
     return 0.5 * float(r @ r)

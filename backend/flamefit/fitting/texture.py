@@ -11,6 +11,10 @@ Each texel has a confidence: visible in the photo (z-buffer at the photo's resol
 x a ramp of the viewing-angle cosine. Texels seen poorly take the colour of their
 mirror texel (left/right symmetry of the template), and texels still unknown (back of
 the head, under the chin) are filled by pull-push diffusion from their neighbours.
+
+Several photos: each view is unwrapped and refined as above with its own camera and
+light, and the views are merged by per-texel confidence (textures/merge.py: colour
+matched, feathered, blended) before the mirror and pull-push fills.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..render.rasterizer import RasterizationSettings, rasterize_mesh
 from ..render.shading import sample_image, vertex_normals
 from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
+from ..textures.merge import merge_views
 from .context import FitContext, Stage
 from .geometry import FitState
 from .photo_target import linear_crop
@@ -33,52 +38,73 @@ def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return sample_image(image[None], xy[None], padding="border")[0]
 
 
-def unwrap(ctx: FitContext):
-    """(texture (T, T, 3) linear float32 with every texel filled, texel weight (T, T),
-    per-texel confidence (N,))."""
-    rig, state, options, reporter = ctx.rig, ctx.state, ctx.options, ctx.reporter
-    frame, rgb = ctx.view.frame, ctx.view.photo.rgb
+def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
+    """View k's de-lit, refined albedo at the texels (M, 3), its confidence (M,) and the
+    detail there (M,: photo pixels per metre of surface)."""
+    rig, state, options = ctx.rig, ctx.state, ctx.options
+    view, fitted = ctx.views[k], ctx.state.views[k]
+    frame, rgb = view.frame, view.photo.rgb
     T = int(options.texture_size)
     device, dtype = rig.device, rig.dtype
+    verts = rig.vertices(state, view=k)
+    normals = vertex_normals(verts, rig.faces)
+    points = texels.points(verts, rig.faces)
+    texel_normals = torch.nn.functional.normalize(texels.points(normals, rig.faces), dim=-1)
+
+    R = int(min(options.texture_max_unwrap, max(frame.crop.side, 256)))
+    camera = frame.camera(R, device, dtype)
+    photo = torch.as_tensor(linear_crop(rgb, frame, R), dtype=dtype, device=device)
+    screen = camera.transform_points(points[None])[0]
+    frags = rasterize_mesh(camera, verts, rig.faces, RasterizationSettings((R, R), cull_backfaces=True))
+    report(2)
+    tolerance = 0.004 + 0.002 * screen[:, 2]  # metres: a few mm at portrait distance
+    visible = texel_visibility(screen[None], frags, tolerance[None])[0]
+    to_camera = torch.nn.functional.normalize(-points, dim=-1)  # camera at the origin
+    cosine = (texel_normals * to_camera).sum(-1)
+    lo = options.texture_min_cosine
+    confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
+
+    raw_shading = sh_basis(texel_normals) @ fitted.sh[0]
+    shading = raw_shading.clamp(min=options.texture_min_shading)
+    # In deep shadow the division amplifies noise: trust such texels less.
+    level = raw_shading.mean(-1) / raw_shading.mean(-1)[confidence > 0.5].median().clamp(min=1e-3) \
+        if bool((confidence > 0.5).any()) else torch.ones_like(confidence)
+    confidence = confidence * (level / options.texture_shadow_level).clamp(0, 1)
+    colour = _sample(photo, screen[:, :2])
+    albedo = (colour / shading).clamp(0, 1)
+    report(3)
+
+    # Refinement: render, back-project the residual, add (masked to confident texels).
+    for step in range(options.texture_refine_steps):
+        albedo = albedo + confidence[:, None] * _residual_at_texels(
+            rig, verts, albedo, texels, fitted.sh, camera, photo, screen, shading, T)
+        albedo = albedo.clamp(0, 1)
+        report(4 + step)
+    detail = float(frame.focal_px[0]) / points[:, 2].abs().clamp(min=1e-3)
+    return albedo, confidence, detail
+
+
+def unwrap(ctx: FitContext):
+    """(texture (T, T, 3) linear float32 with every texel filled, texel weight (T, T),
+    per-texel confidence (N,), confidence from the photos alone (T, T): before the mirror
+    and pull-push fills)."""
+    rig, options, reporter = ctx.rig, ctx.options, ctx.reporter
+    T = int(options.texture_size)
+    N = len(ctx.views)
     steps = 5 + options.texture_refine_steps
     report = (lambda i: reporter.step(i, steps)) if reporter is not None else (lambda i: None)
     with torch.no_grad():
-        texels = texel_map(rig.model, T, device)
+        texels = texel_map(rig.model, T, rig.device)
         report(1)
-        verts = rig.vertices(state)
-        normals = vertex_normals(verts, rig.faces)
-        points = texels.points(verts, rig.faces)
-        texel_normals = torch.nn.functional.normalize(texels.points(normals, rig.faces), dim=-1)
-
-        R = int(min(options.texture_max_unwrap, max(frame.crop.side, 256)))
-        camera = frame.camera(R, device, dtype)
-        photo = torch.as_tensor(linear_crop(rgb, frame, R), dtype=dtype, device=device)
-        screen = camera.transform_points(points[None])[0]
-        frags = rasterize_mesh(camera, verts, rig.faces, RasterizationSettings((R, R), cull_backfaces=True))
-        report(2)
-        tolerance = 0.004 + 0.002 * screen[:, 2]  # metres: a few mm at portrait distance
-        visible = texel_visibility(screen[None], frags, tolerance[None])[0]
-        to_camera = torch.nn.functional.normalize(-points, dim=-1)  # camera at the origin
-        cosine = (texel_normals * to_camera).sum(-1)
-        lo = options.texture_min_cosine
-        confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
-
-        raw_shading = sh_basis(texel_normals) @ state.view.sh[0]
-        shading = raw_shading.clamp(min=options.texture_min_shading)
-        # In deep shadow the division amplifies noise: trust such texels less.
-        level = raw_shading.mean(-1) / raw_shading.mean(-1)[confidence > 0.5].median().clamp(min=1e-3) \
-            if bool((confidence > 0.5).any()) else torch.ones_like(confidence)
-        confidence = confidence * (level / options.texture_shadow_level).clamp(0, 1)
-        colour = _sample(photo, screen[:, :2])
-        albedo = (colour / shading).clamp(0, 1)
-        report(3)
-
-        # Refinement: render, back-project the residual, add (masked to confident texels).
-        for k in range(options.texture_refine_steps):
-            albedo = albedo + confidence[:, None] * _residual_at_texels(
-                rig, verts, albedo, texels, state.view.sh, camera, photo, screen, shading, T)
-            albedo = albedo.clamp(0, 1)
-            report(4 + k)
+        index = texels.texel_index.cpu().numpy()
+        if N == 1:
+            albedo, confidence, _ = unwrap_view(ctx, 0, texels, report)
+        else:
+            found = [unwrap_view(ctx, k, texels, report if k == N - 1 else (lambda i: None)) for k in range(N)]
+            merged, seen, _ = merge_views([a.cpu().numpy() for a, _, _ in found], [c.cpu().numpy() for _, c, _ in found],
+                                          [d.cpu().numpy() for _, _, d in found], index, T)
+            albedo = torch.as_tensor(merged, dtype=rig.dtype, device=rig.device)
+            confidence = torch.as_tensor(seen, dtype=rig.dtype, device=rig.device)
 
         # Symmetry: blend in the mirror texel where this one is poorly seen.
         mirror = mirror_texels(rig.model, texels)
@@ -87,13 +113,14 @@ def unwrap(ctx: FitContext):
 
         texture = np.zeros((T * T, 3), np.float32)
         weight = np.zeros(T * T, np.float32)
-        index = texels.texel_index.cpu().numpy()
+        seen_map = np.zeros(T * T, np.float32)
         texture[index] = filled[0]
         weight[index] = total[0]
+        seen_map[index] = confidence.cpu().numpy()
         report(4 + options.texture_refine_steps)
     texture = pull_push(texture.reshape(T, T, 3).transpose(2, 0, 1), weight.reshape(T, T)).transpose(1, 2, 0)
     report(steps)
-    return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence
+    return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence, seen_map.reshape(T, T)
 
 
 def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, shading, T):
@@ -136,7 +163,7 @@ class TextureStage(Stage):
     option = "texture"
 
     def run(self, ctx: FitContext) -> None:
-        texture, ctx.coverage, _ = unwrap(ctx)
+        texture, ctx.coverage, _, ctx.seen = unwrap(ctx)
         _keep(ctx, texture)
 
     def skip(self, ctx: FitContext) -> None:
