@@ -211,7 +211,7 @@ def test_an_output_path_too_long_inside_the_temporary_folder(photo, tmp_path):
 
 def test_a_bundle_records_the_sha256_of_its_photo(photo, made_bundle):
     expected = hashlib.sha256(photo.read_bytes()).hexdigest()
-    assert read_result(made_bundle)["photo"].get("sha256") == expected
+    assert read_result(made_bundle)["views"][0]["photo"].get("sha256") == expected
     from flamefit.bundle.reader import photo_sha256  # (here: the old code fails on the line above)
 
     assert photo_sha256(made_bundle) == expected

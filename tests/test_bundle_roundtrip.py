@@ -31,9 +31,10 @@ def bundle(tmp_path_factory, astronaut):
 
 def test_the_bundle_carries_the_upright_photo(bundle, astronaut):
     result = read_result(bundle)
-    assert result["schema_version"] == 2 and result["files"]["photo"] == "photo.jpg"
+    view = result["views"][0]
+    assert result["schema_version"] == 3 and view["files"]["photo"] == "photo.jpg"
     with Image.open(bundle / "photo.jpg") as photo:
-        assert photo.size == (result["photo"]["width"], result["photo"]["height"]) == (384, 512)  # upright W x H
+        assert photo.size == (view["photo"]["width"], view["photo"]["height"]) == (384, 512)  # upright W x H
         upright = np.asarray(photo.convert("RGB"), np.float32)
     assert np.abs(upright - astronaut[:, 64:448]).mean() < 6  # the same pixels, JPEG-close
     assert validate_bundle(bundle) == []
@@ -60,7 +61,8 @@ def test_files_entries_are_confined_to_the_bundle(bundle, tmp_path):
         with pytest.raises(ValueError):
             bundle_file(copy, entry)
         assert validate_bundle(copy) and not is_bundle(copy), entry
-    for bad in ({"schema_version": True}, {"schema_version": 3}, {"schema_version": 2, "files": {}}):
+    for bad in ({"schema_version": True}, {"schema_version": 4}, {"schema_version": 2}, {"schema_version": 3, "files": {}},
+                {"views": []}):
         (copy / "result.json").write_text(json.dumps({**original, **bad}))
         assert not is_bundle(copy), bad
     (copy / "result.json").write_text(json.dumps(original))

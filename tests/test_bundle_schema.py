@@ -40,12 +40,14 @@ def _shape(cell: str) -> list:
 
 def test_schema_file_is_plain_json_with_the_contract_shape():
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    assert schema["schema_version"] == 2 and schema["schema_version"] in schema["readable_versions"]
-    assert {"files", "result_keys", "stages", "detectors", "photo_suffixes"} <= schema.keys()
+    assert schema["schema_version"] == 3 and schema["readable_versions"] == [1, 2, 3]
+    assert {"files", "result_keys", "result_keys_3", "view_keys", "stages", "detectors", "photo_suffixes"} <= schema.keys()
     for key, entry in schema["files"].items():
         assert isinstance(entry["path"], str) and "/" not in entry["path"], key
+        if entry.get("per_view"):  # view k >= 2's name: numbered, same format
+            assert "{k}" in entry["view_path"] and entry["view_path"].format(k=2) != entry["path"], key
         for name, spec in entry.get("arrays", {}).items():
-            assert set(spec) <= {"dtype", "shape", "since"} and isinstance(spec["shape"], list), name
+            assert set(spec) <= {"dtype", "shape", "since", "per_view"} and isinstance(spec["shape"], list), name
     assert all(s.startswith(".") and s == s.lower() for s in schema["photo_suffixes"])
 
 
@@ -77,11 +79,11 @@ def test_interface_array_tables_match_schema(key, heading):
 def test_interface_result_example_has_the_schema_keys():
     example = _section("3.").split("```json", 1)[1].split("```", 1)[0]
     top_level = re.findall(r'^  "([a-z_0-9]+)":', example, flags=re.M)
-    assert top_level == list(SCHEMA["result_keys"])
+    assert top_level == list(SCHEMA["result_keys_3"])
     files = json.loads(re.search(r'"files": (\{.*?\})', example, flags=re.S).group(1))
     assert set(files) == set(files_for(SCHEMA["schema_version"]))
     assert all(files[k] in file_names(k) for k in files)
-    for key, subkeys in SCHEMA["result_subkeys"].items():
+    for key, subkeys in SCHEMA["result_subkeys_3"].items():
         block = re.search(rf'^  "{key}": (.*?)(?=^  "|\Z)', example, flags=re.S | re.M).group(1)
         assert all(f'"{s}"' in block for s in subkeys), key
 

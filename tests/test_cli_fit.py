@@ -67,7 +67,7 @@ def test_fit_writes_a_complete_bundle_with_json_progress(photos, tmp_path):
     assert events[-1] == {"event": "done", "bundle": str(out), "result": str(out / "result.json")}
     assert validate_bundle(out) == []
     result = read_result(out)
-    assert result["photo"]["width"] == 512 and result["metrics"]["landmark_error_eye_fraction"] < 0.05
+    assert result["views"][0]["photo"]["width"] == 512 and result["metrics"]["landmark_error_eye_fraction"] < 0.05
     assert set(result["timings"]) >= {"image", "landmarks", "rigid", "shape", "bundle", "total"}
     # An existing folder is kept without --overwrite and replaced with it.
     again = flamefit("fit", photos / "astronaut.png", "-o", out, "--stages", "landmarks")

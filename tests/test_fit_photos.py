@@ -170,5 +170,5 @@ def test_points_without_jaw_line(astronaut, open_head, tmp_path):
     _check_upright_and_facing(result)
     out = write_bundle(result, tmp_path / "no_jaw")
     assert validate_bundle(out) == []
-    saved = read_result(out)
+    saved = read_result(out)["views"][0]
     assert saved["detected_landmarks_2d"][0] == [None, None] and None not in saved["landmarks_2d"][0]

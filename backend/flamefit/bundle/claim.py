@@ -33,13 +33,13 @@ from pathlib import Path
 from ..errors import FlameFitError
 from ..fsutil import pid_alive
 from .reader import foreign_files, is_bundle, own_files, read_result
-from .schema import RESULT_FILE, SCHEMA, file_names
+from .schema import RESULT_FILE, all_file_names
 
 _SIBLING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 _LOCK_TEXT = re.compile(rb"\d{1,10}")  # all a FlameFit lock file ever holds: a process id
 TEMP_MARKER = ".flamefit-temp"
 # Every name a bundle file can have: all a temporary folder of ours ever holds, beside its marker.
-BUNDLE_NAMES = frozenset({RESULT_FILE, *(name for key in SCHEMA["files"] for name in file_names(key))})
+BUNDLE_NAMES = all_file_names()
 MAX_PID = 9_999_999  # Linux's pid_max is at most 2**22: 7 digits (for the name-length check)
 
 

@@ -36,7 +36,8 @@ def _points(image, points, colour, radius, cross=False):
 
 def overlay_picture(result) -> np.ndarray:
     """The photo, the fitted mesh (grey, lit) blended in, detected (green dots) and fitted
-    (red crosses) landmarks. At most MAX_OVERLAY_SIDE pixels on the long side."""
+    (red crosses) landmarks. At most MAX_OVERLAY_SIDE pixels on the long side. `result`:
+    a fitting.ViewResult (or a FitResult: its first view)."""
     photo = result.photo.rgb
     H, W = photo.shape[:2]
     scale = min(1.0, MAX_OVERLAY_SIDE / max(H, W))
@@ -141,10 +142,12 @@ def _curves(history: dict, size=(3 * TILE, TILE)) -> np.ndarray:
     return panel
 
 
-def report_picture(result) -> np.ndarray:
+def report_picture(result, view=None) -> np.ndarray:
     """Top: photo crop | textured render | lit geometry | error heat map (|render - photo|,
-    face mask). Bottom: UV albedo | loss curves. Then metrics and timings."""
-    p = result.pictures
+    face mask) of `view` (a fitting.ViewResult; None: the first). Bottom: UV albedo | loss
+    curves. Then metrics and timings."""
+    view = result.views[0] if view is None else view
+    p = view.pictures
     photo, render, grey = p["photo"], p["render"], p["grey"]
     fg = p["foreground"].astype(np.float32)
     error = np.abs(render - photo).mean(-1) * fg
@@ -161,8 +164,11 @@ def report_picture(result) -> np.ndarray:
     _text(albedo, "UV albedo", (6, 16), 0.45, (20, 20, 20), 1)
     bottom = np.concatenate([albedo, _curves(result.state.history)], axis=1)
     lines = []
-    m = result.metrics
-    lines.append(f"{result.photo.path.name}  {result.photo.width}x{result.photo.height}  model: {result.model.name}")
+    m = view.metrics
+    count = len(result.views)
+    number = next(k for k, v in enumerate(result.views, start=1) if v is view)
+    which = f"  (photo {number} of {count}, one head fitted to all)" if count > 1 else ""
+    lines.append(f"{view.photo.path.name}  {view.photo.width}x{view.photo.height}  model: {result.model.name}{which}")
     lines.append(f"landmarks: {m['landmark_error_px']:.2f} px = {100 * m['landmark_error_eye_fraction']:.2f}% of the "
                  f"eye-corner distance   photometric: MAE {m['photometric_error']:.4f}, PSNR {m['psnr_db']:.2f} dB")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))

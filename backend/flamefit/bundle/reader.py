@@ -1,10 +1,14 @@
 """Read and check a result bundle against schema.json (tests, `batch --resume`, and the
 rule that only a FlameFit bundle is ever replaced).
 
+Schemas 1, 2 and 3 are read; `read_subject` gives any of them in schema 3's shape (a
+schema 1-2 bundle becomes one view), so callers see one shape.
+
 A bundle's own files (its manifest) are result.json and the names its `files` object
-gives for the schema's file keys (each one a name schema.json allows for that key, so a
-hand-made result.json cannot claim a user's file). `foreign_files` lists everything else
-in the folder: what `--overwrite` refuses to delete.
+(and, from schema 3 on, each `views[k].files`) gives for the schema's file keys (each one
+a name schema.json allows for that key and view, so a hand-made result.json cannot claim
+a user's file). `foreign_files` lists everything else in the folder: what `--overwrite`
+refuses to delete.
 """
 
 from __future__ import annotations
@@ -16,7 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .schema import READABLE_VERSIONS, RESULT_FILE, RESULT_KEYS, SCHEMA, arrays_for, file_names, files_for
+from .schema import (
+    MAX_VIEWS,
+    READABLE_VERSIONS,
+    RESULT_FILE,
+    RESULT_KEYS,
+    RESULT_KEYS_3,
+    SCHEMA,
+    VIEW_KEYS,
+    VIEWS_SINCE,
+    arrays_for,
+    file_names,
+    files_for,
+    view_files_for,
+)
 
 MAX_RESULT_BYTES = 64 << 20  # a result.json is ~100 kB; refuse to parse anything huge
 
@@ -40,28 +57,47 @@ def bundle_file(bundle, relative) -> Path:
     return path
 
 
+def _keys_problems(value, keys, subkeys: dict, where: str) -> list[str]:
+    if not isinstance(value, dict):
+        return [f"{where} is not a JSON object"]
+    problems = []
+    missing = [k for k in keys if k not in value]
+    if missing:
+        problems.append(f"{where} lacks {missing}")
+    for key, names in subkeys.items():
+        item = value.get(key)
+        if key in value and (not isinstance(item, dict) or any(s not in item for s in names)):
+            problems.append(f"{where} {key} lacks some of {names}")
+    return problems
+
+
+def _files_problems(files, entries: dict, view: int, where: str) -> list[str]:
+    if not isinstance(files, dict):
+        return [f"{where} is not an object"]
+    return [f"{where}.{key} is {files.get(key)!r}, expected one of {list(file_names(key, view))}"
+            for key in entries if files.get(key) not in file_names(key, view)]
+
+
 def _result_problems(result) -> list[str]:
-    """What makes a parsed result.json not one of ours (shallow: keys and version)."""
+    """What makes a parsed result.json not one of ours (shallow: keys, version, file names)."""
     if not isinstance(result, dict):
         return [f"{RESULT_FILE} is not a JSON object"]
     version = result.get("schema_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
         return [f"schema_version {version!r} is not one of {list(READABLE_VERSIONS)}"]
-    problems = []
-    missing = [k for k in RESULT_KEYS if k not in result]
-    if missing:
-        problems.append(f"{RESULT_FILE} lacks {missing}")
-    for key, subkeys in SCHEMA["result_subkeys"].items():
-        value = result.get(key)
-        if key in result and (not isinstance(value, dict) or any(s not in value for s in subkeys)):
-            problems.append(f"{RESULT_FILE} {key} lacks some of {subkeys}")
-    files = result.get("files")
-    if not isinstance(files, dict):
-        problems.append(f"{RESULT_FILE} files is not an object")
-    else:
-        for key in files_for(version):
-            if files.get(key) not in file_names(key):
-                problems.append(f"files.{key} is {files.get(key)!r}, expected one of {list(file_names(key))}")
+    if version < VIEWS_SINCE:
+        problems = _keys_problems(result, RESULT_KEYS, SCHEMA["result_subkeys"], RESULT_FILE)
+        return problems + _files_problems(result.get("files"), files_for(version), 1, f"{RESULT_FILE} files")
+    problems = _keys_problems(result, RESULT_KEYS_3, SCHEMA["result_subkeys_3"], RESULT_FILE)
+    problems += _files_problems(result.get("files"), files_for(version), 1, f"{RESULT_FILE} files")
+    views = result.get("views")
+    if not isinstance(views, list) or not 1 <= len(views) <= MAX_VIEWS:
+        return problems + [f"{RESULT_FILE} views is not a list of 1 to {MAX_VIEWS} views"]
+    for k, view in enumerate(views, start=1):
+        where = f"{RESULT_FILE} views[{k - 1}]"
+        problems += _keys_problems(view, VIEW_KEYS, SCHEMA["view_subkeys"], where)
+        if isinstance(view, dict):
+            problems += _files_problems(view.get("files"), view_files_for(version), k, f"{where}.files")
     return problems
 
 
@@ -79,11 +115,21 @@ def is_bundle(folder) -> bool:
 
 
 def own_files(result: dict) -> set[str]:
-    """The names of the files a bundle wrote itself (its manifest), from its parsed result.json."""
-    files = result.get("files") if isinstance(result, dict) else None
+    """The names of the files a bundle wrote itself (its manifest), from its parsed
+    result.json: `files` and every `views[k].files`, each name one the schema allows there."""
     own = {RESULT_FILE}
+    if not isinstance(result, dict):
+        return own
+    files = result.get("files")
     if isinstance(files, dict):
         own.update(name for key, name in files.items() if key in SCHEMA["files"] and name in file_names(key))
+    views = result.get("views") if result.get("schema_version") == 3 else None
+    if isinstance(views, list):
+        for k, view in enumerate(views[:MAX_VIEWS], start=1):
+            files = view.get("files") if isinstance(view, dict) else None
+            if isinstance(files, dict):
+                own.update(name for key, name in files.items()
+                           if key in SCHEMA["files"] and isinstance(name, str) and name in file_names(key, k))
     return own
 
 
@@ -106,12 +152,64 @@ def foreign_files(folder) -> list[str]:
     return sorted(foreign)
 
 
+VIEW_LEVEL_KEYS = ("photo", "camera", "lights", "landmarks_2d", "landmarks_2d_fixed", "detected_landmarks_2d",
+                   "landmarks_3d", "metrics")
+
+
+def upgraded(result: dict) -> dict:
+    """A parsed result.json of any readable schema in schema 3's shape: a schema 1-2
+    result becomes one view (its photo, camera, parameters but identity, lights,
+    landmarks, metrics, crop, landmark source and per-view files); `schema_version` stays
+    the file's. A schema 3 result is returned as it is."""
+    if result.get("schema_version", 0) >= VIEWS_SINCE:
+        return result
+    params = dict(result.get("parameters") or {})
+    files = dict(result.get("files") or {})
+    fit = dict(result.get("fit") or {})
+    view = {key: result[key] for key in VIEW_LEVEL_KEYS if key in result}
+    photo_path = (result.get("photo") or {}).get("path") or "photo"
+    view["name"] = Path(str(photo_path)).stem or "photo"
+    view["parameters"] = {k: params[k] for k in ("expression", "pose", "translation") if k in params}
+    view["fit"] = {k: fit[k] for k in ("crop", "landmarks") if k in fit}
+    view["files"] = {k: files.pop(k) for k in ("photo", "overlay", "report") if k in files}
+    out = {k: v for k, v in result.items() if k not in VIEW_LEVEL_KEYS or k == "metrics"}
+    out["parameters"] = {"identity": params.get("identity", [])}
+    out["expression_names"] = params.get("expression_names", [])
+    out["files"] = files
+    out["fit"] = {k: v for k, v in fit.items() if k not in ("crop", "landmarks")}
+    out["views"] = [view]
+    return out
+
+
+def read_subject(bundle) -> dict:
+    """result.json of the bundle in schema 3's shape (see `upgraded`)."""
+    return upgraded(read_result(bundle))
+
+
+def fitted_photos(bundle) -> list[dict]:
+    """Each view's `photo` entry ({path, width, height[, sha256]}) in view order, for any
+    schema (1-2: the one photo). What `batch --resume` compares a photo with."""
+    views = read_subject(bundle).get("views") or []
+    return [v["photo"] if isinstance(v, dict) and isinstance(v.get("photo"), dict) else {} for v in views]
+
+
+def photo_sha256s(bundle) -> list[str | None]:
+    """The hex SHA-256 of each view's photo file, in view order (None where not recorded:
+    older bundles, a photo given as an array)."""
+    out = []
+    for view in read_subject(bundle).get("views") or []:
+        photo = view.get("photo") if isinstance(view, dict) else None
+        value = photo.get("sha256") if isinstance(photo, dict) else None
+        out.append(value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else None)
+    return out
+
+
 def photo_sha256(bundle) -> str | None:
-    """The hex SHA-256 of the photo file the bundle was fitted to (`photo.sha256`); None
-    when the bundle does not record it (older bundles, a photo given as an array)."""
-    photo = read_result(bundle).get("photo")
-    value = photo.get("sha256") if isinstance(photo, dict) else None
-    return value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else None
+    """The hex SHA-256 of the photo file the bundle was fitted to (its first view's
+    `photo.sha256`); None when the bundle does not record it (older bundles, a photo
+    given as an array)."""
+    digests = photo_sha256s(bundle)
+    return digests[0] if digests else None
 
 
 def _check_array(name: str, array: np.ndarray, spec: dict, sizes: dict) -> str | None:
@@ -142,26 +240,31 @@ def validate_bundle(bundle, deep: bool = True) -> list[str]:
     if problems:
         return problems
     version = result["schema_version"]
+    subject = upgraded(result)
     paths = {}
-    for key in files_for(version):
+    wanted = [(key, result["files"][key], key) for key in files_for(version)]
+    for k, view in enumerate(subject["views"], start=1):
+        wanted += [(f"{key}-{k}", view["files"][key], key) for key in view_files_for(version)]
+    for label, name, _ in wanted:
         try:
-            paths[key] = bundle_file(bundle, result["files"][key])
+            paths[label] = bundle_file(bundle, name)
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        if not paths[key].is_file():
-            problems.append(f"missing {result['files'][key]}")
+        if not paths[label].is_file():
+            problems.append(f"missing {name}")
     if problems or not deep:
         return problems
-    for key in ("landmarks_2d", "landmarks_2d_fixed", "detected_landmarks_2d", "landmarks_3d"):
-        if key in result and len(result[key]) != 68:  # landmarks_2d_fixed is optional (older bundles)
-            problems.append(f"{key} has {len(result[key])} points, expected 68")
-    if len(result["lights"]["sh"]) != 9:
-        problems.append("lights.sh is not 9x3")
+    for k, view in enumerate(subject["views"]):
+        for key in ("landmarks_2d", "landmarks_2d_fixed", "detected_landmarks_2d", "landmarks_3d"):
+            if key in view and len(view[key]) != 68:  # landmarks_2d_fixed is optional (older bundles)
+                problems.append(f"views[{k}] {key} has {len(view[key])} points, expected 68")
+        if len(view["lights"]["sh"]) != 9:
+            problems.append(f"views[{k}] lights.sh is not 9x3")
     from ..errors import ModelFileError
     from ..models.safe_pickle import load_npz  # the bounded .npz reader: no zip bomb, no pickle
 
-    sizes: dict = {}
+    sizes: dict = {"N": len(subject["views"])} if version >= VIEWS_SINCE else {}
     for key, entry in files_for(version).items():
         if entry["format"] != "npz":
             continue
@@ -184,12 +287,12 @@ def validate_bundle(bundle, deep: bool = True) -> list[str]:
             problems.append(f"cannot read {entry['path']}: {exc}")
     from PIL import Image
 
-    for key, entry in files_for(version).items():
-        if entry["format"] not in ("png", "image") or key not in paths:
+    for label, name, key in wanted:
+        if SCHEMA["files"][key]["format"] not in ("png", "image") or label not in paths:
             continue
         try:
-            with Image.open(paths[key]) as image:
+            with Image.open(paths[label]) as image:
                 image.verify()
         except Exception as exc:  # noqa: BLE001 - any decoding problem is a problem
-            problems.append(f"{result['files'][key]} unreadable: {exc}")
+            problems.append(f"{name} unreadable: {exc}")
     return problems

@@ -53,13 +53,17 @@ from .claim import (
 )
 from .pictures import overlay_picture, report_picture
 from .reader import foreign_files, is_bundle
-from .schema import RESULT_FILE, SCHEMA_VERSION, file_names, files_for
+from .schema import RESULT_FILE, SCHEMA_VERSION, file_names, files_for, view_files_for
 
-# key -> file name (schema.json); the photo's name depends on the photo (photo_name).
+# key -> file name (schema.json): the subject's files; each view's (photo, overlay,
+# report) are named by view_file_name.
 FILES = {key: entry["path"] for key, entry in files_for(SCHEMA_VERSION).items() if key != "photo"}
+VIEW_FILES = tuple(view_files_for(SCHEMA_VERSION))
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 CAMERA_CONVENTION = ("X_cam = R X + t; x = fx X_cam.x / -X_cam.z + cx; y = -fy X_cam.y / -X_cam.z + cy "
                      "(pixels, y down, pixel centres at +0.5)")
+LIGHT_CONVENTION = ("see section 4; the normals are in this view's camera frame (the world's for the first view: "
+                    "its camera has no rotation)")
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
@@ -225,14 +229,16 @@ def _write(result, target: OutputTarget, progress, extra_timings, start, final: 
         write_mesh(result, tmp / FILES["mesh"])
         step(1)
         write_obj(result, tmp / FILES["obj"], tmp / FILES["mtl"])
-        write_photo(result.photo, tmp / photo_name(result.photo))
+        for k, view in enumerate(result.views, start=1):
+            write_photo(view.photo, tmp / view_file_name("photo", k, view.photo))
         step(2)
         _write_png(tmp / FILES["albedo"], _albedo_u8(result.texture))
         step(3)
         write_params(result, tmp / FILES["params"])
         step(4)
-        _write_png(tmp / FILES["overlay"], overlay_picture(result))
-        _write_png(tmp / FILES["report"], report_picture(result))
+        for k, view in enumerate(result.views, start=1):
+            _write_png(tmp / view_file_name("overlay", k), overlay_picture(view))
+            _write_png(tmp / view_file_name("report", k), report_picture(result, view))
         step(5)
         timings = dict(extra_timings or {})
         timings.update(result.timings)
@@ -276,10 +282,16 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
         raise FlameFitError(f"{path}: cannot write image")
 
 
-def photo_name(photo) -> str:
-    """photo.jpg for a JPEG photo (a PNG of a phone photo is ~5x larger), else photo.png."""
-    png, jpg = file_names("photo")
+def photo_name(photo, view: int = 1) -> str:
+    """photo.jpg for a JPEG photo (a PNG of a phone photo is ~5x larger), else photo.png
+    (view k >= 2: photo-k.jpg / photo-k.png)."""
+    png, jpg = file_names("photo", view)
     return jpg if Path(photo.path).suffix.lower() in JPEG_SUFFIXES else png
+
+
+def view_file_name(key: str, view: int, photo=None) -> str:
+    """The name of view `view`'s (1-based) file `key` (photo, overlay, report)."""
+    return photo_name(photo, view) if key == "photo" else file_names(key, view)[0]
 
 
 def write_photo(photo, path: Path) -> None:
@@ -297,11 +309,11 @@ def _albedo_u8(texture: np.ndarray) -> np.ndarray:
 
 
 def shape_keys(result):
-    """The fitted head as a neutral Basis + shape keys with their fitted values (schema 2;
-    the maths: HeadLayer.shape_keys)."""
-    state = result.state
+    """The fitted head as a neutral Basis + shape keys with their fitted values in the
+    first view (schema 2; the maths: HeadLayer.shape_keys)."""
+    state, view = result.state, result.state.views[0]
     with torch.no_grad():
-        return result.rig.layer.shape_keys(state.identity, state.expression, state.pose, state.translation)
+        return result.rig.layer.shape_keys(state.subject.identity, view.expression, view.pose, view.translation)
 
 
 def write_mesh(result, path: Path) -> None:
@@ -309,7 +321,7 @@ def write_mesh(result, path: Path) -> None:
     keys = shape_keys(result)
     np.savez(
         path,
-        vertices=result.vertices.astype(np.float32),
+        vertices=result.views[0].vertices.astype(np.float32),
         faces=model.faces.astype(np.int32),
         uv_coords=model.uv_coords.astype(np.float32),
         uv_faces=model.uv_faces.astype(np.int32),
@@ -318,8 +330,8 @@ def write_mesh(result, path: Path) -> None:
         shape_key_deltas=keys.deltas.astype(np.float32),
         shape_key_values=keys.values.astype(np.float32),
         shape_key_ranges=keys.ranges.astype(np.float32).reshape(-1, 2),
-        landmark_face_idx=result.landmark_face_idx.astype(np.int32),
-        landmark_bary=result.landmark_bary.astype(np.float32),
+        landmark_face_idx=result.views[0].landmark_face_idx.astype(np.int32),
+        landmark_bary=result.views[0].landmark_bary.astype(np.float32),
     )
 
 
@@ -338,28 +350,40 @@ def world_to_camera(frame) -> np.ndarray:
     return matrix
 
 
+def view_world_to_camera(result, k: int) -> np.ndarray:
+    """(4, 4) view k's (0-based) camera from the world, the first view's camera frame
+    (schema 3): the first view's own camera, else M_k inv(M_1) with M the head's rigid
+    transform in each photo's camera."""
+    if k == 0:
+        return world_to_camera(result.views[0].frame)
+    return result.views[k].world_to_camera(result.views[0])
+
+
 def write_params(result, path: Path) -> None:
-    state = result.state
-    focal, principal = result.frame.intrinsics(None)
+    """identity (S,), then each view's arrays stacked on a leading view axis (schema 3)."""
+    state, N = result.state, len(result.views)
+    stack = lambda get: np.stack([np.asarray(get(k), dtype=np.float32) for k in range(N)])
+    tensor = lambda name: stack(lambda k: getattr(state.views[k], name)[0].cpu().numpy())
     np.savez(
         path,
-        identity=state.identity[0].cpu().numpy().astype(np.float32),
-        expression=state.expression[0].cpu().numpy().astype(np.float32),
-        pose=state.pose[0].cpu().numpy().astype(np.float32),
-        translation=state.translation[0].cpu().numpy().astype(np.float32),
-        sh=state.sh[0].cpu().numpy().astype(np.float32),
-        focal_px=focal.astype(np.float32),
-        principal_px=principal.astype(np.float32),
-        world_to_camera=world_to_camera(result.frame).astype(np.float32),
+        identity=state.subject.identity[0].cpu().numpy().astype(np.float32),
+        expression=tensor("expression"),
+        pose=tensor("pose"),
+        translation=tensor("translation"),
+        sh=tensor("sh"),
+        focal_px=stack(lambda k: result.views[k].frame.intrinsics(None)[0]),
+        principal_px=stack(lambda k: result.views[k].frame.intrinsics(None)[1]),
+        world_to_camera=stack(lambda k: view_world_to_camera(result, k)),
     )
 
 
 def write_obj(result, obj_path: Path, mtl_path: Path) -> None:
     model = result.model
     buffer = io.StringIO()
-    buffer.write(f"# FlameFit {__version__}: {model.name} fitted to {result.photo.path.name}\n")
+    names = ", ".join(view.photo.path.name for view in result.views)
+    buffer.write(f"# FlameFit {__version__}: {model.name} fitted to {names}\n")
     buffer.write(f"mtllib {mtl_path.name}\n")
-    np.savetxt(buffer, result.vertices, fmt="v %.6f %.6f %.6f")
+    np.savetxt(buffer, result.views[0].vertices, fmt="v %.6f %.6f %.6f")
     np.savetxt(buffer, model.uv_coords, fmt="vt %.6f %.6f")
     buffer.write("usemtl flamefit_albedo\n")
     corners = np.stack([model.faces + 1, model.uv_faces + 1], axis=-1).reshape(len(model.faces), 6)
@@ -390,45 +414,62 @@ def _photo_entry(photo) -> dict:
     return entry
 
 
-def result_json(result, out: Path) -> dict:
-    state, model = result.state, result.model
-    focal, principal = result.frame.intrinsics(None)
-    expression_names = model.expression_names or [f"expression_{k:03d}" for k in range(model.num_expression)]
-    crop = result.frame.crop
+def _view_json(result, k: int) -> dict:
+    """result.json's views[k] (schema 3)."""
+    view, fitted = result.views[k], result.state.views[k]
+    focal, principal = view.frame.intrinsics(None)
+    crop = view.frame.crop
     return {
-        "schema_version": SCHEMA_VERSION,
-        "flamefit_version": __version__,
-        "model": {"name": model.name, "version": model.version, "licence": model.licence, "id": model_id(model.name)},
-        "photo": _photo_entry(result.photo),
+        "name": view.name,
+        "photo": _photo_entry(view.photo),
         "camera": {
             "type": "pinhole",
             "focal_px": [float(v) for v in focal],
             "principal_px": [float(v) for v in principal],
-            "image_size": [result.photo.width, result.photo.height],
-            "world_to_camera": world_to_camera(result.frame).tolist(),
+            "image_size": [view.photo.width, view.photo.height],
+            "world_to_camera": view_world_to_camera(result, k).tolist(),
             "convention": CAMERA_CONVENTION,
         },
         "parameters": {
-            "identity": [float(v) for v in state.identity[0]],
-            "expression": [float(v) for v in state.expression[0]],
-            "expression_names": expression_names[: state.expression.shape[1]],
-            "pose": {name: [float(v) for v in state.pose[0, j]] for j, name in enumerate(JOINT_NAMES)},
-            "translation": [float(v) for v in state.translation[0]],
+            "expression": [float(v) for v in fitted.expression[0]],
+            "pose": {name: [float(v) for v in fitted.pose[0, j]] for j, name in enumerate(JOINT_NAMES)},
+            "translation": [float(v) for v in fitted.translation[0]],
         },
-        "lights": {"sh": _rows(state.sh[0].cpu().numpy()), "convention": "see section 4"},
-        "landmarks_2d": _rows(result.fitted_2d),
-        "landmarks_2d_fixed": _rows(result.fitted_2d_fixed),
-        "detected_landmarks_2d": _rows(result.detected_2d),
-        "landmarks_3d": _rows(result.landmarks_3d),
-        "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()},
+        "lights": {"sh": _rows(fitted.sh[0].cpu().numpy()), "convention": LIGHT_CONVENTION},
+        "landmarks_2d": _rows(view.fitted_2d),
+        "landmarks_2d_fixed": _rows(view.fitted_2d_fixed),
+        "detected_landmarks_2d": _rows(view.detected_2d),
+        "landmarks_3d": _rows(view.landmarks_3d),
+        "metrics": _finite(view.metrics),
+        "fit": {"crop": {"x0": crop.x0, "y0": crop.y0, "side": crop.side}, "landmarks": view.detection},
+        "files": {key: view_file_name(key, k + 1, view.photo) for key in VIEW_FILES},
+    }
+
+
+def _finite(metrics: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def result_json(result, out: Path) -> dict:
+    """result.json (schema 3): the subject (identity, files, fit, summary metrics) and its views."""
+    state, model = result.state, result.model
+    expression_names = model.expression_names or [f"expression_{k:03d}" for k in range(model.num_expression)]
+    metrics = _finite(result.metrics)
+    metrics["views"] = len(result.views)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "flamefit_version": __version__,
+        "model": {"name": model.name, "version": model.version, "licence": model.licence, "id": model_id(model.name)},
+        "parameters": {"identity": [float(v) for v in state.subject.identity[0]]},
+        "expression_names": expression_names[: state.views[0].expression.shape[1]],
+        "metrics": metrics,
         "timings": result.timings,
-        "files": {**FILES, "photo": photo_name(result.photo)},
+        "files": dict(FILES),
         "fit": {
             "stages": [s for s in result.stages if s != "bundle"],
             "texture_size": int(result.options.texture_size),
             "device": str(result.rig.device),
-            "crop": {"x0": crop.x0, "y0": crop.y0, "side": crop.side},
-            "landmarks": result.detection,
             "model_provenance": {k: v for k, v in model.provenance.items() if isinstance(v, str)},
         },
+        "views": [_view_json(result, k) for k in range(len(result.views))],
     }
