@@ -100,7 +100,7 @@ def cmd_fit(args) -> None:
 
     progress = JsonProgress() if args.json_progress else BarProgress()
     try:
-        request = FitRequest(photo=args.photo, output=args.output, fit_options=fit_options_from(args),
+        request = FitRequest(photos=args.photos, output=args.output, fit_options=fit_options_from(args),
                              landmarks=args.landmarks, detector=args.detector, face_index=args.face,
                              device=args.device, overwrite=args.overwrite, settings=model_flags(args))
         path, result = run_fit(request, progress)
@@ -222,10 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_model_info)
 
-    p = sub.add_parser("fit", help="fit the head model to one photo and write a result bundle")
-    p.add_argument("photo", metavar="PHOTO")
+    p = sub.add_parser("fit", help="fit the head model to one photo, or several photos of one person, and write a "
+                                   "result bundle")
+    p.add_argument("photos", metavar="PHOTO", nargs="+", help="one or more photos of one person (one head is fitted "
+                                                              "to all; the first is the reference view)")
     add_fit_flags(p)
-    p.add_argument("--landmarks", metavar="FILE", help="68 iBUG points (.pts, .json or .npy) instead of the detector")
+    p.add_argument("--landmarks", metavar="FILE", action="append",
+                   help="68 iBUG points (.pts, .json or .npy) instead of the detector; with several photos give it "
+                        "once per photo, in the photos' order")
     p.add_argument("--face", type=int, metavar="N", help="which face when there are several (0 = leftmost; default: the one a person means: large, sharp, central, whole; result.json says why)")
     p.set_defaults(run=cmd_fit)
 

@@ -1,4 +1,4 @@
-"""`flamefit fit PHOTO -o OUT_DIR`: one photo, one bundle."""
+"""`flamefit fit PHOTO [PHOTO ...] -o OUT_DIR`: one person's photos (one or several), one bundle."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from .session import configure_threads, load_fit_inputs, resolve_device, setting
 
 @dataclass
 class FitRequest:
-    photo: Path
+    photos: list  # paths, one or more photos of one person
     output: Path
     fit_options: object  # fitting.FitOptions
-    landmarks: Path | None = None
+    landmarks: list | None = None  # None, or one file per photo, in order
     detector: str | None = None  # None: landmarks.default_detector()
     face_index: int | None = None
     device: str = "auto"
@@ -36,21 +36,27 @@ def run_fit(request: FitRequest, progress):
     """Fit and write; (bundle path, FitResult). Everything that can be checked without
     fitting is checked first, and the output folder is claimed (without --overwrite,
     another process writing it makes this one fail at once)."""
-    from ..fitting import fit_photo
+    from ..fitting import fit_photos
     from ..image import load_photo
 
-    check_path_text(Path(request.photo).absolute(), "photo file")
+    photos = [Path(p) for p in request.photos]
+    landmarks = list(request.landmarks or [])
+    if landmarks and len(landmarks) != len(photos):
+        raise FlameFitError(f"{len(landmarks)} --landmarks file(s) for {len(photos)} photos: give one per photo, "
+                            "in the photos' order")
+    for photo in photos:
+        check_path_text(photo.absolute(), "photo file")
     target = check_output(request.output, request.overwrite)
     try:
         device = resolve_device(request.device)
         configure_threads()
         settings = settings_from(request.settings)
         start = time.perf_counter()
-        photo = load_photo(request.photo)  # bad photos fail before the model loads
+        loaded = [load_photo(photo) for photo in photos]  # bad photos fail before the model loads
         image_seconds = time.perf_counter() - start
         model, space, model_seconds = load_fit_inputs(settings)
-        result = fit_photo(photo, model, request.fit_options, landmarks=request.landmarks, detector=request.detector,
-                           face_index=request.face_index, texture_space=space, device=device, progress=progress)
+        result = fit_photos(loaded, model, request.fit_options, landmarks=landmarks or None, detector=request.detector,
+                            face_index=request.face_index, texture_space=space, device=device, progress=progress)
         result.timings["image"] = round(result.timings.get("image", 0.0) + image_seconds, 3)
         path = write_bundle(result, target, request.overwrite, progress, extra_timings={"model": model_seconds},
                             final=True)
