@@ -2,6 +2,7 @@
 
 From a checkout:
     blender -b --factory-startup --python-exit-code 1 --python blender_flamefit/batch.py -- PHOTO_OR_DIR OUT_DIR
+    blender -b --factory-startup --python-exit-code 1 --python blender_flamefit/batch.py -- --people PEOPLE_DIR OUT_DIR
 
 With the installed add-on (enabled in your preferences, so its settings apply):
     blender -b --python-exit-code 1 --python-expr "import blender_flamefit.batch as b; b.main()" -- PHOTO_OR_DIR OUT_DIR
@@ -15,7 +16,11 @@ CPU preview of the head over the photo) and keeps the bundle in OUT_DIR/<name>/ 
 photo's stem, made unique by the backend; a folder run also writes OUT_DIR/summary.csv).
 An existing <name>.blend / <name>.png or bundle is replaced only with --overwrite, and an
 input photo never (that photo is refused: choose another OUT_DIR); when every photo would
-be refused, the run stops before any work. Both files are written under a temporary name
+be refused, the run stops before any work. With --people, PEOPLE_DIR holds one sub-folder of photos per person: each person's photos are
+fitted together (one `flamefit fit PHOTO PHOTO ...`: one head, one camera per photo) into
+OUT_DIR/<person>.blend, OUT_DIR/<person>.png (seen from the first photo's camera; photos by
+name) and the bundle OUT_DIR/<person>/ (<person>: the sub-folder's name), under the same rules;
+a bundle folder that would hold an input photo is refused as well. Both files are written under a temporary name
 and moved into place, so a crash leaves no half-written file. The backend interpreter comes
 from FLAMEFIT_PYTHON, else the add-on preferences. Exit code 1 when any photo failed (the
 others are still processed).
@@ -56,7 +61,11 @@ def _sub(pkg, name):
 def parse_args(argv, options):
     parser = argparse.ArgumentParser(prog="blender -b --python batch.py --",
                                      description="Fit photos with FlameFit and save .blend files and previews.")
-    parser.add_argument("input", help="a photo or a folder of photos")
+    parser.add_argument("input", help="a photo or a folder of photos (with --people: a folder of sub-folders, "
+                                      "one per person)")
+    parser.add_argument("--people", action="store_true",
+                        help="INPUT holds one sub-folder of photos per person: one head from each person's photos, "
+                             "one .blend per person")
     parser.add_argument("out_dir", help="output folder")
     parser.add_argument("--samples", type=int, default=32, help="Cycles samples of the preview (default 32)")
     parser.add_argument("--preview-size", type=int, default=512, help="longest side of the preview in pixels")
@@ -80,6 +89,20 @@ def photos_in(path, suffixes):
     return [path]
 
 
+def people_in(folder, suffixes) -> list:
+    """[(person, [photos])] of a folder of sub-folders, one per person (sub-folders without
+    photos and hidden ones are left out), by name."""
+    out = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith(".") or not os.path.isdir(path):
+            continue
+        photos = photos_in(path, suffixes)
+        if photos:
+            out.append((name, photos))
+    return out
+
+
 def plain_names(photos) -> dict:
     """photo -> its bundle name where that is the photo's stem (INTERFACE.md: a stem no other
     photo shares); the names the backend makes unique are known once their bundle arrives."""
@@ -101,9 +124,17 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def refusal(paths, photos, overwrite: bool) -> str:
+def refusal(paths, photos, overwrite: bool, bundle_dir: str = "") -> str:
     """Why these outputs may not be written ('' when they may): an input photo is never
-    written over, any other existing file only with --overwrite."""
+    written over, any other existing file only with --overwrite; a bundle folder (`bundle_dir`,
+    the backend replaces only its own) never holds an input photo."""
+    if bundle_dir:
+        inside = [p for p in photos if os.path.commonpath([os.path.realpath(bundle_dir), os.path.realpath(p)])
+                  == os.path.realpath(bundle_dir)]
+        if inside:
+            return f"its bundle folder {bundle_dir} holds input photos ({os.path.basename(inside[0])}); " \
+                   "choose another OUT_DIR"
+        paths = [*paths, bundle_dir]
     for path in paths:
         if any(_same_file(path, photo) for photo in photos):
             return f"its output {path} is an input photo, which is never written over; choose another OUT_DIR"
@@ -206,9 +237,55 @@ def backend_job(pkg, context, args, python: str):
     return (bp.BatchJob if folder else bp.FitJob)(argv, out, env=bp.child_env())
 
 
-def save_blend(pkg, context, bundle_dir: str, args, photos, work: str) -> str:
+def person_job(pkg, context, args, python: str, person: str, photos):
+    """One `flamefit fit PHOTO PHOTO ... -o OUT_DIR/<person>`: one head from a person's photos."""
+    bp, prefs_mod, options = _sub(pkg, "io.backend_process"), _sub(pkg, "ui.preferences"), _sub(pkg, "io.options")
+    prefs = prefs_mod.get_prefs(context)
+    out = os.path.join(args.out_dir, person)
+    argv = bp.backend_command(python, [os.path.abspath(p) for p in photos], out, device=args.device or prefs.device,
+                              detector=prefs_mod.detector_flag(prefs), texture_size=prefs.texture_size,
+                              model_files=prefs_mod.model_file_flags(prefs),
+                              extra=["--overwrite"] if args.overwrite else [],
+                              **bp.fit_flags(**options.as_keywords(args, options.FIT_OPTIONS)))
+    return bp.FitJob(argv, out, env=bp.child_env())
+
+
+def run_people(pkg, context, args, python: str, people, photos, work: str) -> int:
+    """Fit each person's photos together (one backend run each, one after the other) and save
+    their .blend as it is done. Returns the number of people that failed."""
+    bp = _sub(pkg, "io.backend_process")
+    failed = 0
+    for i, (person, theirs) in enumerate(people, start=1):
+        bundle_dir = os.path.join(args.out_dir, person)
+        error = refusal(outputs(args, person), photos, args.overwrite, bundle_dir)
+        if not error:
+            print(f"flamefit batch: {person}: fitting {len(theirs)} photo(s) ({i} of {len(people)})", flush=True)
+            job = person_job(pkg, context, args, python, person, theirs)
+            last = time.monotonic()
+            try:
+                while (res := job.step()).state == bp.RUNNING:
+                    if time.monotonic() - last > 5.0:
+                        print(f"flamefit batch: {person}: {res.message or 'fitting…'}", flush=True)
+                        last = time.monotonic()
+                    time.sleep(0.1)
+            finally:
+                job.stop()
+            error = "" if res.state == bp.DONE else res.message
+        if not error:
+            try:
+                error = save_blend(pkg, context, bundle_dir, args, photos, work, collection_name=person)
+            except Exception as exc:  # noqa: BLE001 - an unreadable bundle or a failed write fails this person only
+                error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if error:
+            failed += 1
+            print(f"flamefit batch: error: {person}: {error}", file=sys.stderr, flush=True)
+    return failed
+
+
+def save_blend(pkg, context, bundle_dir: str, args, photos, work: str, collection_name: str = "") -> str:
     """Import one bundle into an emptied file, save OUT_DIR/<name>.blend and the preview
-    (written in `work`, then moved into place). Returns '' or an error sentence."""
+    (written in `work`, then moved into place). Returns '' or an error sentence.
+    `collection_name`: the result's name (default: the photo's stem, or the bundle folder's)."""
     options, bundle = _sub(pkg, "io.options"), _sub(pkg, "io.bundle")
     name = os.path.basename(os.path.normpath(bundle_dir))
     refused = refusal(outputs(args, name), photos, args.overwrite)
@@ -218,7 +295,7 @@ def save_blend(pkg, context, bundle_dir: str, args, photos, work: str) -> str:
     scene = context.scene
     try:
         result = _sub(pkg, "blender.importer").import_bundle(
-            context, bundle_dir, **options.as_keywords(args, options.IMPORT_OPTIONS))
+            context, bundle_dir, collection_name=collection_name, **options.as_keywords(args, options.IMPORT_OPTIONS))
     except bundle.BundleError as exc:
         return str(exc)
     _sub(pkg, "ui.operators").record_result(scene, result)
@@ -296,20 +373,41 @@ def main(argv=None) -> int:
         print(f"flamefit batch: error: {source}; set FLAMEFIT_PYTHON or the add-on preferences", file=sys.stderr)
         sys.exit(1)
     args.out_dir = os.path.abspath(args.out_dir)  # Blender saves .blend files to absolute paths only
-    photos = photos_in(args.input, _sub(pkg, "io.bundle").photo_suffixes())
-    if not photos:
-        print(f"flamefit batch: error: no photos in {args.input}", file=sys.stderr)
-        sys.exit(1)
+    suffixes = _sub(pkg, "io.bundle").photo_suffixes()
     if not os.path.isdir(args.input) and not os.path.isfile(args.input):
         print(f"flamefit batch: error: {args.input}: no such file", file=sys.stderr)
         sys.exit(1)
-    # Refuse before any work when no photo could be saved (the others are refused as they arrive).
-    names = plain_names(photos)
-    refused = [f"{os.path.basename(p)}: {why}" for p, name in names.items()
-               if (why := refusal(outputs(args, name), photos, args.overwrite))]
-    if len(refused) == len(photos):
+    if args.people:
+        if not os.path.isdir(args.input):
+            print(f"flamefit batch: error: {args.input}: --people needs a folder of sub-folders, one per person",
+                  file=sys.stderr)
+            sys.exit(1)
+        people = people_in(args.input, suffixes)
+        photos = [p for _, theirs in people for p in theirs]
+        if not people:
+            print(f"flamefit batch: error: no sub-folder of {args.input} holds photos (--people: one sub-folder "
+                  "of photos per person)", file=sys.stderr)
+            sys.exit(1)
+        refused = [f"{person}: {why}" for person, _ in people
+                   if (why := refusal(outputs(args, person), photos, args.overwrite, os.path.join(args.out_dir, person)))]
+        count, unit = len(people), "people"
+    else:
+        photos = photos_in(args.input, suffixes)
+        if not photos:
+            folders = people_in(args.input, suffixes) if os.path.isdir(args.input) else []
+            hint = f"; its {len(folders)} sub-folders hold photos: add --people to fit one head per sub-folder" \
+                if folders else ""
+            print(f"flamefit batch: error: no photos in {args.input}{hint}", file=sys.stderr)
+            sys.exit(1)
+        # Refuse before any work when no photo could be saved (the others are refused as they arrive).
+        names = plain_names(photos)
+        refused = [f"{os.path.basename(p)}: {why}" for p, name in names.items()
+                   if (why := refusal(outputs(args, name), photos, args.overwrite))]
+        count, unit = len(photos), "photos"
+    if len(refused) == count:
         n = len(refused) - 1
-        others = f" (and the other {n} photo{'s' * (n > 1)} likewise; nothing was done)" if n else ""
+        singular, plural = ("person", "people") if args.people else ("photo", "photos")
+        others = f" (and the other {n} {plural if n > 1 else singular} likewise; nothing was done)" if n else ""
         print(f"flamefit batch: error: {refused[0]}{others}", file=sys.stderr)
         sys.exit(1)
     try:
@@ -318,12 +416,16 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"flamefit batch: error: {args.out_dir}: cannot write there ({exc.strerror or exc})", file=sys.stderr)
         sys.exit(1)
-    print(f"flamefit batch: fitting {len(photos)} photo(s) from {args.input} with {python}", flush=True)
+    print(f"flamefit batch: fitting {count} {'people' if args.people else 'photo(s)'} from {args.input} with {python}",
+          flush=True)
     try:
-        failed = run(pkg, context, args, python, photos, work)
+        if args.people:
+            failed = run_people(pkg, context, args, python, people, photos, work)
+        else:
+            failed = run(pkg, context, args, python, photos, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"flamefit batch: {len(photos) - failed} of {len(photos)} photos done", flush=True)
+    print(f"flamefit batch: {count - failed} of {count} {unit} done", flush=True)
     if failed:
         sys.exit(1)
     return 0

@@ -40,8 +40,11 @@ def view_sh(scale, flip_x=False):
     return sh
 
 
-def write_views_bundle(out_dir, views=DEFAULT_VIEWS, *, photos_dir=None, model_name="Synthetic test head"):
-    """Write a complete schema-3 bundle; returns the result dict."""
+def write_views_bundle(out_dir, views=DEFAULT_VIEWS, *, photos_dir=None, user_photos=None,
+                       model_name="Synthetic test head"):
+    """Write a complete schema-3 bundle; returns the result dict. The "user's" photos (views[k].
+    photo.path) are `user_photos` (never written), else <photos_dir>/<view name>.png (written
+    when missing)."""
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.abspath(out_dir)
     photos_dir = photos_dir or os.path.dirname(out_dir)
@@ -100,8 +103,8 @@ def write_views_bundle(out_dir, views=DEFAULT_VIEWS, *, photos_dir=None, model_n
         sb.write_png(os.path.join(out_dir, files["photo"]), img.astype(np.uint8))
         sb.write_png(os.path.join(out_dir, files["overlay"]), np.full((H, W, 3), 90, np.uint8))
         sb.write_png(os.path.join(out_dir, files["report"]), np.full((32, 64, 3), 200, np.uint8))
-        user_photo = os.path.join(photos_dir, f"{v['name']}.png")
-        if not os.path.exists(user_photo):
+        user_photo = user_photos[k] if user_photos else os.path.join(photos_dir, f"{v['name']}.png")
+        if not user_photos and not os.path.exists(user_photo):
             sb.write_png(user_photo, img.astype(np.uint8))
         pose = {"global": [np.radians(v["pitch"]), np.radians(v["yaw"]), 0.0], "neck": [0, 0, 0],
                 "jaw": [v["jaw"], 0.0, 0.0], "eye_left": [0, 0, 0], "eye_right": [0, 0, 0]}

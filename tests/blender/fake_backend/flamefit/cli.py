@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument("--version", action="version", version="flamefit 0.0.0-fake")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit")
-    p.add_argument("photo")
+    p.add_argument("photos", nargs="+")  # several: one schema-3 bundle with a view each
     p.add_argument("-o", dest="out", required=True)
     p.add_argument("--json-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true")
@@ -45,6 +45,8 @@ def main(argv=None):
                  "--device", "--stages", "--texture-size", "--workers"):
         b.add_argument(flag)
     args = parser.parse_args(argv)
+    if args.command == "fit":
+        args.photo = args.photos[0]
     mode = os.environ.get("FAKE_FLAMEFIT_MODE", "ok")
     calls = os.environ.get("FAKE_FLAMEFIT_CALLS")
     if calls:  # one line per backend process
@@ -105,9 +107,19 @@ def main(argv=None):
                 return 2
             shutil.rmtree(out)
         tmp = out + ".partial"
-        synth_bundle.write_bundle(tmp, photo_path=os.path.abspath(args.photo),
-                                  schema_version=synth_bundle.FLAT_VERSION if mode != "schema-new"
-                                  else synth_bundle.SCHEMA_VERSION + 1)
+        if len(args.photos) > 1:
+            import synth_views  # noqa: PLC0415
+
+            for photo in args.photos:
+                if not os.path.isfile(photo):
+                    raise SystemExit(f"flamefit: error: photo not found: {photo}")
+            views = [dict(synth_views.DEFAULT_VIEWS[k % 3], name=os.path.splitext(os.path.basename(p))[0])
+                     for k, p in enumerate(args.photos)]
+            synth_views.write_views_bundle(tmp, views=views, user_photos=[os.path.abspath(p) for p in args.photos])
+        else:
+            synth_bundle.write_bundle(tmp, photo_path=os.path.abspath(args.photo),
+                                      schema_version=synth_bundle.FLAT_VERSION if mode != "schema-new"
+                                      else synth_bundle.SCHEMA_VERSION + 1)
         if mode == "missing-albedo":
             os.remove(os.path.join(tmp, "albedo.png"))
         if mode == "garbage":
