@@ -61,6 +61,13 @@ MAX_FIVE_RESIDUAL = 0.1
 # AFLW2000-3D dev photos (--every 3) the 25 posed-template faces at 60+ were fitted 14 degrees
 # short of the true |yaw| at full weight (the template itself is 2 degrees over), 5 degrees short now.
 WEIGHTS = (0.3, 0.15)  # inner face, jaw line
+# Faces the mesh path finds are taken from the posed template instead when the five
+# points say they are turned this far (degrees): on AFLW2000-3D dev photos (index % 3 == 1,
+# 60+, 46 faces) the mesh path's were fitted 17 degrees short of the true |yaw| on average
+# (MediaPipe and dlib flatten a profile) and the five points' PnP yaw is within a few
+# degrees of it. Fitted NME68 (fixed) 60+: 11.93 -> 11.10 %; from 55 degrees it also took
+# faces at 30-60 and made them worse (5.11 -> 5.29 %).
+TEMPLATE_FROM_YAW = 65.0
 CV_FROM_MODEL = np.diag([1.0, -1.0, -1.0])  # model y up, z to the camera -> OpenCV y down, z away
 
 
@@ -78,9 +85,10 @@ def human_face_in(crop: np.ndarray) -> bool:
     return False
 
 
-def posed_points(five: np.ndarray, box, image_shape) -> tuple[np.ndarray, float]:
-    """(68,2) template points posed onto RetinaFace's `five` (image pixels), and the mean
-    distance of the posed five from them, x box size."""
+def posed_points(five: np.ndarray, box, image_shape) -> tuple[np.ndarray, float, float]:
+    """(68,2) template points posed onto RetinaFace's `five` (image pixels), the mean
+    distance of the posed five from them (x box size), and the pose's yaw in degrees
+    (the fit's sign: positive turns the face toward the image's right; NaN when no pose)."""
     focal = 2.0 * max(image_shape[:2])  # a ~50 degree lens; the pose barely depends on it
     K = np.array([[focal, 0, image_shape[1] / 2], [0, focal, image_shape[0] / 2], [0, 0, 1.0]])
     size = float(max(box[2] - box[0], box[3] - box[1]))
@@ -100,10 +108,13 @@ def posed_points(five: np.ndarray, box, image_shape) -> tuple[np.ndarray, float]
         if best is None or residual < best[0]:
             best = (residual, rvec, tvec)
     if best is None:
-        return np.full((ibug68.NUM_POINTS, 2), np.nan), np.inf
+        return np.full((ibug68.NUM_POINTS, 2), np.nan), np.inf, float("nan")
     residual, rvec, tvec = best
+    # The model's forward axis (z) in the model-frame camera: its x over its z is the turn.
+    forward = (CV_FROM_MODEL @ cv2.Rodrigues(rvec)[0])[:, 2]
+    yaw = float(np.degrees(np.arctan2(forward[0], forward[2])))
     # OpenCV puts pixel centres at integers, FlameFit at +0.5.
-    return cv2.projectPoints(TEMPLATE_MM, rvec, tvec, K, None)[0].reshape(-1, 2) + 0.5, residual
+    return cv2.projectPoints(TEMPLATE_MM, rvec, tvec, K, None)[0].reshape(-1, 2) + 0.5, residual, yaw
 
 
 def weights() -> np.ndarray:

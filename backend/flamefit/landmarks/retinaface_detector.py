@@ -145,16 +145,22 @@ class RetinaFaceDetector(FaceDetector):
         center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
         crop, matrix = mesh.upright_crop(image_rgb, center, face_size(box), roll_of(face.extra["five"]))
         try:
-            return self._mesh_and_dlib(crop, matrix, face)
+            found = self._mesh_and_dlib(crop, matrix, face)
         except FlameFitError:
             # A strongly turned face (the mesh and dlib are frontal-trained), or no human face.
             if not profile.human_face_in(crop):
                 raise
-        return self._posed_template(image_rgb, face)
+            return self._posed_template(image_rgb, face)
+        # Near profile the mesh and dlib flatten the face they do find (its fit came out ~27
+        # degrees short of the true yaw); the five points still give the turn.
+        posed = profile.posed_points(face.extra["five"], face.box, image_rgb.shape)
+        if abs(posed[2]) >= profile.TEMPLATE_FROM_YAW and posed[1] <= profile.MAX_FIVE_RESIDUAL:
+            return self._posed_template(image_rgb, face, posed)
+        return found
 
     @staticmethod
-    def _posed_template(image_rgb: np.ndarray, face: Face) -> Face:
-        points, residual = profile.posed_points(face.extra["five"], face.box, image_rgb.shape)
+    def _posed_template(image_rgb: np.ndarray, face: Face, posed=None) -> Face:
+        points, residual, _ = posed or profile.posed_points(face.extra["five"], face.box, image_rgb.shape)
         if not residual <= profile.MAX_FIVE_RESIDUAL:
             raise FlameFitError(f"not a human face: no head pose puts a face's five points where RetinaFace put "
                                 f"them (score {face.score:.2f}; {residual:.2f} x box apart)")
