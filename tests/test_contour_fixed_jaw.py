@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flamefit.fitting.contour import VISIBLE_SIDE_MIN_YAW, fixed_jaw_line
+from flamefit.fitting.contour import VISIBLE_SIDE_YAW, fixed_jaw_line
 from flamefit.landmarks import DETECTORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,8 @@ def test_near_side_from_the_outline_far_side_and_chin_from_the_surface():
     turned_left = fixed_jaw_line(surface, outline, -40.0)
     assert np.array_equal(turned_left[9:17], outline[9:17])
     assert np.array_equal(turned_left[:9], surface[:9]) and np.array_equal(turned_left[17:], surface[17:])
-    assert np.array_equal(fixed_jaw_line(surface, outline, VISIBLE_SIDE_MIN_YAW / 2), surface)
+    for outside in (VISIBLE_SIDE_YAW[0] / 2, -VISIBLE_SIDE_YAW[1] - 5):  # nearly frontal; past the yaw table
+        assert np.array_equal(fixed_jaw_line(surface, outline, outside), surface)
 
 
 @pytest.mark.skipif(bool(DETECTORS["retinaface"].missing()) or bool(DETECTORS["mediapipe"].missing()),
