@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flamefit.fitting.contour import VISIBLE_SIDE_YAW, fixed_jaw_line
+from flamefit.fitting.contour import FAR_SURFACE_FROM_YAW, OUTLINE_BELOW_YAW, fixed_jaw_line
 from flamefit.landmarks import DETECTORS
 
 REPO = Path(__file__).resolve().parents[1]
 AFLW = REPO.parent / "shared" / "aflw2000_dev"  # research-only: never copied (NOTICE.md)
 
 
-def test_near_side_from_the_outline_far_side_and_chin_from_the_surface():
+def test_near_side_from_the_outline_far_side_from_the_surface_once_turned():
     rng = np.random.default_rng(0)
     surface, outline = rng.normal(size=(68, 2)), rng.normal(size=(68, 2))
     turned_right = fixed_jaw_line(surface, outline, 40.0)  # points 0..7 toward the camera
@@ -22,8 +22,12 @@ def test_near_side_from_the_outline_far_side_and_chin_from_the_surface():
     turned_left = fixed_jaw_line(surface, outline, -40.0)
     assert np.array_equal(turned_left[9:17], outline[9:17])
     assert np.array_equal(turned_left[:9], surface[:9]) and np.array_equal(turned_left[17:], surface[17:])
-    for outside in (VISIBLE_SIDE_YAW[0] / 2, -VISIBLE_SIDE_YAW[1] - 5):  # nearly frontal; past the yaw table
-        assert np.array_equal(fixed_jaw_line(surface, outline, outside), surface)
+    frontal = fixed_jaw_line(surface, outline, 0.0)  # both sides visible: the outline
+    assert np.array_equal(frontal[:17], outline[:17]) and np.array_equal(frontal[17:], surface[17:])
+    half = fixed_jaw_line(surface, outline, -FAR_SURFACE_FROM_YAW / 2)  # far side halfway
+    assert np.allclose(half[:9], (surface[:9] + outline[:9]) / 2) and np.array_equal(half[9:17], outline[9:17])
+    # Past the yaw table's range its outline points are no longer the outline.
+    assert np.array_equal(fixed_jaw_line(surface, outline, OUTLINE_BELOW_YAW + 5), surface)
 
 
 @pytest.mark.skipif(bool(DETECTORS["retinaface"].missing()) or bool(DETECTORS["mediapipe"].missing()),

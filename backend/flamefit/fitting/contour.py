@@ -51,30 +51,36 @@ SURFACE_JAW_MM = np.array([
     (-43.8, -66.1, -7.4), (-32.1, -76.6, 16.6), (-20.4, -82.6, 34.6), (0.0, -85.7, 46.2)])
 
 
-# `landmarks_2d_fixed` takes the outline points on the side turned toward the camera for a
-# fitted |yaw| in this range (degrees). Below it both sides keep the surface points; above
-# it the yaw table (to MAX_YAW) no longer follows the outline: from 60 degrees on, the
-# outline points made the 60+ band worse (AFLW dev index % 3 == 1: 11.10 -> 11.88 %
-# without the upper limit, 11.03 % with it).
-VISIBLE_SIDE_YAW = (10.0, 60.0)
+# `landmarks_2d_fixed`'s jaw line (fixed_jaw_line), by the fitted |yaw| in degrees: the near
+# side from the outline below OUTLINE_BELOW_YAW (beyond it the yaw table, to MAX_YAW, no
+# longer follows the outline: it made the 60+ band worse, 11.10 -> 11.88 % on the AFLW dev
+# photos index % 3 == 1); the far side and the chin move from the outline (frontal) to the
+# surface points at FAR_SURFACE_FROM_YAW (0-30: 2.57 % with the surface points from 10
+# degrees on, 2.50 % with this blend).
+OUTLINE_BELOW_YAW = 60.0
+FAR_SURFACE_FROM_YAW = 20.0
 
 
 def fixed_jaw_line(surface: np.ndarray, outline: np.ndarray, yaw_degrees: float) -> np.ndarray:
     """`landmarks_2d_fixed`: (68, 2) `surface` (the static surface points projected) with
-    the jaw points on the side turned toward the camera taken from `outline` (the yaw
-    table's points). AFLW2000-3D draws only hidden jaw points where their surface point
-    projects; visible ones lie on the outline, where the two conventions meet. SURFACE_JAW_MM
-    sits deep (it makes up for fits short of the true yaw on the hidden side), so on the near
-    side of a turned head it projected past the face's outline: on the AFLW dev photos
-    (index % 3 == 1, with the posed template from 65 degrees) the near jaw was 12.5 % off at
-    30-60 and the outline 8.0 %; fitted NME68 2.66 / 5.11 / 11.10 -> 2.57 / 4.58 / 11.03 %
-    (0-30 / 30-60 / 60+). yaw_degrees:
-    the fit's (geometry.yaw_degrees): positive turns the face toward the image's right,
-    bringing points 0..7 (the subject's right cheek) toward the camera. The chin (8) stays."""
+    the jaw line moved toward `outline` (the yaw table's points) where AFLW2000-3D's
+    convention puts it there. The set draws only hidden jaw points where their surface
+    point projects; visible ones lie on the outline, where the two conventions meet.
+    SURFACE_JAW_MM sits deep (it makes up for fits short of the true yaw on the hidden side),
+    so on the near side of a turned head it projected past the face's outline: on the AFLW
+    dev photos (index % 3 == 1, with the posed template from 65 degrees) the near jaw was
+    12.5 % off at 30-60 and the outline 8.0 %; fitted NME68 2.66 / 5.11 / 11.10 -> 2.50 /
+    4.59 / 11.03 % (0-30 / 30-60 / 60+). yaw_degrees: the fit's (geometry.yaw_degrees):
+    positive turns the face toward the image's right, bringing points 0..7 (the subject's
+    right cheek) toward the camera."""
     fixed = np.array(surface, dtype=np.float64, copy=True)
-    if VISIBLE_SIDE_YAW[0] <= abs(yaw_degrees) < VISIBLE_SIDE_YAW[1]:
-        near = list(range(0, 8)) if yaw_degrees > 0 else list(range(9, 17))
-        fixed[near] = outline[near]
+    if abs(yaw_degrees) >= OUTLINE_BELOW_YAW:
+        return fixed
+    near = list(range(0, 8)) if yaw_degrees > 0 else list(range(9, 17))
+    rest = [k for k in ibug68.JAW if k not in near]
+    share = max(0.0, 1.0 - abs(yaw_degrees) / FAR_SURFACE_FROM_YAW)
+    fixed[near] = outline[near]
+    fixed[rest] = share * np.asarray(outline)[rest] + (1 - share) * fixed[rest]
     return fixed
 
 
