@@ -76,7 +76,8 @@ def import_result(context, path, options) -> tuple:
     except BundleError as exc:
         return False, str(exc), ""
     record_result(context.scene, result)
-    note = f"Imported {result.collection.name} ({len(result.bundle.shape_keys)} shape keys, " \
+    several = f"{len(result.cameras)} photos (Views below), " if len(result.cameras) > 1 else ""
+    note = f"Imported {result.collection.name} ({several}{len(result.bundle.shape_keys)} shape keys, " \
            f"light fit error {result.rig.error:.1%})"
     if result.warnings:
         note += "; " + "; ".join(result.warnings)

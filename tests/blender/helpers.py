@@ -74,6 +74,7 @@ class Recorder:
 
     def operator(self, idname, text="", icon="NONE", **k):
         self.log.append(("operator", idname))
+        self.log.append(("button", (idname, text, bool(k.get("depress", False)))))
 
         class Props:
             pass
@@ -90,3 +91,7 @@ class Recorder:
 
     def operators(self):
         return [v for kind, v in self.log if kind == "operator"]
+
+    def buttons(self):
+        """(operator idname, text, pressed) of every operator button."""
+        return [v for kind, v in self.log if kind == "button"]

@@ -237,7 +237,7 @@ def test_headless_batch_real_backend(real_backend, astronaut_png, tmp_path):
     assert info["types"] == ["CAMERA", "LIGHT", "LIGHT", "MESH"]
     assert info["keys"] == ["Basis", *map(str, names)] and len(names) > 50  # expression and identity keys
     assert info["uv"] == 1 and info["image_packed"] and info["image_size"][0] >= 256
-    assert info["res"] == [result["photo"]["width"], result["photo"]["height"]] == [512, 512]
+    assert info["res"] == [result["views"][0]["photo"]["width"], result["views"][0]["photo"]["height"]] == [512, 512]
     assert info["camera"] == "astronaut_camera" and info["bg"] and info["engine"] == "CYCLES"
     assert (out / "astronaut.png").stat().st_size > 10000
     assert (out / "summary.csv").is_file()

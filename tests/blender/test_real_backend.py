@@ -36,7 +36,7 @@ def test_real_bundle_import_creates_objects(imported):
     cam = next(o for o in coll.objects if o.type == "CAMERA")
     assert bpy.context.scene.camera == cam and cam.data.background_images[0].image is not None
     assert (bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y) == \
-        tuple(result["camera"]["image_size"])
+        tuple(result["views"][0]["camera"]["image_size"])
     mat = head.data.materials[0]
     tex = next(n for n in mat.node_tree.nodes if n.type == "TEX_IMAGE")
     assert tex.image.colorspace_settings.name == "sRGB"

@@ -125,6 +125,57 @@ def test_view_switcher_operator_and_panel(empty_scene, person):
     assert empty_scene.camera.name == "person_left_camera"
 
 
+def test_views_panel_lists_the_photos(addon, empty_scene, person):
+    from helpers import Recorder
+
+    result = importer.import_bundle(bpy.context, person)
+    views.apply_view(empty_scene, result.collection, 1)
+    rec = Recorder()
+    addon.ui.panel.FLAMEFIT_PT_views.draw(type("P", (), {"layout": rec})(), bpy.context)
+    assert rec.buttons() == [("flamefit.set_view", "front  ·  0.7 px", False),
+                             ("flamefit.set_view", "left  ·  1.7 px", True),
+                             ("flamefit.set_view", "right  ·  2.7 px", False)]
+
+
+def test_fit_several_photos_with_the_panel(addon, empty_scene, tmp_path, env_patch):
+    """Choose Photos with three photos -> the panel says so and offers Fit 3 Photos -> one backend
+    run with the three -> one head with three cameras (the fake backend writes a schema-3 bundle)."""
+    import time
+
+    from helpers import Recorder
+    from testenv import backend_env
+
+    photos = [tmp_path / f"{n}.png" for n in ("front", "left", "right")]
+    for p in photos:
+        synth_bundle.write_png(str(p), synth_bundle.albedo_texture(64))
+    argv_file = tmp_path / "argv.json"
+    env_patch(backend_env(fake=True, FAKE_FLAMEFIT_ARGV=argv_file))
+    s = empty_scene.flamefit
+    s.output_dir = str(tmp_path / "results")
+    directory = str(tmp_path) + os.sep
+    assert bpy.ops.flamefit.choose_photos(directory=directory, files=[{"name": p.name} for p in photos]) == {"FINISHED"}
+    assert s.photo == str(photos[0]) and [p.path for p in s.photos] == [str(p) for p in photos]
+    rec = Recorder()
+    addon.ui.panel.FLAMEFIT_PT_main.draw(type("P", (), {"layout": rec})(), bpy.context)
+    assert ("flamefit.fit_photo", "Fit 3 Photos", False) in rec.buttons()
+    assert any(t.startswith("3 photos, one head: front.png") for t in rec.texts()), rec.texts()
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is not None, error
+    deadline = time.monotonic() + 60
+    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert res.state == "DONE", res.message
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index("fit") + 1:argv.index("-o")] == [str(p) for p in photos]
+    coll = bpy.data.collections["front+2"]
+    assert sorted(o.name for o in coll.objects if o.type == "CAMERA") == \
+        ["front+2_front_camera", "front+2_left_camera", "front+2_right_camera"]
+    # typing another photo into the field: that one alone is fitted next
+    s.photo = str(tmp_path / "other.png")
+    assert len(s.photos) == 0 and addon.ui.props.fit_photos(s) == [str(tmp_path / "other.png")]
+
+
 def test_one_photo_bundles_import_as_one_view(empty_scene, tmp_path):
     """Schemas 1 and 2 (and a one-view schema 3) import as before: one camera, no switcher."""
     from blender_flamefit.ui.panel import FLAMEFIT_PT_views
