@@ -115,6 +115,7 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
     bundle = load_bundle(path)
     name = collection_name or bundle.name
     scene = context.scene
+    context.view_layer.update()  # earlier results' matrix_world after a script moved them (placement reads it)
     created = []  # (collection of bpy.data, id) for rollback
     old = save_state(scene)
     turned_off = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import bpy
-from mathutils import Matrix, Vector
+from mathutils import Matrix, Quaternion, Vector
 
 from .scene import segment_in_halfspaces, world_box
 
@@ -112,8 +112,28 @@ def earlier_results(scene, exclude=None) -> list:
             continue
         views = [camera_view(o, scene) for o in objects if o.type == "CAMERA"]
         drawn = [s for o in objects if o.visible_get() for s in drawn_segments(o, scene)]
+        drawn += stored_sun_segments(coll)
         results.append(Result(coll.name, views, drawn))
     return results
+
+
+def stored_sun_segments(coll) -> list:
+    """What a result's suns draw in each of its views (blender/views.py states): switching its
+    view moves them there, so a later result keeps out of every one."""
+    import json
+
+    from .views import VIEWS_PROP
+
+    try:
+        states = json.loads(coll.get(VIEWS_PROP, "[]"))
+    except (TypeError, ValueError):
+        return []
+    segments = []
+    for state in states if isinstance(states, list) else []:
+        for rec in state.get("suns", {}).values():
+            shine = Quaternion(rec["rotation"]) @ Vector((0.0, 0.0, -1.0))
+            segments += light_segments(Vector(rec["location"]), shine)
+    return segments
 
 
 def clashes(results, view: View, drawn) -> list:
