@@ -15,13 +15,19 @@ from .geometry import GLOBAL, JAW, NECK, FitState, HeadRig, expression_is_nonneg
 from .priors import as_residuals, coefficient_terms, jaw_terms, landmark_weights, neck_terms
 
 
-def landmark_setup(rig: HeadRig, points_crop: np.ndarray, reliability: np.ndarray, options):
-    """reliability: (68,) the detector's per-point weights (0 where a point is missing)."""
+def landmark_setup(rig: HeadRig, points_crop: np.ndarray, reliability: np.ndarray, options, several: bool = False):
+    """reliability: (68,) the detector's per-point weights (0 where a point is missing).
+    several: one of several views, whose terms must be on one scale: the eye-corner
+    distance vanishes at profile (every residual would count ~20x), so there it is at
+    least `landmark_sigma_extent` x the landmarks' extent."""
     target = torch.nan_to_num(torch.as_tensor(points_crop, dtype=rig.dtype, device=rig.device))
     weights = landmark_weights(reliability, options.contour_weight, rig.device, rig.dtype)
     a, b = ibug68.OUTER_EYE_CORNERS
-    sigma = options.landmark_sigma * float(np.linalg.norm(points_crop[a] - points_crop[b]))
-    return target, weights, sigma
+    scale = float(np.linalg.norm(points_crop[a] - points_crop[b]))
+    if several:
+        finite = points_crop[np.isfinite(points_crop).all(1)]
+        scale = max(scale, options.landmark_sigma_extent * float(np.ptp(finite, axis=0).max()))
+    return target, weights, options.landmark_sigma * scale
 
 
 class ViewTerms:
@@ -181,7 +187,7 @@ def view_terms(ctx: FitContext, k: int) -> ViewTerms:
     lmodel, options, view = ctx.lmodel, ctx.options, ctx.views[k]
     camera = view.frame.camera(options.landmark_resolution, lmodel.device, torch.float64)
     target, weights, sigma = landmark_setup(ctx.rig, view.points_crop(options.landmark_resolution), view.weights,
-                                            options)
+                                            options, several=len(ctx.views) > 1)
     return ViewTerms(k, camera, target.to(lmodel.device), weights.to(lmodel.device), sigma)
 
 

@@ -75,12 +75,12 @@ class Objective:
     """
 
     def __init__(self, rig, state, params, identity, expression, albedo, target, region, options, reliability, nonneg,
-                 view: int = 0, subject_terms: bool = True):
+                 view: int = 0, subject_terms: bool = True, several: bool = False):
         self.rig, self.state, self.params = rig, state, params
         self.identity, self.expression, self.albedo = identity, expression, albedo
         self.target, self.region, self.options, self.nonneg = target, region, options, nonneg
         self.view, self.subject_terms = view, subject_terms
-        self.lmk_target, self.lmk_weights, self.sigma = landmark_setup(rig, target.points, reliability, options)
+        self.lmk_target, self.lmk_weights, self.sigma = landmark_setup(rig, target.points, reliability, options, several)
         self.sh = state.views[view].sh.detach().clone()
         self.irls = None
         self.parts = {}
@@ -174,7 +174,7 @@ def fit_photometric(ctx: FitContext) -> dict:
         for k, (resolution, _) in enumerate(per_view):
             objective = Objective(rig, state, params[k], identity, expressions[k], albedo,
                                   first[k] if level == 0 else target(k, resolution), region, options,
-                                  views[k].weights, nonneg, view=k, subject_terms=k == 0)
+                                  views[k].weights, nonneg, view=k, subject_terms=k == 0, several=N > 1)
             objective.sh = lights[k]
             objectives.append(objective)
         visibility = [None] * N

@@ -28,7 +28,7 @@ import numpy as np
 
 @dataclass
 class MergeOptions:
-    feather: float = 0.02  # fade width, as a fraction of the texture size
+    feather: float = 0.05  # fade width, as a fraction of the texture size (51 texels at 1024)
     overlap_confidence: float = 0.5  # texels both views see at least this well set the gains
     min_overlap: int = 200  # fewer shared texels: no colour match for that view
     gain_range: tuple[float, float] = (0.67, 1.5)

@@ -1,0 +1,230 @@
+"""Several photos of one person -> one head (#19): how much do more views help?
+
+Synthetic subjects with known identity, per-view expression, texture and light are
+rendered with FlameFit's own renderer over real photo backgrounds (skimage.data images),
+512 x 512, from 1, 2, 3 and 5 views, and fitted with `fit_photos` (default options):
+
+    views  yaws (degrees)
+    1      0
+    2      0, +45
+    3      0, +90, -90          (front + two profiles)
+    5      0, +45, -45, +90, -90
+
+Each view has its own expression, SH light and a small pitch; the fits get the true
+iBUG-68 points projected (with 0.7 px noise) as --landmarks, so this measures the fit,
+not the detector (no detector finds the 68 points of a 90-degree profile).
+
+Reported per number of views (mean over the subjects):
+- face_mm: mean vertex distance (mm) of the fitted neutral face (identity only) to the
+  true one on the face region, after similarity alignment on that region;
+- head_mm: the same over the whole head (aligned on the whole head);
+- texels_seen: share of the head's texels whose albedo comes from real pixels
+  (texture-stage confidence > 0.2, before the mirror and diffusion fills);
+- seconds: CPU time of fit_photos in this process (one torch thread; model loaded once
+  before). CPU time, not wall time: on a shared machine the wall time of the same fit
+  varied 3x between runs; "wall" is printed beside it.
+
+    python benchmarks/subject.py [--subjects 3] [--model FLAME.npz] [--json]
+
+With --json the last line is {"face_mm": {"1": .., "2": .., "3": .., "5": ..},
+"head_mm": {...}, "texels_seen": {...}, "seconds": {...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "backend"))
+
+import torch  # noqa: E402
+
+SIZE = 512
+DISTANCE = 0.75  # metres from the camera to the head
+VIEW_SETS = {1: (0,), 2: (0, 45), 3: (0, 90, -90), 5: (0, 45, -45, 90, -90)}
+BACKGROUNDS = ("coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+SEEN_CONFIDENCE = 0.2
+
+
+def face_vertices(model) -> np.ndarray:
+    """The face region (tests/test_fit_synthetic.py's rule): the front of the template
+    between the chin and 2 cm above the brows, as wide as the jaw-line landmarks."""
+    from flamefit.render.shading import vertex_normals
+
+    verts = model.v_template.astype(np.float64)
+    lm = model.landmarks["ibug68"].points(verts, model.faces)
+    normals = vertex_normals(torch.tensor(verts[None], dtype=torch.float32), torch.tensor(model.faces))[0].numpy()
+    lo, hi = lm.min(0), lm.max(0)
+    inside = (verts[:, 0] > lo[0]) & (verts[:, 0] < hi[0]) & (verts[:, 1] > lo[1]) & (verts[:, 1] < hi[1] + 0.02)
+    return np.nonzero(inside & (verts[:, 2] > lo[2] - 0.01) & (normals[:, 2] > 0.2))[0]
+
+
+def background(name: str, rng) -> np.ndarray:
+    """A real photo from skimage.data, as SIZE x SIZE RGB uint8."""
+    import cv2
+    from skimage import data
+
+    image = getattr(data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, -1)
+    image = image[..., :3]
+    side = min(image.shape[:2])
+    y0 = int(rng.integers(0, image.shape[0] - side + 1))
+    x0 = int(rng.integers(0, image.shape[1] - side + 1))
+    return cv2.resize(np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side]), (SIZE, SIZE),
+                      interpolation=cv2.INTER_AREA)
+
+
+def subject_texture(rng, size: int = 512) -> torch.Tensor:
+    """(1, 3, size, size) linear albedo: a skin colour with blotches at several scales and
+    fine spots, so the photometric and texture stages have detail to recover."""
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+    up = lambda n, c: torch.nn.functional.interpolate(torch.rand(1, c, n, n, generator=g), size=(size, size),
+                                                      mode="bicubic", align_corners=False)
+    base = torch.tensor(rng.uniform([0.45, 0.28, 0.2], [0.65, 0.45, 0.36]), dtype=torch.float32).view(1, 3, 1, 1)
+    tex = base * (0.8 + 0.4 * up(5, 3)) * (0.9 + 0.2 * up(24, 1)) * (0.93 + 0.14 * up(128, 1))
+    return tex.clamp(0.02, 1.0)
+
+
+def view_light(rng, yaw_deg: float) -> torch.Tensor:
+    """(1, 9, 3) SH: a warm or cool ambient and a key light from the camera's side."""
+    from flamefit.render.lighting import ambient_light_sh, directional_light_sh
+
+    ambient = torch.tensor(rng.uniform(0.45, 0.6, (1, 3)), dtype=torch.float32)
+    direction = torch.tensor([[rng.uniform(-0.6, 0.6), rng.uniform(0.1, 0.6), 1.0]], dtype=torch.float32)
+    colour = torch.tensor((rng.uniform(0.35, 0.55) * np.array([1.0, rng.uniform(0.9, 1.0), rng.uniform(0.8, 1.0)]))[None],
+                          dtype=torch.float32)
+    return ambient_light_sh(ambient) + directional_light_sh(direction, colour)
+
+
+def make_subject(model, seed: int, yaws, rig=None):
+    """A synthetic person seen from `yaws`: (photos [Photo], landmarks [(68, 2)], truth
+    dict: identity (1, S), neutral vertices (V, 3), texture, views [{expression, pose,
+    translation}])."""
+    from flamefit.fitting.geometry import GLOBAL, CameraFrame, HeadRig, initial_state, project
+    from flamefit.image import Crop, Photo, linear_to_srgb
+    from flamefit.render.rasterizer import RasterizationSettings
+    from flamefit.render.shading import render_rgb
+
+    rng = np.random.default_rng(seed)
+    rig = rig or HeadRig(model, "cpu", 100, 100)
+    state = initial_state(rig, 1)
+    n = min(30, rig.num_identity)
+    identity = torch.zeros(1, rig.num_identity)
+    identity[0, :n] = torch.as_tensor(rng.normal(size=n) * 0.9, dtype=torch.float32)
+    state.subject.identity[:] = identity
+    texture = subject_texture(rng)
+    frame = CameraFrame(SIZE, SIZE, Crop(0, 0, SIZE, SIZE))
+    camera = frame.camera(None, "cpu")
+    nonneg = bool(model.expression_names)
+    photos, points, views = [], [], []
+    for k, yaw in enumerate(yaws):
+        view = state.views[0]
+        view.expression.zero_()
+        if rig.num_expression:
+            if nonneg:
+                units = rng.choice(rig.num_expression, size=4, replace=False)
+                view.expression[0, units] = torch.as_tensor(rng.uniform(0.05, 0.35, size=4), dtype=torch.float32)
+            else:
+                view.expression[0, :10] = torch.as_tensor(rng.normal(size=10) * 0.5, dtype=torch.float32)
+        view.pose.zero_()
+        view.pose[0, GLOBAL] = torch.tensor([math.radians(rng.uniform(-6, 6)), math.radians(yaw + rng.uniform(-3, 3)),
+                                             math.radians(rng.uniform(-3, 3))])
+        view.translation.zero_()
+        with torch.no_grad():
+            verts = rig.vertices(state)
+            centre = rig.landmarks(verts, view.pose)[0].mean(0)
+            view.translation[0] = torch.tensor([0.0, 0.01, -DISTANCE]) - centre
+            verts = rig.vertices(state)
+            lmk = project(camera, rig.landmarks(verts, view.pose))[0].double().numpy()
+            rendering = render_rgb(camera, verts, rig.faces, rig.face_uvs, texture, view_light(rng, yaw),
+                                   RasterizationSettings((SIZE, SIZE), cull_backfaces=True))
+        head = rendering.image[0].clamp(0, 1).numpy()
+        mask = rendering.fragments.mask[0].numpy()[..., None].astype(np.float32)
+        back = background(BACKGROUNDS[(seed + k) % len(BACKGROUNDS)], rng).astype(np.float32) / 255.0
+        rgb = np.clip(np.round((linear_to_srgb(head) * mask + back * (1 - mask)) * 255), 0, 255).astype(np.uint8)
+        photos.append(Photo(Path(f"subject{seed}_yaw{yaw:+d}.png"), rgb))
+        views.append({name: getattr(view, name).detach().clone() for name in ("expression", "pose", "translation")})
+        points.append(lmk + rng.normal(scale=0.7, size=lmk.shape))
+    with torch.no_grad():
+        zero = torch.zeros(1, rig.num_expression)
+        neutral = rig.layer(identity, zero, torch.zeros_like(state.views[0].pose), torch.zeros(1, 3)).vertices[0]
+    return photos, points, {"identity": identity, "neutral": neutral.double().numpy(), "texture": texture, "views": views}
+
+
+def neutral_vertices(result) -> np.ndarray:
+    """The fitted identity's neutral head (no expression, no pose), (V, 3)."""
+    rig = result.rig
+    with torch.no_grad():
+        identity = result.state.subject.identity
+        zero = torch.zeros(1, rig.num_expression)
+        return rig.layer(identity, zero, torch.zeros(1, 5, 3), torch.zeros(1, 3)).vertices[0].double().numpy()
+
+
+def aligned_error_mm(fitted: np.ndarray, truth: np.ndarray, index=None) -> float:
+    from flamefit.fitting.metrics import similarity_align
+
+    a, b = (fitted, truth) if index is None else (fitted[index], truth[index])
+    return float(np.linalg.norm(similarity_align(a, b) - b, axis=1).mean() * 1000)
+
+
+def texels_seen(result) -> float:
+    from flamefit.render.uv_raster import texel_map
+
+    index = texel_map(result.model, result.seen.shape[0], "cpu").texel_index.numpy()
+    return float((result.seen.reshape(-1)[index] > SEEN_CONFIDENCE).mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, default=3)
+    parser.add_argument("--views", default="1,2,3,5", help="view counts to run (of 1, 2, 3, 5)")
+    parser.add_argument("--model", help="FLAME model file (default: the configured model, else the open head)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("FLAMEFIT_THREADS", "1")
+    from flamefit.app.session import configure_threads, load_model, settings_from
+    from flamefit.fitting import FitOptions, fit_photos
+
+    configure_threads()
+    model = load_model(settings_from({"flame_model": args.model}))
+    face = face_vertices(model)
+    counts = [int(c) for c in args.views.split(",")]
+    rows = {c: [] for c in counts}
+    for seed in range(args.subjects):
+        for count in counts:
+            photos, points, truth = make_subject(model, seed, VIEW_SETS[count])
+            start, wall = time.process_time(), time.perf_counter()
+            result = fit_photos(photos, model, FitOptions(), landmarks=points)
+            seconds, wall = time.process_time() - start, time.perf_counter() - wall
+            fitted = neutral_vertices(result)
+            row = {"face_mm": aligned_error_mm(fitted, truth["neutral"], face),
+                   "head_mm": aligned_error_mm(fitted, truth["neutral"]), "texels_seen": texels_seen(result),
+                   "seconds": seconds}
+            rows[count].append(row)
+            if not args.json:
+                print(f"subject {seed} views {count}: face {row['face_mm']:.2f} mm, head {row['head_mm']:.2f} mm, "
+                      f"texels seen {100 * row['texels_seen']:.1f}%, {seconds:.1f} s CPU ({wall:.1f} s wall)",
+                      flush=True)
+    summary = {key: {str(c): round(float(np.mean([r[key] for r in rows[c]])), 4) for c in counts}
+               for key in ("face_mm", "head_mm", "texels_seen", "seconds")}
+    if not args.json:
+        print(f"\n{model.name}, {args.subjects} subjects, mean per number of views")
+        print(f"{'views':>5} {'face mm':>8} {'head mm':>8} {'seen %':>7} {'s':>6}")
+        for c in counts:
+            print(f"{c:>5} {summary['face_mm'][str(c)]:8.2f} {summary['head_mm'][str(c)]:8.2f} "
+                  f"{100 * summary['texels_seen'][str(c)]:7.1f} {summary['seconds'][str(c)]:6.1f}")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
