@@ -2,12 +2,14 @@
 
 Each run is a fresh `python -m flamefit.cli fit` process with the default settings (the
 configured head model, all stages, 1024^2 texture), as a user would run it. Reported:
-the median wall time of the command (process start to exit, model loading included)
-and, per stage, the median of the timings in result.json.
+the median wall time of the command (process start to exit, model loading included),
+the median CPU time of that process (user + system: steadier than wall time when other
+work shares the cores) and, per stage, the median of the timings in result.json.
 
     python benchmarks/fit.py                  # 5 runs, table
     python benchmarks/fit.py --runs 3 --json  # last line: {"median_s": ..., "stages": {...}, ...}
     python benchmarks/fit.py --device cuda
+    python benchmarks/fit.py --backend /tmp/old/backend  # time another checkout's backend
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,10 +45,11 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="FLAME model file (default: the configured model, else the open head)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    parser.add_argument("--backend", default=str(REPO / "backend"), help="the backend folder to time")
     args = parser.parse_args()
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "backend") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(Path(args.backend).resolve()) + os.pathsep + env.get("PYTHONPATH", "")
     work = Path(tempfile.mkdtemp(prefix="flamefit-bench-"))
     try:
         photo = Path(args.photo) if args.photo else astronaut(work)
@@ -56,13 +60,16 @@ def main() -> int:
         if warm.returncode != 0:
             print(warm.stderr.strip().splitlines()[-1] if warm.stderr.strip() else "fit failed", file=sys.stderr)
             return 1
-        walls, timings = [], []
+        walls, cpus, timings = [], [], []
         for run in range(args.runs):
             out = work / f"run{run}"
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "flamefit.cli", "fit", str(photo), "-o", str(out),
                                    "--device", args.device, *extra], env=env, capture_output=True, text=True)
             walls.append(time.perf_counter() - start)
+            now = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime)
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
                 return 1
@@ -72,13 +79,15 @@ def main() -> int:
             if not args.json:
                 print(f"run {run + 1}: {walls[-1]:.2f} s wall, {result['timings']['total']:.2f} s in result.json", flush=True)
         stages = {key: round(statistics.median(t[key] for t in timings), 3) for key in timings[0]}
-        report = {"median_s": round(statistics.median(walls), 3), "runs": args.runs, "device": device,
+        report = {"median_s": round(statistics.median(walls), 3), "median_cpu_s": round(statistics.median(cpus), 3),
+                  "runs": args.runs, "device": device,
                   "photo": str(photo), "wall_s": [round(w, 3) for w in walls], "stages": stages,
                   "metrics": result["metrics"], "model": result["model"]["name"]}
         if args.json:
             print(json.dumps(report))
         else:
-            print(f"\n{report['model']} on {device}, {args.runs} runs, median wall {report['median_s']:.2f} s")
+            print(f"\n{report['model']} on {device}, {args.runs} runs, median wall {report['median_s']:.2f} s, "
+                  f"CPU {report['median_cpu_s']:.2f} s")
             print(f"{'stage':12s} median s")
             for key, value in stages.items():
                 print(f"{key:12s} {value:8.3f}")

@@ -18,8 +18,9 @@ Reported per number of views (mean over the subjects):
 - face_mm: mean vertex distance (mm) of the fitted neutral face (identity only) to the
   true one on the face region, after similarity alignment on that region;
 - head_mm: the same over the whole head (aligned on the whole head);
-- texels_seen: share of the head's texels whose albedo comes from real pixels
-  (texture-stage confidence > 0.2, before the mirror and diffusion fills);
+- texels_seen: share of the head's skin texels (no eyeballs, teeth, mouth interior)
+  whose albedo comes from real pixels (texture-stage confidence > 0.2, before the mirror
+  and diffusion fills);
 - seconds: CPU time of fit_photos in this process (one torch thread; model loaded once
   before). CPU time, not wall time: on a shared machine the wall time of the same fit
   varied 3x between runs; "wall" is printed beside it.
@@ -52,6 +53,7 @@ DISTANCE = 0.75  # metres from the camera to the head
 VIEW_SETS = {1: (0,), 2: (0, 45), 3: (0, 90, -90), 5: (0, 45, -45, 90, -90)}
 BACKGROUNDS = ("coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 SEEN_CONFIDENCE = 0.2
+LANDMARK_NOISE = float(os.environ.get("SUBJECT_NOISE", 0.7))  # px, per coordinate
 
 
 def face_vertices(model) -> np.ndarray:
@@ -153,7 +155,7 @@ def make_subject(model, seed: int, yaws, rig=None):
         rgb = np.clip(np.round((linear_to_srgb(head) * mask + back * (1 - mask)) * 255), 0, 255).astype(np.uint8)
         photos.append(Photo(Path(f"subject{seed}_yaw{yaw:+d}.png"), rgb))
         views.append({name: getattr(view, name).detach().clone() for name in ("expression", "pose", "translation")})
-        points.append(lmk + rng.normal(scale=0.7, size=lmk.shape))
+        points.append(lmk + rng.normal(scale=LANDMARK_NOISE, size=lmk.shape))
     with torch.no_grad():
         zero = torch.zeros(1, rig.num_expression)
         neutral = rig.layer(identity, zero, torch.zeros_like(state.views[0].pose), torch.zeros(1, 3)).vertices[0]
@@ -177,9 +179,14 @@ def aligned_error_mm(fitted: np.ndarray, truth: np.ndarray, index=None) -> float
 
 
 def texels_seen(result) -> float:
+    """Share of the head's skin texels (the UV map's texels less eyeballs, teeth, mouth
+    interior and overlapping charts: textures.uv_masks.uv_skin_prior) seen in a photo."""
     from flamefit.render.uv_raster import texel_map
+    from flamefit.textures.uv_masks import uv_skin_prior
 
-    index = texel_map(result.model, result.seen.shape[0], "cpu").texel_index.numpy()
+    size = result.seen.shape[0]
+    index = texel_map(result.model, size, "cpu").texel_index.numpy()
+    index = index[uv_skin_prior(result.model, size).reshape(-1)[index] > 0.5]
     return float((result.seen.reshape(-1)[index] > SEEN_CONFIDENCE).mean())
 
 
