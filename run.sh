@@ -41,6 +41,15 @@ setup_backend() {  # .venv: the backend (torch CPU build from local disk when av
     fi
 }
 
+setup_backend_ray() {  # the optional extra flamefit[ray], for the Ray tests (the demo runs without it)
+    local stamp
+    stamp=$(cat .venv/.flamefit-stamp)
+    [ -f .venv/.flamefit-ray ] && [ "$(cat .venv/.flamefit-ray)" = "$stamp" ] && return 0
+    log "installing flamefit[ray] into .venv"
+    .venv/bin/pip install -q -e "backend[ray]"
+    echo "$stamp" > .venv/.flamefit-ray
+}
+
 setup_blender_python() {  # .venv-blender: Blender as a Python module, for add-on tests
     make_venv .venv-blender "bpy==5.0.1 numpy<2 pytest" "bpy==5.0.1" "numpy<2" pytest
 }
@@ -49,6 +58,7 @@ cmd=${1:-}; shift || true
 case "$cmd" in
     test)
         setup_backend
+        setup_backend_ray
         setup_blender_python
         apt_install blender opencv-doc xvfb xauth  # xvfb: tests/blender_gui (a real Blender window)
         export FLAMEFIT_PYTHON=$REPO/.venv/bin/python

@@ -132,7 +132,7 @@ def test_resume_and_overwrite_leave_the_bundle_of_another_photo_with_the_same_na
     out = tmp_path / "out"
     shutil.copytree(fitted[1], out)
     before = _result_bytes(out)
-    assert json.loads(before["a"])["photo"]["sha256"] == _sha256(fitted[0] / "a.png")
+    assert json.loads(before["a"])["views"][0]["photo"]["sha256"] == _sha256(fitted[0] / "a.png")
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(fitted[0] / "b.png", other / "a.png")  # another photo, named a.png
@@ -158,7 +158,7 @@ def test_an_edited_photo_is_refitted_only_with_overwrite(fitted, tmp_path):
     assert "earlier version of a.png" in _summary(out)["a.png"]["message"] and _result_bytes(out) == kept
     proc = flamefit("batch", photos, "-o", out, "--overwrite", *FAST)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((out / "a" / "result.json").read_text())["photo"]["sha256"] == _sha256(photos / "a.png")
+    assert json.loads((out / "a" / "result.json").read_text())["views"][0]["photo"]["sha256"] == _sha256(photos / "a.png")
 
 
 # --- 9. parallel summary writers -------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_collisions_get_their_own_bundles_and_resume_keeps_them_apart(folder, tm
                                                                     "a_jpg.png": "a_jpg"}
     for name, row in rows.items():
         result = json.loads((Path(row["bundle"]) / "result.json").read_text())
-        assert Path(result["photo"]["path"]).name == name  # each bundle is its own photo's
+        assert Path(result["views"][0]["photo"]["path"]).name == name  # each bundle is its own photo's
     again = flamefit("batch", photos, "-o", out, "--resume", *FAST)
     assert again.returncode == 0 and {r["status"] for r in _summary(out).values()} == {"skipped"}
 

@@ -136,8 +136,33 @@ def cmd_batch(args) -> None:
 
     run_batch(BatchRequest(photos_dir=args.photos, output=args.output, fit_options=fit_options_from(args),
                            detector=args.detector, device=args.device, overwrite=args.overwrite, resume=args.resume,
-                           workers=args.workers, settings=model_flags(args),
+                           workers=args.workers, executor=executor_from(args), settings=model_flags(args),
                            progress=JsonProgress() if args.json_progress else None))
+
+
+def add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the photos are fitted (batch, texture-space build): issue #21."""
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="fit N photos at a time (local: processes, default 1; Ray: photos in flight, "
+                             "default two per CPU of the cluster)")
+    parser.add_argument("--executor", choices=("local", "ray"), default=None,
+                        help="local: this machine's worker pool (default); ray: Ray tasks (same as --ray)")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="fit on Ray: the cluster at ADDRESS (or RAY_ADDRESS), else a local runtime "
+                             '(pip install "flamefit[ray]")')
+    parser.add_argument("--retries", type=int, default=2, metavar="N",
+                        help="Ray: a photo whose worker died is tried again N more times (default 2)")
+
+
+def executor_from(args):
+    from .app.executors import ExecutorOptions
+
+    if args.executor == "local" and args.ray is not None:
+        raise FlameFitError("--executor local and --ray contradict each other: give one")
+    if args.retries < 0:
+        raise FlameFitError(f"--retries {args.retries}: need 0 or more")
+    ray = args.ray is not None or args.executor == "ray"
+    return ExecutorOptions(kind="ray" if ray else "local", address=args.ray or None, retries=args.retries)
 
 
 # --- faces ---------------------------------------------------------------------------
@@ -162,7 +187,7 @@ def add_texture_space_parser(sub) -> None:
     b.add_argument("-o", "--output", required=True, metavar="SPACE.npz",
                    help="the space (FLAME_texture.npz layout); SPACE.png (contact sheet) and SPACE.work/ go beside it")
     b.add_argument("--components", type=int, default=50, metavar="K", help="principal components to keep (default 50)")
-    b.add_argument("--workers", type=int, default=1, metavar="N", help="fit N photos at a time (processes)")
+    add_executor_flags(b)
     b.add_argument("--resume", action="store_true", help="continue an interrupted build: reuse every stored photo")
     b.add_argument("--overwrite", action="store_true",
                    help="replace an existing SPACE.npz and SPACE.png (only ones FlameFit wrote; never a photo)")
@@ -186,8 +211,8 @@ def cmd_texture_space_build(args) -> None:
     from .textures.work import work_dir_for
 
     request = BuildRequest(photos_dir=args.photos, output=args.output, components=args.components,
-                           workers=args.workers, resume=args.resume, overwrite=args.overwrite,
-                           uv_resolution=args.uv_resolution, size=args.size, normalise=args.normalise,
+                           workers=args.workers, executor=executor_from(args), resume=args.resume,
+                           overwrite=args.overwrite, uv_resolution=args.uv_resolution, size=args.size, normalise=args.normalise,
                            symmetric_fill=args.symmetric_fill, licence=args.licence, detector=args.detector,
                            settings=model_flags(args))
     try:
@@ -245,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photos", metavar="PHOTOS_DIR")
     add_fit_flags(p)
     p.add_argument("--resume", action="store_true", help="skip photos whose bundle is already complete")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="fit N photos at a time (processes)")
+    add_executor_flags(p)
     p.set_defaults(run=cmd_batch)
     add_texture_space_parser(sub)
     return parser

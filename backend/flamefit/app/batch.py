@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import sys
 import time
@@ -33,15 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundle import read_result, validate_bundle, write_bundle
-from ..bundle.reader import is_bundle, photo_sha256
+from ..bundle.reader import fitted_photos, is_bundle, photo_sha256
 from ..bundle.writer import check_path_text, check_replaceable
 from ..errors import FlameFitError, Interrupted
 from ..fsutil import atomic_write_text, file_sha256, regular_file_problem, require_writable
+from . import bundle_transfer as transfer
 from . import pool
+from .executors import ExecutorOptions, make_executor
+from .jobs import PhotoData, PhotoJob, local_files, read_data, worker_name
 from .photos import bundle_names, list_photos, sidecar_landmarks
 from .session import configure_threads, load_fit_inputs, resolve_device, settings_from
 
-COLUMNS = ("photo", "bundle", "status", "landmark_error_px", "landmark_error_eye_fraction", "psnr_db", "seconds", "message")
+COLUMNS = ("photo", "bundle", "status", "landmark_error_px", "landmark_error_eye_fraction", "psnr_db", "seconds", "message",
+           "worker")
+OLD_COLUMNS = COLUMNS[:-1]  # summaries written before the `worker` column: ours too
 SUMMARY = "summary.csv"
 
 
@@ -54,54 +60,89 @@ class BatchRequest:
     device: str = "auto"
     overwrite: bool = False
     resume: bool = False
-    workers: int = 1
+    workers: int | None = None  # local: processes (default 1); Ray: photos in flight (default 2 per CPU)
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
     settings: dict = field(default_factory=dict)  # flag values for session.settings_from
     progress: object = None  # a JsonProgress for --json-progress, else None (lines on stderr)
 
 
-def _row(photo, bundle, status, metrics=None, seconds=None, message=""):
+def _row(photo, bundle, status, metrics=None, seconds=None, message="", worker=""):
     metrics = metrics or {}
     return {"photo": str(photo), "bundle": str(bundle), "status": status,
             "landmark_error_px": metrics.get("landmark_error_px", ""),
             "landmark_error_eye_fraction": metrics.get("landmark_error_eye_fraction", ""),
             "psnr_db": metrics.get("psnr_db", ""), "seconds": "" if seconds is None else round(seconds, 2),
-            "message": message}
+            "message": message, "worker": worker}
 
 
-def fit_one(photo: Path, bundle: Path, model, space, options, detector: str, device: str, overwrite: bool) -> dict:
-    """Fit one photo and write its bundle; a summary row (an error is one photo's failure)."""
+def fit_and_write(job: PhotoJob, data: PhotoData | None) -> dict:
+    """In a worker that shares the driver's disk (local): fit one photo and write its
+    bundle itself. {"row": summary row, "files": None}."""
+    return _fit(job, data, pack=False)
+
+
+def fit_and_pack(job: PhotoJob, data: PhotoData | None) -> dict:
+    """In a worker that may not share the driver's disk (Ray): fit the photo sent in `data`
+    and send back its bundle's files, which the driver writes (deliver). {"row", "files"}."""
+    return _fit(job, data, pack=True)
+
+
+def _fit(job: PhotoJob, data: PhotoData | None, pack: bool) -> dict:
+    """One photo's fit; an error is one photo's failure."""
     from ..fitting import fit_photo
+    from ..image import load_photo
 
+    w = _WORKER
     start = time.perf_counter()
+    files = None
     try:
-        result = fit_photo(photo, model, options, landmarks=sidecar_landmarks(photo), detector=detector,
-                           texture_space=space, device=device)
-        write_bundle(result, bundle, overwrite=overwrite)
-        return _row(photo, bundle, "ok", result.metrics, time.perf_counter() - start)
+        with local_files(job, data) as (photo_path, landmarks):
+            photo = load_photo(photo_path)
+            if data is not None:  # the copy stands for the driver's file: its path goes into the bundle
+                photo = dataclasses.replace(photo, path=Path(job.resolved))
+            result = fit_photo(photo, w["model"], w["options"], landmarks=landmarks, detector=w["detector"],
+                               texture_space=w["space"], device=w["device"])
+            view = result.views[0]
+            if data is not None and "path" in (view.detection or {}):  # the sidecar as the driver names it
+                view.detection = {**view.detection, "path": job.landmarks}
+            if pack:
+                files = transfer.pack(result)
+            else:
+                write_bundle(result, job.target, overwrite=job.overwrite)
+        row = _row(job.photo, job.target, "ok", result.metrics, time.perf_counter() - start)
     except FlameFitError as exc:
-        return _row(photo, bundle, "failed", seconds=time.perf_counter() - start, message=str(exc))
+        row = _row(job.photo, job.target, "failed", seconds=time.perf_counter() - start, message=str(exc))
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - one photo's bug must not stop the batch
-        return _row(photo, bundle, "failed", seconds=time.perf_counter() - start,
-                    message=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        row = _row(job.photo, job.target, "failed", seconds=time.perf_counter() - start,
+                   message=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    row["worker"] = worker_name()
+    return {"row": row, "files": files}
+
+
+def deliver(job: PhotoJob, value: dict) -> dict:
+    """In the driver: write the bundle a worker sent back (if any) under the writer's rules;
+    the photo's summary row."""
+    row = value["row"]
+    if value["files"] is not None:
+        try:
+            transfer.write_files(value["files"], job.target, overwrite=job.overwrite)
+        except FlameFitError as exc:
+            row = {**row, "status": "failed", "message": str(exc)}
+    return row
 
 
 _WORKER: dict = {}
 
 
 def worker_init(state: dict) -> None:
-    """A pool worker's set-up: one thread, and the model loaded once, by the worker itself
-    from the settings (a cache read; built once under a lock on a fresh cache)."""
-    configure_threads(1)
+    """A worker's set-up (also the driver's with one local worker): its threads, and the
+    model loaded once, by the worker itself from the settings (a cache read; built once
+    under a lock on a fresh cache; on Ray from the package installed on the node)."""
+    configure_threads(state.get("threads"))
     model, space = load_fit_inputs(settings_from(state["settings"]))[:2]
     _WORKER.update(state, model=model, space=space)
-
-
-def worker_fit(photo: str, bundle: str, overwrite: bool) -> dict:
-    w = _WORKER
-    return fit_one(Path(photo), Path(bundle), w["model"], w["space"], w["options"], w["detector"], w["device"],
-                   overwrite)
 
 
 def _printable(text) -> str:
@@ -159,7 +200,7 @@ def _owner(photo: Path, bundle: Path) -> tuple[str, str]:
     very file, changed since it was fitted) or "other". A bundle records its photo's path
     and SHA-256, so an a.png from another folder is another photo; one written before
     the hash was recorded is matched by the file name alone, as it always was."""
-    recorded = read_result(bundle).get("photo") or {}
+    recorded = (fitted_photos(bundle) or [{}])[0]  # any schema; a subject bundle's first photo
     fitted = Path(str(recorded.get("path", "")))
     if fitted.name != photo.name:
         return "other", fitted.name
@@ -195,13 +236,13 @@ def _is_our_summary(path: Path) -> bool:
     """A summary.csv this command wrote: a regular file (not a link) starting with our header line."""
     if path.is_symlink() or regular_file_problem(path):
         return False
-    header = ",".join(COLUMNS).encode()
+    headers = {",".join(columns).encode() for columns in (COLUMNS, OLD_COLUMNS)}
     try:
         with open(path, "rb") as stream:
-            first = stream.read(len(header) + 3).split(b"\n")[0]
+            first = stream.read(max(map(len, headers)) + 3).split(b"\n")[0]
     except OSError:
         return False
-    return first.rstrip(b"\r") == header
+    return first.rstrip(b"\r") in headers
 
 
 def _summary_target(out_dir: Path) -> Path:
@@ -227,57 +268,59 @@ def run_batch(request: BatchRequest) -> dict:
     """Fit every photo of request.photos_dir; the counts. FlameFitError when any failed,
     Interrupted (with what was written) when stopped."""
     folder = Path(request.photos_dir).expanduser()
-    if request.workers < 1:
+    if request.workers is not None and request.workers < 1:
         raise FlameFitError(f"--workers {request.workers}: need at least 1")
     out_dir = _output_folder(request.output)
     photos = list_photos(folder)
     names = bundle_names(photos)
     device = str(resolve_device(request.device))
     settings_from(request.settings)  # bad settings fail before anything is written
-    workers = pool.worker_count(request.workers)  # after the other checks: a note, not an error
+    executor_options = dataclasses.replace(request.executor, workers=request.workers)
+    if executor_options.kind == "local":  # after the other checks: a note, not an error
+        executor_options.workers = pool.worker_count(request.workers or 1)
+    executor = make_executor(executor_options)
     json_out = request.progress
     info = sys.stderr
 
     rows: dict[Path, dict] = {}
-    todo = _plan(photos, names, out_dir, request, rows)
-    before = {bundle: _result_identity(bundle) for _, bundle, _ in todo}
+    planned = _plan(photos, names, out_dir, request, rows)
+    before = {bundle: _result_identity(bundle) for _, bundle, _ in planned}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FlameFitError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
-    by_bundle = {str(bundle): photo for photo, bundle, _ in todo}
+    todo = [PhotoJob(photo=str(p), resolved=str(p.resolve()), target=str(b), overwrite=o,
+                     landmarks=str(sidecar_landmarks(p)) if sidecar_landmarks(p) else None) for p, b, o in planned]
+    by_bundle = {str(bundle): photo for photo, bundle, _ in planned}
     done = [0]
+    start = time.perf_counter()
 
     def report(row):
         done[0] += 1
         rows[by_bundle[row["bundle"]]] = row
         if json_out:
             json_out({"event": "photo", "photo": row["photo"], "bundle": row["bundle"], "status": row["status"],
-                      "index": done[0], "count": len(todo), "message": row["message"]})
+                      "index": done[0], "count": len(todo), "message": row["message"], "worker": row["worker"]})
         else:
             print(_printable(f"[{done[0]}/{len(todo)}] {Path(row['photo']).name}: {row['status']}"
                              + (f" ({row['message']})" if row["message"] else f" in {row['seconds']} s")),
                   file=info, flush=True)
 
+    state = {"settings": request.settings, "options": request.fit_options, "detector": request.detector,
+             "device": device, "threads": None if executor_options.kind == "local" and executor_options.workers == 1
+             else 1}
     interrupted = False
     try:
-        if todo and workers == 1:
-            configure_threads()
-            model, space, _ = load_fit_inputs(settings_from(request.settings))
-            for photo, bundle, overwrite in todo:
-                report(fit_one(photo, bundle, model, space, request.fit_options, request.detector, device, overwrite))
-        elif todo:
-            state = {"settings": request.settings, "options": request.fit_options, "detector": request.detector,
-                     "device": device}
-            pool.run_jobs([(str(p), str(b), o) for p, b, o in todo], worker_fit, workers, worker_init,
-                          (state,), on_result=lambda job, row: report(row),
-                          on_crash=lambda job, message: report(_row(job[0], job[1], "failed", message=message)))
+        function = fit_and_write if executor.shares_disk else fit_and_pack
+        executor.run(todo, function, worker_init, (state,), on_result=lambda job, value: report(deliver(job, value)),
+                     on_crash=lambda job, message: report(_row(job.photo, job.target, "failed", message=message)),
+                     payload=read_data)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         # What is on disk decides: a bundle finished while stopping is listed as written; one
         # whose result.json is still the one from before (--overwrite) was kept, not refitted.
-        for photo, bundle, _ in todo:
+        for photo, bundle, _ in planned:
             if photo not in rows and is_bundle(bundle) and not validate_bundle(bundle, deep=False):
                 rewritten = _result_identity(bundle) != before[bundle]
                 rows[photo] = _row(photo, bundle, "ok" if rewritten else "skipped", read_result(bundle).get("metrics"),
@@ -286,16 +329,22 @@ def run_batch(request: BatchRequest) -> dict:
         ordered = [rows[p] for p in photos if p in rows]
         summary = _summary_target(out_dir)
         _write_summary(summary, ordered)
+    seconds = time.perf_counter() - start
     counts = {status: sum(r["status"] == status for r in ordered) for status in ("ok", "failed", "skipped")}
     if interrupted:
-        left = sum(rows.get(p, {}).get("status", "skipped") == "skipped" for p, _, _ in todo)  # kept or not reached
+        left = sum(rows.get(p, {}).get("status", "skipped") == "skipped" for p, _, _ in planned)  # kept or not reached
         written = counts["ok"]
         raise Interrupted(f"interrupted; {written} bundle(s) written this run, {left} photo(s) not fitted, "
                           f"listed in {summary}: run again with --resume to continue" if written else
                           f"interrupted; no bundle was written this run ({left} photo(s) not fitted; {summary})")
     _print_table(ordered, info if json_out else sys.stdout)
+    fitted = sum(bool(r["status"] != "skipped" and r.get("worker")) for r in ordered)
+    rate = 60 * fitted / seconds if fitted and seconds > 0 else 0.0
+    if fitted and not json_out:
+        print(f"{fitted} photo(s) fitted in {seconds:.1f} s: {rate:.1f} photos/minute "
+              f"({executor_options.describe()})", file=info, flush=True)
     if json_out:
-        json_out({"event": "done", "summary": str(summary), **counts})
+        json_out({"event": "done", "summary": str(summary), **counts, "photos_per_minute": round(rate, 2)})
     if counts["failed"]:
         raise FlameFitError(f"{counts['failed']} of {len(ordered)} photos failed; see {summary}")
     return counts

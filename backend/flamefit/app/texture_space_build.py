@@ -18,6 +18,7 @@ SPACE.work/ is reused only with --resume and never removed. Refreshing a finishe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib
 import json
@@ -39,6 +40,8 @@ from ..textures.spaces import FORMAT_NAME, save_texture_space
 from ..textures.uv_masks import uv_face_core, uv_skin_prior
 from ..textures.work import WorkFolder, check_work_dir, photo_id, work_dir_for
 from . import pool
+from .executors import ExecutorOptions, make_executor
+from .jobs import PhotoData, PhotoJob, local_files, read_data, worker_name
 from .photos import list_photos, sidecar_landmarks
 from .session import configure_threads, load_model
 
@@ -147,54 +150,67 @@ def _init_worker(state: dict) -> None:
     _WORKER["context"] = {"fit_options": state["fit_options"], "detector": state["detector"], "texture_space": space}
 
 
-def _process(photo: str, pid: str) -> tuple[str, str, float, str | None]:
-    """Fit + unwrap one photo and store the result. Returns (pid, photo, seconds, error)."""
+def _process(job: PhotoJob, data: PhotoData | None) -> dict:
+    """In a worker: fit + unwrap one photo (its bytes in `data` when the worker does not
+    share the driver's disk). {"id", "photo", "seconds", "error", "arrays": (albedo,
+    confidence, info) or None, "worker"}; the driver stores it (store)."""
     from ..textures.unwrap import unwrap_albedo
 
     start = time.perf_counter()
-    work = _WORKER["work"]
+    arrays, error = None, None
     try:
-        view = _WORKER["fit"](Path(photo), _WORKER["model"], _WORKER["context"])
+        with local_files(job, data) as (photo, _):
+            view = _WORKER["fit"](photo, _WORKER["model"], _WORKER["context"])
         result = unwrap_albedo(view.image_linear, view.vertices, _WORKER["model"].faces, _WORKER["texels"], view.camera,
                                view.sh, skin_prior=_WORKER["skin_prior"], face_core=_WORKER["face_core"],
                                image_srgb_max=view.image_srgb_max)
+        info = {"photo": job.photo, "seconds": round(time.perf_counter() - start, 3), **(view.info or {})}
+        arrays = (result.albedo, result.confidence, info)
     except FlameFitError as exc:
-        work.save_failure(pid, Path(photo), str(exc))
-        return pid, photo, time.perf_counter() - start, str(exc)
+        error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one photo's bug must not stop a long build
-        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        work.save_failure(pid, Path(photo), message)
-        return pid, photo, time.perf_counter() - start, message
-    seconds = time.perf_counter() - start
-    info = {"photo": photo, "seconds": round(seconds, 3), **(view.info or {})}
-    work.save(pid, result.albedo, result.confidence, info)
-    return pid, photo, seconds, None
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return {"id": job.target, "photo": job.photo, "seconds": time.perf_counter() - start, "error": error,
+            "arrays": arrays, "worker": worker_name()}
 
 
-def run_photos(jobs: list[tuple[str, str]], state: dict, workers: int, report) -> float:
-    """Process (photo, id) jobs, `workers` processes (1: in this process). Seconds spent."""
+def _process_and_store(job: PhotoJob, data: PhotoData | None) -> dict:
+    """In a worker that shares the driver's disk (local): _process, and the result stored
+    in the work folder by the worker itself; what is reported (no arrays)."""
+    value = _process(job, data)
+    store(_WORKER["work"], value)
+    return {**value, "arrays": None, "stored": True}
+
+
+def store(work: WorkFolder, value: dict) -> None:
+    """One photo's result into the work folder (atomically, textures/work.py)."""
+    if value.get("stored"):
+        return
+    if value["arrays"] is not None:
+        work.save(value["id"], *value["arrays"])
+    else:
+        work.save_failure(value["id"], Path(value["photo"]), value["error"])
+
+
+def run_photos(jobs: list[PhotoJob], state: dict, work: WorkFolder, executor, report) -> float:
+    """Process the jobs with `executor` (app/executors.py), storing each result as it comes
+    back. Seconds spent."""
     start = time.perf_counter()
-    if not jobs:
-        return 0.0
     count = [0]
 
-    def finished(result):
+    def finished(value):
+        store(work, value)
         count[0] += 1
-        report(count[0], len(jobs), *result)
-
-    if workers <= 1:
-        _init_worker(state)
-        for photo, pid in jobs:
-            finished(_process(photo, pid))
-        return time.perf_counter() - start
+        report(count[0], len(jobs), value["id"], value["photo"], value["seconds"], value["error"])
 
     def crashed(job, message):
-        photo, pid = job
-        state["work"].save_failure(pid, Path(photo), message)
-        finished((pid, photo, 0.0, message))
+        finished({"id": job.target, "photo": job.photo, "seconds": 0.0, "error": message, "arrays": None})
 
-    pool.run_jobs(jobs, _process, workers, _init_worker, (state,), on_result=lambda job, r: finished(r),
-                  on_crash=crashed)
+    if executor.shares_disk:
+        state = {**state, "work": work}
+    function = _process_and_store if executor.shares_disk else _process
+    executor.run(jobs, function, _init_worker, (state,), on_result=lambda job, value: finished(value),
+                 on_crash=crashed, payload=read_data)
     return time.perf_counter() - start
 
 
@@ -273,9 +289,11 @@ def is_flamefit_space(path) -> bool:
 # ----------------------------------------------------------------------------- the build
 
 
-def build_texture_space(photos_dir, output, options: BuildOptions, model, log=print) -> BuildReport:
+def build_texture_space(photos_dir, output, options: BuildOptions, model, log=print,
+                        executor: ExecutorOptions | None = None) -> BuildReport:
     """Fit every photo in photos_dir with `model` (a HeadModel; resumable), then the PCA;
-    write the space and its contact sheet."""
+    write the space and its contact sheet. `executor`: where the photos are fitted
+    (default: options.workers local processes)."""
     from ..fitting import prepare_model
 
     photos_dir, output = Path(photos_dir), Path(output)
@@ -286,15 +304,19 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
     ids = [photo_id(photos_dir, p) for p in photos]
     work = WorkFolder(work_dir_for(output), work_settings(model, options), options.resume)
     done = work.done()
-    jobs = [(str(p), pid) for p, pid in zip(photos, ids) if pid not in done]
+    jobs = [PhotoJob(photo=str(p), resolved=str(p.resolve()), landmarks=str(sidecar_landmarks(p) or "") or None,
+                     target=pid) for p, pid in zip(photos, ids) if pid not in done]
+    executor_options = executor or ExecutorOptions(workers=options.workers)
     log(f"texture-space build: {len(photos)} photos, {len(photos) - len(jobs)} already in {work.root}, "
-        f"{len(jobs)} to fit with {options.workers} worker(s)")
+        f"{len(jobs)} to fit with {executor_options.describe()}")
 
     cores = os.cpu_count() or 1
     threads = options.threads_per_worker or max(1, cores // max(1, options.workers))
-    state = {"model": model, "work": work, "fitter": options.fitter, "fit_options": dict(options.fit_options),
+    local_one = executor_options.kind == "local" and options.workers <= 1
+    state = {"model": model, "fitter": options.fitter, "fit_options": dict(options.fit_options),
              "detector": options.detector, "texture_space": options.texture_space,
-             "uv_resolution": options.uv_resolution, "threads": threads if options.workers > 1 else None,
+             "uv_resolution": options.uv_resolution, "threads": None if local_one else
+             (1 if executor_options.kind == "ray" else threads),
              "skin_prior": uv_skin_prior(model, options.uv_resolution),
              "face_core": uv_face_core(model, options.uv_resolution)}
 
@@ -302,7 +324,7 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
         status = f"failed: {error}" if error else "ok"
         log(f"  [{k}/{total}] {Path(photo).name}: {status} ({seconds:.1f} s)")
 
-    fit_seconds = run_photos(jobs, state, options.workers, report)
+    fit_seconds = run_photos(jobs, state, work, make_executor(executor_options), report)
     if jobs:
         log(f"fitted {len(jobs)} photos in {fit_seconds:.1f} s ({60 * len(jobs) / max(fit_seconds, 1e-9):.1f} photos/min)")
 
@@ -358,7 +380,8 @@ class BuildRequest:
     photos_dir: Path
     output: Path
     components: int = 50
-    workers: int = 1
+    workers: int | None = None  # local: processes (default 1); Ray: photos in flight (default 2 per CPU)
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
     resume: bool = False
     overwrite: bool = False
     uv_resolution: int = 256
@@ -374,7 +397,7 @@ def run_build(request: BuildRequest) -> BuildReport:
     """`flamefit texture-space build` from its request; checks come before the model loads."""
     from .session import settings_from
 
-    if request.workers < 1:
+    if request.workers is not None and request.workers < 1:
         raise FlameFitError(f"--workers {request.workers}: need at least 1")
     if not 2 <= request.components <= 1000:
         raise FlameFitError(f"--components {request.components}: choose between 2 and 1000")
@@ -386,14 +409,17 @@ def run_build(request: BuildRequest) -> BuildReport:
     settings = settings_from(request.settings)
     # A bad folder or an output that would lose a user's file fails before the model loads.
     check_outputs(photos_dir, output, request.overwrite, request.resume, settings.texture_space)
-    request.workers = pool.worker_count(request.workers)  # after the other checks: a note, not an error
-    if request.workers == 1:
+    executor = dataclasses.replace(request.executor, workers=request.workers)
+    if executor.kind == "local":  # after the other checks: a note, not an error
+        executor.workers = pool.worker_count(request.workers or 1)
+    workers = executor.workers or 1
+    if workers == 1:
         configure_threads()
     model = load_model(settings)
-    options = BuildOptions(components=request.components, workers=request.workers, resume=request.resume,
+    options = BuildOptions(components=request.components, workers=workers, resume=request.resume,
                            overwrite=request.overwrite,
                            uv_resolution=request.uv_resolution, size=request.size, normalise=request.normalise,
                            symmetric_fill=request.symmetric_fill, licence=request.licence, detector=request.detector,
                            texture_space=str(settings.texture_space) if settings.texture_space else None)
     return build_texture_space(photos_dir, output, options, model,
-                               log=lambda *a: print(*a, file=sys.stderr, flush=True))
+                               log=lambda *a: print(*a, file=sys.stderr, flush=True), executor=executor)
