@@ -29,10 +29,21 @@ def _axis_angle(matrix: np.ndarray) -> np.ndarray:
     return cv2.Rodrigues(np.ascontiguousarray(matrix, dtype=np.float64))[0].reshape(3)
 
 
+def _yaw(degrees: float) -> np.ndarray:
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
 def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.ndarray, valid: np.ndarray,
-                     resolution: int, min_facing: float, view: int = 0) -> None:
-    """Set state.views[view]'s pose[global] and translation from PnP (in place); a pose
-    turned away (R[2, 2] <= min_facing) or behind the camera starts frontal instead."""
+                     resolution: int, min_facing: float, view: int = 0, options=None) -> None:
+    """Set state.views[view]'s pose[global] and translation from PnP (in place), started
+    from a frontal guess. PnP is also started from profile guesses (options.
+    rigid_profile_yaws): from the front it can stop near frontal or on the wrong side for
+    a profile. A profile solution replaces the frontal one when it reprojects clearly
+    better (options.rigid_profile_gain) or when the frontal one is turned away (R[2, 2]
+    <= min_facing; a true profile has R[2, 2] ~ 0, so profiles may face down to
+    options.rigid_min_facing_profile). A pose turned away or behind the camera with no
+    profile solution starts frontal instead."""
     fitted = state.views[view]
     with torch.no_grad():
         rest_pose = torch.zeros_like(fitted.pose).double()
@@ -61,6 +72,31 @@ def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.nda
     t_cv = tvec_new.reshape(3) if ok else t_guess
     R = D @ R_cv
     facing = R[2, 2] > min_facing and t_cv[2] > 0  # face toward the camera, in front of it
+    if options is not None:
+        reprojection = lambda rv, tv: float(np.linalg.norm(
+            cv2.projectPoints(model_points[use], rv, tv, K, None)[0].reshape(-1, 2) - image_points[use], axis=1).mean())
+        frontal_error = reprojection(rvec_new, tvec_new) if ok and facing else np.inf
+        # The face's height does not shrink with yaw as the eye-corner distance does.
+        height = lambda p: np.ptp(p[use][:, 1])
+        far = focal[0] * height(model_points) / max(height(points), 1e-6)
+        best = None
+        for yaw in options.rigid_profile_yaws:
+            guess = D @ _yaw(yaw)
+            start = np.array([target[0] * far / distance, target[1] * far / distance, far]) - guess @ centre_model
+            found, rv, tv = cv2.solvePnP(model_points[use], image_points[use], K, None,
+                                         _axis_angle(guess).reshape(3, 1), start.reshape(3, 1),
+                                         useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+            if not found or tv[2, 0] <= 0:
+                continue
+            R_try = D @ cv2.Rodrigues(rv)[0]
+            if R_try[2, 2] <= options.rigid_min_facing_profile:
+                continue
+            error = reprojection(rv, tv)
+            if best is None or error < best[0]:
+                best = (error, R_try, tv.reshape(3))
+        if best is not None and best[0] < options.rigid_profile_gain * frontal_error:
+            _, R, t_cv = best
+            facing = True
     if not facing:
         R, t_cv = np.eye(3), t_guess
     translation = D @ t_cv + R @ root - root
@@ -76,7 +112,7 @@ def fit_rigid(ctx: FitContext) -> float:
     for k, view in enumerate(ctx.views):
         resolution = options.landmark_resolution
         closed_form_pose(ctx.lmodel, state, view.frame, view.points_crop(resolution), view.valid, resolution,
-                         options.rigid_min_facing, k)
+                         options.rigid_min_facing, k, options)
         problem = landmark_problem(ctx, ["global", "translation"], priors=False, views=[k])
         theta = levenberg_marquardt(problem.residuals, problem.pack(), options.rigid_iterations, ctx.reporter,
                                     state.history.setdefault("rigid", []), before_iteration=problem.fix_row)

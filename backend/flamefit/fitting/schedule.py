@@ -36,6 +36,9 @@ class FitOptions:
     contour_weight: float = 0.5  # jaw-line points (less precise) relative to the inner face
     rigid_iterations: int = 20  # Levenberg-Marquardt
     rigid_min_facing: float = 0.2  # PnP poses turned further from the camera (R[2, 2]) start frontal instead
+    rigid_profile_yaws: tuple[float, ...] = (90.0, -90.0, 60.0, -60.0)  # PnP is also started from these yaws
+    rigid_min_facing_profile: float = -0.3  # a profile (R[2, 2] ~ 0) may turn this far (~107 deg)
+    rigid_profile_gain: float = 0.7  # a profile PnP replaces the frontal one below this x its reprojection error
     shape_iterations: int = 30  # Levenberg-Marquardt
     identity_prior: float = 1.0  # 0.5*w*|beta|^2 (coefficients ~ N(0, 1))
     expression_prior: float = 1.0
