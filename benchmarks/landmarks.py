@@ -209,16 +209,26 @@ def main() -> int:
     return 0
 
 
+def near_far_jaw(gt):
+    """(near, far) jaw-line halves (chin excluded) of annotated points: the near half, on the
+    cheek turned toward the camera, lies farther from the nose tip across the image."""
+    sides = (list(range(0, 8)), list(range(9, 17)))
+    reach = [float(np.abs(gt[side, 0] - gt[30, 0]).mean()) for side in sides]
+    return sides if reach[0] >= reach[1] else sides[::-1]
+
+
 def aflw_nme(points, gt):
-    """(NME68, inner-51 NME, the inner points' mean (dx, dy) in pixels): NMEs as fractions,
-    mean point error / sqrt(w * h) of the annotated 68-point box; Nones when `points` is
-    None or has a NaN (not found)."""
+    """(NME68, inner-51 NME, the inner points' mean (dx, dy) in pixels, (near, far) jaw-half
+    NME): NMEs as fractions, mean point error / sqrt(w * h) of the annotated 68-point box;
+    Nones when `points` is None or has a NaN (not found)."""
     if points is None or not np.isfinite(points).all():
-        return None, None, None
+        return None, None, None, None
     err = np.linalg.norm(points - gt, axis=1)
     x0, y0, x1, y1 = box_of(gt)
     size = np.sqrt((x1 - x0) * (y1 - y0))
-    return float(err.mean() / size), float(err[17:].mean() / size), [round(float(v), 2) for v in (points - gt)[17:].mean(0)]
+    near, far = near_far_jaw(gt)
+    return (float(err.mean() / size), float(err[17:].mean() / size), [round(float(v), 2) for v in (points - gt)[17:].mean(0)],
+            (float(err[near].mean() / size), float(err[far].mean() / size)))
 
 
 def band_of(yaw: float) -> str:
@@ -242,9 +252,10 @@ def flamefit_points(photo, model, options, gt):
     (points in the photo's pixels, None where not reached)."""
     from flamefit.errors import FlameFitError
     from flamefit.fitting import fit_photo
+    from flamefit.fitting.geometry import yaw_degrees
     from flamefit.fitting.inputs import find_landmarks
 
-    out = {"found": False, "error": None, "detector": None, "fitted": None, "outline": None}
+    out = {"found": False, "error": None, "detector": None, "fitted": None, "outline": None, "yaw": None}
     start = time.perf_counter()
     try:
         if options is None:
@@ -253,6 +264,7 @@ def flamefit_points(photo, model, options, gt):
             result = fit_photo(photo, model, options)
             points, detection = result.detected_2d, result.detection
             out["fitted"], out["outline"] = result.fitted_2d_fixed, result.fitted_2d
+            out["yaw"] = float(yaw_degrees(result.state.view.pose)[0])
         if match([SimpleNamespace(box=detection["box"])], box_of(gt)) is not None:
             out["found"], out["detector"] = True, points
         else:
@@ -286,13 +298,27 @@ def band_table(rows, systems):
 
 
 def side_by_side(rows, ours, theirs):
-    """{band: {"n", ours: (nme68, inner51), theirs: (...)}} on the faces both found (%)."""
+    """{band: {"n", ours: (nme68, inner51), theirs: (...), "jaw near / far": {ours: (near, far),
+    theirs: ...}}} on the faces both found (%): where the error is (the jaw half on the cheek
+    turned toward the camera, and the one turned away)."""
     table = {}
     for band in dict.fromkeys(r["band"] for r in rows):
         both = [r for r in rows if r["band"] == band and r[ours][0] is not None and r[theirs][0] is not None]
         table[band] = {"n": len(both), **{key: (percent([r[key][0] for r in both]), percent([r[key][1] for r in both]))
+                                          for key in (ours, theirs)},
+                       "jaw near / far": {key: (percent([r[key][3][0] for r in both]), percent([r[key][3][1] for r in both]))
                                           for key in (ours, theirs)}}
     return table
+
+
+def yaw_gaps(rows):
+    """{band: mean fitted |yaw| - annotated |yaw|, degrees} over the fitted faces: a fit short
+    of a turned head's yaw shows here."""
+    gaps = {}
+    for band in dict.fromkeys(r["band"] for r in rows):
+        values = [abs(r["fitted yaw"]) - abs(r["yaw"]) for r in rows if r["band"] == band and r.get("fitted yaw") is not None]
+        gaps[band] = round(float(np.mean(values)), 1) if values else None
+    return gaps
 
 
 def run_aflw(args) -> int:
@@ -348,6 +374,8 @@ def run_aflw(args) -> int:
             if args.fit:
                 row["flamefit fitted" + suffix] = aflw_nme(out["fitted"], gt_v)
                 row["flamefit fitted outline" + suffix] = aflw_nme(out["outline"], gt_v)
+                if variant == "full" and out["fitted"] is not None:
+                    row["fitted yaw"] = round(out["yaw"], 1)  # the set's yaw has the opposite sign
         rows.append(row)
         if not args.json:
             print(f"{name} yaw {row['yaw']:6.1f}: " + ", ".join(
@@ -359,6 +387,7 @@ def run_aflw(args) -> int:
               "bands": band_table(rows, systems),
               "both_found": {peer: side_by_side(rows, ours, peer) for peer in peers},
               "flamefit_failures": errors,
+              **({"fitted_yaw_gap_deg": yaw_gaps(rows)} if args.fit else {}),
               "median_s_per_photo": {v: round(statistics.median(seconds[v]), 3) for v in variants}}
     if args.degraded:
         report["degraded"] = band_table(rows, [s + " degraded" for s in systems if s.startswith("flamefit")])
@@ -385,7 +414,11 @@ def print_aflw(report) -> None:
         ours = next(k for k in table[bands[0]] if k not in ("n", peer))
         print(f"on the faces both found ({' / '.join(str(table[b]['n']) for b in bands)}): NME68 {ours} "
               f"{' / '.join(str(table[b][ours][0]) for b in bands)} vs {peer} {' / '.join(str(table[b][peer][0]) for b in bands)}; "
-              f"inner 51 {' / '.join(str(table[b][ours][1]) for b in bands)} vs {' / '.join(str(table[b][peer][1]) for b in bands)}")
+              f"inner 51 {' / '.join(str(table[b][ours][1]) for b in bands)} vs {' / '.join(str(table[b][peer][1]) for b in bands)}; "
+              f"jaw half near / far: " + " vs ".join(" / ".join("({}, {})".format(*table[b]["jaw near / far"][key]) for b in bands)
+                                                    for key in (ours, peer)))
+    if report.get("fitted_yaw_gap_deg"):
+        print(f"fitted |yaw| - annotated |yaw| (degrees): {' / '.join(str(report['fitted_yaw_gap_deg'][b]) for b in bands)}")
     for system, table in report.get("degraded_vs_full", {}).items():
         print(f"{system} degraded vs full on the faces found in both ({' / '.join(str(table[b]['n']) for b in bands)}): "
               f"NME68 {' / '.join(str(table[b][system + ' degraded'][0]) for b in bands)} vs "
