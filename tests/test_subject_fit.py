@@ -171,3 +171,26 @@ def test_more_views_texture_more_of_the_head(open_head):
                             landmarks=points)
         seen[len(yaws)] = subject.texels_seen(result)
     assert seen[3] > 2 * seen[1], seen
+
+
+def test_the_cli_fits_three_photos_with_their_landmark_files(open_head, tmp_path):
+    from flamefit.bundle.reader import read_subject, validate_bundle
+
+    photos, points, _ = subject.make_subject(open_head, 7, (0, 90, -90))
+    args = []
+    for name, photo, pts in zip(("front", "left", "right"), photos, points):
+        Image.fromarray(photo.rgb).save(tmp_path / f"{name}.png")
+        np.save(tmp_path / f"{name}.npy", pts)
+        args += ["--landmarks", str(tmp_path / f"{name}.npy")]
+    out = tmp_path / "person"
+    proc = subprocess.run([sys.executable, "-m", "flamefit.cli", "fit", *(str(tmp_path / f"{n}.png") for n in
+                           ("front", "left", "right")), *args, "-o", str(out), "--stages", "landmarks,texture",
+                           "--texture-size", "64"], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO / "backend"), "PATH": "/usr/bin:/bin", "FLAMEFIT_THREADS": "1",
+                               "HOME": str(Path.home())})
+    assert proc.returncode == 0, proc.stderr
+    assert validate_bundle(out) == []
+    result = read_subject(out)
+    assert [v["name"] for v in result["views"]] == ["front", "left", "right"]
+    assert all(v["metrics"]["landmark_error_px"] < 2.0 for v in result["views"])
+    assert {"photo-3.png", "overlay-3.png", "report-3.png"} <= {p.name for p in out.iterdir()}
