@@ -136,7 +136,7 @@ def cmd_batch(args) -> None:
 
     run_batch(BatchRequest(photos_dir=args.photos, output=args.output, fit_options=fit_options_from(args),
                            detector=args.detector, device=args.device, overwrite=args.overwrite, resume=args.resume,
-                           workers=args.workers, executor=executor_from(args), settings=model_flags(args),
+                           subjects=args.subjects, workers=args.workers, executor=executor_from(args), settings=model_flags(args),
                            progress=JsonProgress() if args.json_progress else None))
 
 
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("photos", metavar="PHOTOS_DIR")
     add_fit_flags(p)
     p.add_argument("--resume", action="store_true", help="skip photos whose bundle is already complete")
+    p.add_argument("--subjects", action="store_true",
+                   help="PHOTOS_DIR holds one folder of photos per person: one bundle per person, fitted from all "
+                        "of their photos at once (as `fit PHOTO PHOTO ...`)")
     add_executor_flags(p)
     p.set_defaults(run=cmd_batch)
     add_texture_space_parser(sub)

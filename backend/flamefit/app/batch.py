@@ -30,6 +30,7 @@ import dataclasses
 import io
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +40,9 @@ from ..bundle.writer import check_path_text, check_replaceable
 from ..errors import FlameFitError, Interrupted
 from ..fsutil import atomic_write_text, file_sha256, regular_file_problem, require_writable
 from . import bundle_transfer as transfer
-from . import pool
+from . import pool, subjects
 from .executors import ExecutorOptions, make_executor
-from .jobs import PhotoData, PhotoJob, local_files, read_data, worker_name
+from .jobs import PhotoData, PhotoJob, SubjectJob, local_files, read_data, read_subject_data, worker_name
 from .photos import bundle_names, list_photos, sidecar_landmarks
 from .session import configure_threads, load_fit_inputs, resolve_device, settings_from
 
@@ -60,6 +61,7 @@ class BatchRequest:
     device: str = "auto"
     overwrite: bool = False
     resume: bool = False
+    subjects: bool = False  # photos_dir holds one folder of photos per person: one bundle each (app/subjects.py)
     workers: int | None = None  # local: processes (default 1); Ray: photos in flight (default 2 per CPU)
     executor: ExecutorOptions = field(default_factory=ExecutorOptions)
     settings: dict = field(default_factory=dict)  # flag values for session.settings_from
@@ -87,24 +89,34 @@ def fit_and_pack(job: PhotoJob, data: PhotoData | None) -> dict:
     return _fit(job, data, pack=True)
 
 
-def _fit(job: PhotoJob, data: PhotoData | None, pack: bool) -> dict:
-    """One photo's fit; an error is one photo's failure."""
-    from ..fitting import fit_photo
+def _fit(job: PhotoJob | SubjectJob, data, pack: bool) -> dict:
+    """One photo's fit (a person's photos' for a SubjectJob, `data` then one PhotoData per
+    photo); an error is that photo's (person's) failure."""
+    from ..fitting import fit_photos
     from ..image import load_photo
 
     w = _WORKER
     start = time.perf_counter()
     files = None
     try:
-        with local_files(job, data) as (photo_path, landmarks):
-            photo = load_photo(photo_path)
-            if data is not None:  # the copy stands for the driver's file: its path goes into the bundle
-                photo = dataclasses.replace(photo, path=Path(job.resolved))
-            result = fit_photo(photo, w["model"], w["options"], landmarks=landmarks, detector=w["detector"],
-                               texture_space=w["space"], device=w["device"])
-            view = result.views[0]
-            if data is not None and "path" in (view.detection or {}):  # the sidecar as the driver names it
-                view.detection = {**view.detection, "path": job.landmarks}
+        views = job.views if isinstance(job, SubjectJob) else (job,)
+        if data is None:
+            sent = (None,) * len(views)
+        else:
+            sent = data if isinstance(job, SubjectJob) else (data,)
+        with ExitStack() as stack:
+            local = [stack.enter_context(local_files(v, d)) for v, d in zip(views, sent)]
+            photos = []
+            for view, d, (path, _) in zip(views, sent, local):
+                photo = load_photo(path)
+                if d is not None:  # the copy stands for the driver's file: its path goes into the bundle
+                    photo = dataclasses.replace(photo, path=Path(view.resolved))
+                photos.append(photo)
+            result = fit_photos(photos, w["model"], w["options"], landmarks=[lm for _, lm in local],
+                                detector=w["detector"], texture_space=w["space"], device=w["device"])
+            for fitted, view in zip(result.views, views):
+                if data is not None and "path" in (fitted.detection or {}):  # the sidecar as the driver names it
+                    fitted.detection = {**fitted.detection, "path": view.landmarks}
             if pack:
                 files = transfer.pack(result)
             else:
@@ -150,7 +162,8 @@ def _printable(text) -> str:
 
 
 def _plan(photos, names, out_dir: Path, request: BatchRequest, rows: dict) -> list[tuple[Path, Path, bool]]:
-    """(photo, bundle, overwrite) to fit; rows for photos skipped or refused up front."""
+    """(photo, bundle, overwrite) to fit; rows for photos skipped or refused up front.
+    With --subjects the "photos" are the people's folders (app/subjects.py)."""
     todo = []
     for photo in photos:
         bundle = out_dir / names[photo]
@@ -167,7 +180,10 @@ def _plan(photos, names, out_dir: Path, request: BatchRequest, rows: dict) -> li
                                "not replaced (move it away or choose another output folder)")
             continue
         try:
-            owner, fitted = _owner(photo, bundle)
+            owner, fitted = subjects.owner(photo, bundle) if request.subjects else _owner(photo, bundle)
+        except FlameFitError as exc:  # a person's folder without photos
+            rows[photo] = _row(photo, bundle, "failed", message=str(exc))
+            continue
         except OSError as exc:
             rows[photo] = _row(photo, bundle, "failed", message=f"{photo}: cannot read the photo "
                                f"({exc.strerror or exc})")
@@ -176,9 +192,10 @@ def _plan(photos, names, out_dir: Path, request: BatchRequest, rows: dict) -> li
             rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} holds the bundle of another photo "
                                f"({fitted}); not replaced")
             continue
-        if owner == "edited" and not request.overwrite:
-            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} was fitted to an earlier version of "
-                               f"{photo.name}; not replaced (use --overwrite to refit it)")
+        if owner in ("edited", "changed") and not request.overwrite:
+            what = f"an earlier version of {photo.name}" if owner == "edited" else f"other photos ({fitted})"
+            rows[photo] = _row(photo, bundle, "failed", message=f"{bundle} was fitted to {what}; not replaced "
+                               "(use --overwrite to refit it)")
             continue
         if owner == "same" and request.resume and not validate_bundle(bundle, deep=False):
             rows[photo] = _row(photo, bundle, "skipped", read_result(bundle).get("metrics"), message="already done")
@@ -271,8 +288,12 @@ def run_batch(request: BatchRequest) -> dict:
     if request.workers is not None and request.workers < 1:
         raise FlameFitError(f"--workers {request.workers}: need at least 1")
     out_dir = _output_folder(request.output)
-    photos = list_photos(folder)
-    names = bundle_names(photos)
+    if request.subjects:
+        photos = subjects.list_people(folder, exclude=[out_dir])
+        names = subjects.people_names(photos)
+    else:
+        photos = list_photos(folder)
+        names = bundle_names(photos)
     device = str(resolve_device(request.device))
     settings_from(request.settings)  # bad settings fail before anything is written
     executor_options = dataclasses.replace(request.executor, workers=request.workers)
@@ -289,8 +310,17 @@ def run_batch(request: BatchRequest) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FlameFitError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
-    todo = [PhotoJob(photo=str(p), resolved=str(p.resolve()), target=str(b), overwrite=o,
-                     landmarks=str(sidecar_landmarks(p)) if sidecar_landmarks(p) else None) for p, b, o in planned]
+    todo = []
+    for p, b, o in planned:
+        if not request.subjects:
+            todo.append(PhotoJob(photo=str(p), resolved=str(p.resolve()), target=str(b), overwrite=o,
+                                 landmarks=str(sidecar_landmarks(p)) if sidecar_landmarks(p) else None))
+            continue
+        try:
+            todo.append(subjects.subject_job(p, b, o))
+        except FlameFitError as exc:  # a person's folder without photos: that person's failure
+            rows[p] = _row(p, b, "failed", message=str(exc))
+    planned = [(p, b, o) for p, b, o in planned if p not in rows]
     by_bundle = {str(bundle): photo for photo, bundle, _ in planned}
     done = [0]
     start = time.perf_counter()
@@ -314,7 +344,7 @@ def run_batch(request: BatchRequest) -> dict:
         function = fit_and_write if executor.shares_disk else fit_and_pack
         executor.run(todo, function, worker_init, (state,), on_result=lambda job, value: report(deliver(job, value)),
                      on_crash=lambda job, message: report(_row(job.photo, job.target, "failed", message=message)),
-                     payload=read_data)
+                     payload=read_subject_data if request.subjects else read_data)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -341,7 +371,8 @@ def run_batch(request: BatchRequest) -> dict:
     fitted = sum(bool(r["status"] != "skipped" and r.get("worker")) for r in ordered)
     rate = 60 * fitted / seconds if fitted and seconds > 0 else 0.0
     if fitted and not json_out:
-        print(f"{fitted} photo(s) fitted in {seconds:.1f} s: {rate:.1f} photos/minute "
+        unit = "people" if request.subjects else "photos"
+        print(f"{fitted} {unit} fitted in {seconds:.1f} s: {rate:.1f} {unit}/minute "
               f"({executor_options.describe()})", file=info, flush=True)
     if json_out:
         json_out({"event": "done", "summary": str(summary), **counts, "photos_per_minute": round(rate, 2)})

@@ -43,6 +43,16 @@ class PhotoJob:
 
 
 @dataclass(frozen=True)
+class SubjectJob:
+    """Several photos of one person, one bundle (`batch --subjects`: fitting.fit_photos)."""
+
+    photo: str  # the person's folder as listed on the driver (summary.csv's photo column)
+    views: tuple[PhotoJob, ...]  # the photos, the reference first
+    target: str  # the bundle folder
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
 class PhotoData:
     """What a worker that does not share the driver's disk is sent with a job."""
 
@@ -59,6 +69,10 @@ def read_data(job: PhotoJob) -> PhotoData:
     except OSError as exc:
         raise FlameFitError(f"{exc.filename or job.photo}: cannot read it ({exc.strerror or exc})") from None
     return PhotoData(photo, landmarks, hashlib.sha256(photo).hexdigest())
+
+
+def read_subject_data(job: SubjectJob) -> tuple[PhotoData, ...]:
+    return tuple(read_data(view) for view in job.views)
 
 
 @contextmanager
