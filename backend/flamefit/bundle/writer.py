@@ -470,6 +470,7 @@ def result_json(result, out: Path) -> dict:
             "texture_size": int(result.options.texture_size),
             "device": str(result.rig.device),
             "model_provenance": {k: v for k, v in model.provenance.items() if isinstance(v, str)},
+            **({"same_person": result.same_person} if getattr(result, "same_person", None) else {}),
         },
         "views": [_view_json(result, k) for k in range(len(result.views))],
     }

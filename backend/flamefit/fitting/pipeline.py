@@ -90,6 +90,7 @@ class FitResult:
     stages: list = field(default_factory=list)
     coverage: np.ndarray | None = None  # (T, T) texel weight after the fills (texture stage)
     seen: np.ndarray | None = None  # (T, T) texel confidence from the photos' pixels alone
+    same_person: dict | None = None  # several photos: the face-descriptor distances compared (same_person.py)
 
 
 def _first_view(name: str) -> property:
@@ -181,6 +182,7 @@ def fit_photos(photos, model: HeadModel, options: FitOptions | None = None, *, l
         result.coverage = ctx.coverage
         result.views[0].pictures["coverage"] = ctx.coverage
     result.seen = ctx.seen
+    result.same_person = ctx.same_person
     return result
 
 
