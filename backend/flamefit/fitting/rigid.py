@@ -104,6 +104,16 @@ def closed_form_pose(lmodel, state: FitState, frame: CameraFrame, points: np.nda
     fitted.translation[:] = torch.as_tensor(translation, dtype=fitted.translation.dtype, device=fitted.translation.device)
 
 
+class _ViewShare:
+    """A stage reporter for view k of n: its steps are the k-th n-th of the stage's."""
+
+    def __init__(self, reporter, k: int, n: int):
+        self.reporter, self.k, self.n = reporter, k, n
+
+    def step(self, step: int, total: int, loss: float | None = None) -> None:
+        self.reporter.step(self.k * total + step, self.n * total, loss)
+
+
 def fit_rigid(ctx: FitContext) -> float:
     """For each view (its own camera, nothing shared yet): closed-form pose, then
     Levenberg-Marquardt on rotation + translation with all 68 points (in the crop at
@@ -114,7 +124,9 @@ def fit_rigid(ctx: FitContext) -> float:
         closed_form_pose(ctx.lmodel, state, view.frame, view.points_crop(resolution), view.valid, resolution,
                          options.rigid_min_facing, k, options)
         problem = landmark_problem(ctx, ["global", "translation"], priors=False, views=[k])
-        theta = levenberg_marquardt(problem.residuals, problem.pack(), options.rigid_iterations, ctx.reporter,
+        reporter = ctx.reporter if len(ctx.views) == 1 or ctx.reporter is None else \
+            _ViewShare(ctx.reporter, k, len(ctx.views))
+        theta = levenberg_marquardt(problem.residuals, problem.pack(), options.rigid_iterations, reporter,
                                     state.history.setdefault("rigid", []), before_iteration=problem.fix_row)
         problem.commit(theta)
         r = problem.residuals(theta[None])[0]
