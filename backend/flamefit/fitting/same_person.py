@@ -59,6 +59,8 @@ def check_same_person(ctx: FitContext) -> dict:
     with torch.no_grad():
         yaws = [float(yaw_degrees(v.pose)[0]) for v in ctx.state.views]
     usable = [k for k, y in enumerate(yaws) if abs(y) <= options.same_person_max_yaw]
+    if len(usable) < 2:  # nothing to compare (e.g. a front photo and two profiles)
+        return {"pairs": [], "yaw_degrees": [round(y, 1) for y in yaws]}
     descriptors = {k: face_descriptor(views[k].photo.rgb, views[k].points) for k in usable}
     usable = [k for k in usable if descriptors[k] is not None]
     pairs = [(i, j, float(np.linalg.norm(descriptors[i] - descriptors[j])))
