@@ -1,4 +1,6 @@
-"""Fitting a head model to one photo: rigid -> shape -> photometric -> texture.
+"""Fitting a head model to a photo, or to several photos of one person (one identity and
+texture, each photo its own camera, pose, expression and light): rigid -> shape ->
+photometric -> texture.
 
 `model = prepare_model(load_head_model(settings), settings.cache_dir)` once, then
 `fit_photo(photo, model, FitOptions(...), ...)` (or `fit_photos([photo, ...], ...)`

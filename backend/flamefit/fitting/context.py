@@ -76,11 +76,6 @@ class FitContext:
             raise ValueError(f"a fit of {len(self.views)} photos has no single view")
         return self.views[0]
 
-    @property
-    def points_crop(self) -> np.ndarray:
-        """The single view's landmarks in the crop at the landmark stages' resolution."""
-        return self.view.points_crop(self.options.landmark_resolution)
-
 
 class Stage:
     """Base of the fitting stages (see the module docstring)."""
