@@ -155,12 +155,19 @@ def test_the_merge_blends_where_a_view_ends():
     albedo, _, _ = merge_views([a, b], [left, right], [ones, ones], index, size)
     assert np.abs(albedo - 0.4).max() < 0.01
     # Without the match (no shared texels counted), the two colours are blended, not switched.
-    albedo, confidence, share = merge_views([a, b], [left, right], [ones, ones], index, size,
+    albedo, confidence, fill = merge_views([a, b], [left, right], [ones, ones], index, size,
                                             MergeOptions(min_overlap=10 ** 9))
     row = albedo.reshape(size, size, 3)[32, :, 0]
     assert np.allclose(row[:40], 0.4, atol=1e-3) and np.allclose(row[88:], 0.6, atol=1e-3)
     assert np.abs(np.diff(row)).max() < 0.2 / 4  # spread over many columns, no jump at one
-    assert np.allclose(confidence, np.maximum(left, right)) and np.allclose(share.sum(0)[confidence > 0], 1)
+    assert np.allclose(confidence, np.maximum(left, right)) and np.all(fill == 1)
+    # Where no view sees (columns 50-77 here), the fills' weight fades in over several
+    # columns instead of ending at the edge of what was seen.
+    left, right = (cols < 50).astype(np.float32), (cols >= 78).astype(np.float32)
+    _, confidence, fill = merge_views([a, b], [left, right], [ones, ones], index, size)
+    row = fill.reshape(size, size)[32]
+    assert row[20] == 1 and row[49] < 0.1 and np.all(np.diff(row[20:50]) <= 0) and (row[40:49] > 0.1).sum() >= 3
+    assert np.allclose(confidence, np.maximum(left, right))
 
 
 def test_more_views_texture_more_of_the_head(open_head):

@@ -83,6 +83,7 @@ class FitOptions:
     texture_max_unwrap: int = 1024  # the photo crop is sampled at most at this size
     texture_min_shading: float = 0.05  # the de-lighting divides by at least this shading
     texture_shadow_level: float = 0.35  # texels shaded below this x the median count less
+    texture_silhouette_margin: float = 0.05  # several photos: texels within this x the crop of a view's outline count less
 
     # --- several photos (same_person.py; measured in benchmarks/same_person.py) ---
     same_person_distance: float = 0.6  # dlib face-descriptor distance above which a photo is another person (0: off)

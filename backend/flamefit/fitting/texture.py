@@ -40,7 +40,10 @@ def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
 
 def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
     """View k's de-lit, refined albedo at the texels (M, 3), its confidence (M,) and the
-    detail there (M,: photo pixels per metre of surface)."""
+    detail there (M,: photo pixels per metre of surface). With several views, texels near
+    the head's outline in this photo count less (options.texture_silhouette_margin): a
+    slightly misplaced outline samples the background there, and another view sees them
+    better."""
     rig, state, options = ctx.rig, ctx.state, ctx.options
     view, fitted = ctx.views[k], ctx.state.views[k]
     frame, rgb = view.frame, view.photo.rgb
@@ -63,6 +66,8 @@ def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
     cosine = (texel_normals * to_camera).sum(-1)
     lo = options.texture_min_cosine
     confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
+    if len(ctx.views) > 1:
+        confidence = confidence * _inside_outline(frags.mask[0], screen, options.texture_silhouette_margin * R)
 
     raw_shading = sh_basis(texel_normals) @ fitted.sh[0]
     shading = raw_shading.clamp(min=options.texture_min_shading)
@@ -84,6 +89,19 @@ def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
     return albedo, confidence, detail
 
 
+def _inside_outline(mask: torch.Tensor, screen: torch.Tensor, margin: float) -> torch.Tensor:
+    """(M,) smoothstep of each texel's distance (pixels) inside the rendered head's outline
+    over `margin` pixels."""
+    import cv2
+
+    inside = cv2.distanceTransform(mask.cpu().numpy().astype(np.uint8), cv2.DIST_L2, 3)
+    R = inside.shape[0]
+    x = screen[:, 0].round().long().clamp(0, R - 1).cpu().numpy()
+    y = screen[:, 1].round().long().clamp(0, R - 1).cpu().numpy()
+    ramp = np.clip(inside[y, x] / max(margin, 1e-6), 0.0, 1.0)
+    return torch.as_tensor(ramp * ramp * (3 - 2 * ramp), dtype=screen.dtype, device=screen.device)
+
+
 def unwrap(ctx: FitContext):
     """(texture (T, T, 3) linear float32 with every texel filled, texel weight (T, T),
     per-texel confidence (N,), confidence from the photos alone (T, T): before the mirror
@@ -101,15 +119,17 @@ def unwrap(ctx: FitContext):
             albedo, confidence, _ = unwrap_view(ctx, 0, texels, report)
         else:
             found = [unwrap_view(ctx, k, texels, report if k == N - 1 else (lambda i: None)) for k in range(N)]
-            merged, seen, _ = merge_views([a.cpu().numpy() for a, _, _ in found], [c.cpu().numpy() for _, c, _ in found],
-                                          [d.cpu().numpy() for _, _, d in found], index, T)
+            merged, seen, fill = merge_views([a.cpu().numpy() for a, _, _ in found],
+                                             [c.cpu().numpy() for _, c, _ in found],
+                                             [d.cpu().numpy() for _, _, d in found], index, T)
             albedo = torch.as_tensor(merged, dtype=rig.dtype, device=rig.device)
             confidence = torch.as_tensor(seen, dtype=rig.dtype, device=rig.device)
 
-        # Symmetry: blend in the mirror texel where this one is poorly seen.
+        # Symmetry: blend in the mirror texel where this one is poorly seen. Several views:
+        # the fills take the feathered confidence, so the seen region fades into them.
         mirror = mirror_texels(rig.model, texels)
-        filled, total = mirror_fill(albedo.cpu().numpy()[None], confidence.cpu().numpy()[None], mirror.cpu().numpy(),
-                                    strength=1.0)
+        weights = confidence.cpu().numpy() if N == 1 else fill
+        filled, total = mirror_fill(albedo.cpu().numpy()[None], weights[None], mirror.cpu().numpy(), strength=1.0)
 
         texture = np.zeros((T * T, 3), np.float32)
         weight = np.zeros(T * T, np.float32)

@@ -14,8 +14,10 @@ texel's detail in that photo (photo pixels per metre of surface there). The merg
 3. blend: w_k = feathered c_k^2 x (detail_k / the best detail at that texel); albedo =
    sum w_k a_k / sum w_k (a weighted average everywhere, never a switch).
 
-The merged confidence is the best view's (unfeathered), which the mirror and pull-push
-fills then use as for one photo.
+The merged confidence is the best view's (unfeathered: what the photos saw); the mirror
+and pull-push fills take the best feathered confidence, so the seen region fades into
+the fill instead of ending at an edge (an occlusion edge, e.g. the jaw over the neck, is
+sharp in every view's own confidence).
 """
 
 from __future__ import annotations
@@ -61,18 +63,20 @@ def colour_gains(albedos: list[np.ndarray], confidences: list[np.ndarray], optio
 def merge_views(albedos: list[np.ndarray], confidences: list[np.ndarray], details: list[np.ndarray],
                 index: np.ndarray, size: int, options: MergeOptions | None = None):
     """albedos (M, 3), confidences (M,), details (M,) per view at the texels `index` of a
-    size x size map -> (albedo (M, 3), confidence (M,), weights (N, M) of each view)."""
+    size x size map -> (albedo (M, 3), confidence (M,): the best view's, fill weight
+    (M,): the best feathered confidence, for the mirror and pull-push fills so the seen
+    region fades into them instead of ending at an edge)."""
     options = options or MergeOptions()
     gains = colour_gains(albedos, confidences, options)
     best = np.maximum(np.max(np.stack(details), axis=0), 1e-9)
     width = options.feather * size
+    faded = [feathered(c, index, size, width) for c in confidences]
     # A faint unfeathered share decides where every view is at its edge (all feathered to 0).
-    weights = np.stack([(feathered(c, index, size, width) ** 2 + 1e-3 * c ** 2) * (d / best)
-                        for c, d in zip(confidences, details)])
+    weights = np.stack([(f ** 2 + 1e-3 * c ** 2) * (d / best) for f, c, d in zip(faded, confidences, details)])
     total = weights.sum(0)
     merged = sum(w[:, None] * a * g for w, a, g in zip(weights, albedos, gains))
     with np.errstate(invalid="ignore", divide="ignore"):
         albedo = np.where(total[:, None] > 0, merged / np.maximum(total, 1e-12)[:, None], 0.0)
     confidence = np.max(np.stack(confidences), axis=0)
-    share = weights / np.maximum(total, 1e-12)
-    return np.clip(albedo, 0.0, 1.0).astype(np.float32), confidence.astype(np.float32), share
+    fill = np.max(np.stack(faded), axis=0)
+    return np.clip(albedo, 0.0, 1.0).astype(np.float32), confidence.astype(np.float32), fill.astype(np.float32)
