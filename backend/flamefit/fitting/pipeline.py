@@ -24,9 +24,10 @@ from ..models.head_model import HeadModel
 from ..models.lbs import rodrigues
 from ..progress import NullProgress, StageReporter
 from .context import FitContext, ViewInput
+from .contour import fixed_jaw_line
 from .evaluation import evaluate
 from .fit_setup import FitSetup
-from .geometry import GLOBAL, CameraFrame, FitState, HeadRig, project
+from .geometry import GLOBAL, CameraFrame, FitState, HeadRig, project, yaw_degrees
 from .inputs import LandmarksStage
 from .photo_stage import ImageStage
 from .photometric import PhotometricStage
@@ -221,8 +222,10 @@ def _view_result(ctx: FitContext, k: int, name: str) -> ViewResult:
         lmk3d = rig.landmarks(verts, pose)
         camera = view.frame.camera(None, rig.device, rig.dtype)
         fitted = project(camera, lmk3d)[0].cpu().double().numpy()
-        # No yaw: the static embedding, whose jaw points stay on the surface when hidden.
+        # No yaw: the static embedding, whose jaw points stay on the surface when hidden;
+        # the visible jaw points toward the outline (AFLW2000-3D's convention, contour.py).
         fitted_fixed = project(camera, rig.layer.landmarks(verts, "ibug68"))[0].cpu().double().numpy()
+        fitted_fixed = fixed_jaw_line(fitted_fixed, fitted, float(yaw_degrees(pose)[0]))
         face_idx, bary = rig.landmark_embedding_at(pose)
     view_metrics, pictures = evaluate(ctx, verts, fitted, k)
     return ViewResult(name=name, photo=view.photo, frame=view.frame, detected_2d=view.points, valid=view.valid,
