@@ -109,7 +109,8 @@ def unwrap(ctx: FitContext):
     rig, options, reporter = ctx.rig, ctx.options, ctx.reporter
     T = int(options.texture_size)
     N = len(ctx.views)
-    steps = 5 + options.texture_refine_steps
+    per_view = 2 + options.texture_refine_steps  # unwrap_view's steps 2 .. 3 + refine steps
+    steps = 3 + N * per_view
     report = (lambda i: reporter.step(i, steps)) if reporter is not None else (lambda i: None)
     with torch.no_grad():
         texels = texel_map(rig.model, T, rig.device)
@@ -118,7 +119,8 @@ def unwrap(ctx: FitContext):
         if N == 1:
             albedo, confidence, _ = unwrap_view(ctx, 0, texels, report)
         else:
-            found = [unwrap_view(ctx, k, texels, report if k == N - 1 else (lambda i: None)) for k in range(N)]
+            # View k's step i is the stage's step i + k x per_view.
+            found = [unwrap_view(ctx, k, texels, lambda i, k=k: report(i + k * per_view)) for k in range(N)]
             merged, seen, fill = merge_views([a.cpu().numpy() for a, _, _ in found],
                                              [c.cpu().numpy() for _, c, _ in found],
                                              [d.cpu().numpy() for _, _, d in found], index, T)
@@ -137,7 +139,7 @@ def unwrap(ctx: FitContext):
         texture[index] = filled[0]
         weight[index] = total[0]
         seen_map[index] = confidence.cpu().numpy()
-        report(4 + options.texture_refine_steps)
+        report(steps - 1)
     texture = pull_push(texture.reshape(T, T, 3).transpose(2, 0, 1), weight.reshape(T, T)).transpose(1, 2, 0)
     report(steps)
     return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence, seen_map.reshape(T, T)
