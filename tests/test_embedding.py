@@ -136,6 +136,43 @@ def test_jaw_line_at_a_yaw_is_on_the_outline_and_on_its_own_slice(computed, yaw)
         assert distance[int(y), int(x)] <= 2.0, (k, distance[int(y), int(x)])  # pixels, 512 px render
 
 
+def test_surface_jaw_is_the_frontal_silhouette_on_its_slice(computed):
+    """landmarks_2d_fixed's jaw comes from the model's own geometry: each moved point stays
+    on its slice, lies on the outline of a frontal render (the ramus and the jaw's
+    underside, behind the static points but not on the ears) and reaches further out."""
+    import scipy.ndimage
+
+    from flamefit.fitting.contour import SURFACE_BEHIND
+
+    model, embedding, _ = computed
+    contour = dynamic_contour(dataclasses.replace(model, landmarks={**model.landmarks, "ibug68": embedding}))
+    verts = model.v_template.astype(np.float64)
+    static = embedding.points(verts, model.faces)
+    surface = contour.points(verts, model.faces)
+    assert np.array_equal(contour.face_idx[17:], embedding.face_idx[17:])
+    moved = np.flatnonzero(np.linalg.norm(surface - static, axis=1) > 1e-4)
+    assert set(moved) <= set(ibug68.JAW) and len(moved) >= 10
+    nose = static[ibug68.NOSE_TIP, :2]
+    for k in moved:
+        u = (static[k, :2] - nose) / np.linalg.norm(static[k, :2] - nose)
+        d = surface[k, :2] - nose
+        assert abs(u[0] * d[1] - u[1] * d[0]) < 1e-4, k  # metres off its slice
+        assert d @ u > (static[k, :2] - nose) @ u, k  # further out than the static point
+    ear_level = min(static[0, 2], static[16, 2])
+    assert (surface[moved, 2] < static[moved, 2] - 0.01).all()  # deeper: jaw angle, ramus
+    assert (surface[moved, 2] > ear_level - SURFACE_BEHIND - 1e-6).all()
+
+    view = render_views(verts, model.faces, [(0, 0)])[0]
+    background = ~np.isfinite(view.depth)
+    # On the head's outline: within 2 px (512 px render) of the background or of a depth
+    # jump (where an ear hides the cheek behind it).
+    depth = np.where(background, 1e3, view.depth)
+    jump = scipy.ndimage.maximum_filter(depth, 3) - scipy.ndimage.minimum_filter(depth, 3) > 0.01
+    distance = scipy.ndimage.distance_transform_edt(~jump)
+    for k, (x, y) in zip(moved, view.project(surface[moved])):
+        assert distance[int(y), int(x)] <= 2.0, (k, distance[int(y), int(x)])
+
+
 def test_cache_is_reused(computed, cache_dir):
     model, embedding, _ = computed
     path = embedding_cache_path(model, cache_dir)
@@ -148,8 +185,9 @@ def test_cache_is_reused(computed, cache_dir):
     assert np.array_equal(again.face_idx, embedding.face_idx) and np.array_equal(again.bary, embedding.bary)
     prepared = prepare_model(fresh, cache_dir)
     ready = prepared.landmarks["ibug68"]
-    # The inner face as cached; the jaw moved to the surface jaw of landmarks_2d_fixed
-    # (contour.SURFACE_JAW_MM), the cached outline jaw kept as the yaw table's yaw-0 row.
+    # The inner face as cached; the jaw moved to the surface jaw of landmarks_2d_fixed (the
+    # template's frontal silhouette, contour.dynamic_contour), the cached outline jaw kept as
+    # the yaw table's yaw-0 row.
     assert np.array_equal(ready.face_idx[17:], embedding.face_idx[17:]) and "ibug68" not in fresh.landmarks
     assert np.array_equal(ready.dynamic_face_idx[0], embedding.face_idx[:17])
     assert prepared.is_read_only and prepared.landmarks["ibug68"].dynamic_face_idx is not None and prepared.has_uvs
