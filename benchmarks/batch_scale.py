@@ -2,10 +2,11 @@
 
     python benchmarks/batch_scale.py [--photos 16] [--fast] [--repeats 1] [--queue 200] [--json]
 
-1. The same photos fitted three times from scratch: the local pool (`--workers` = the
-   cores), Ray on this machine (`--ray`: a local runtime, all cores), and a two-node Ray
-   cluster started here (`ray start --head --num-cpus 1` + `ray start --address ...
-   --num-cpus 1`, app/ray_cluster.py). Photos per minute count the whole command (start-up,
+1. The same photos fitted four times from scratch: the local pool (`--workers` = the
+   cores), Ray on this machine (`--ray`: a local runtime that the command starts, all
+   cores), Ray on this machine started beforehand (`ray start --head --num-cpus 2`), and a
+   two-node Ray cluster started here (`ray start --head --num-cpus 1` + `ray start
+   --address ... --num-cpus 1`, app/ray_cluster.py). Photos per minute count the whole command (start-up,
    model loads, fits, writes) and also the command's own figure (from its first job);
    the Ray overhead per photo is (Ray's wall - the pool's) / photos. The two-node run
    lists the nodes its summary.csv names.
@@ -177,19 +178,25 @@ def main() -> None:
         photos.mkdir()
         sample_photos(photos, args.photos)
         report = {"photos": args.photos, "cores": cores, "fit": "landmarks only" if args.fast else "full"}
-        tries: dict[str, list] = {"local pool": [], "ray local runtime": [], "ray 2 local nodes": []}
-        with LocalCluster(nodes=2, cpus_per_node=max(1, cores // 2)) as cluster:
-            ray_env = {k: v for k, v in cluster.env.items() if k.startswith("RAY_")}
-            for k in range(args.repeats):  # interleaved: a busy spell of a shared machine hits every kind alike
-                tries["local pool"].append(run_batch(photos, work / f"pool{k}", [*flags, "--workers", str(cores)]))
-                tries["ray local runtime"].append(run_batch(photos, work / f"ray{k}", [*flags, "--ray"]))
+        tries: dict[str, list] = {"local pool": [], "ray local runtime": [], "ray 1 node started before": [],
+                                  "ray 2 local nodes": []}
+        for k in range(args.repeats):  # interleaved: a busy spell of a shared machine hits every kind alike
+            tries["local pool"].append(run_batch(photos, work / f"pool{k}", [*flags, "--workers", str(cores)]))
+            tries["ray local runtime"].append(run_batch(photos, work / f"ray{k}", [*flags, "--ray"]))
+            # `ray start` beforehand: the runtime's start-up is not the command's (as on a cluster)
+            with LocalCluster(nodes=1, cpus_per_node=cores) as one:
+                env = {k: v for k, v in one.env.items() if k.startswith("RAY_")}
+                tries["ray 1 node started before"].append(run_batch(photos, work / f"one{k}",
+                                                                    [*flags, "--ray", one.address], env))
+            with LocalCluster(nodes=2, cpus_per_node=max(1, cores // 2)) as two:
+                env = {k: v for k, v in two.env.items() if k.startswith("RAY_")}
                 tries["ray 2 local nodes"].append(run_batch(photos, work / f"cluster{k}",
-                                                            [*flags, "--ray", cluster.address], ray_env))
+                                                            [*flags, "--ray", two.address], env))
         runs = {name: {**sorted(t, key=lambda r: r["wall_s"])[len(t) // 2], "walls_s": [r["wall_s"] for r in t]}
                 for name, t in tries.items()}  # the median run of each
         report["runs"] = runs
         pool = runs["local pool"]
-        for name in ("ray local runtime", "ray 2 local nodes"):
+        for name in ("ray local runtime", "ray 1 node started before", "ray 2 local nodes"):
             run = runs[name]
             run["overhead_per_photo_s"] = round((run["wall_s"] - pool["wall_s"]) / args.photos, 3)
             run["vs_pool"] = round(run["photos_per_minute"] / pool["photos_per_minute"], 3)
@@ -206,9 +213,9 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"{args.photos} photos, {report['fit']} fit, {cores} cores")
-    print(f"{'run':20} {'wall s':>8} {'photos/min':>11} {'(command)':>10} {'vs pool':>8} {'overhead s/photo':>17}  nodes")
+    print(f"{'run':26} {'wall s':>8} {'photos/min':>11} {'(command)':>10} {'vs pool':>8} {'overhead s/photo':>17}  nodes")
     for name, run in runs.items():
-        print(f"{name:20} {run['wall_s']:8.1f} {run['photos_per_minute']:11.1f} {run['command_photos_per_minute']:10.1f} "
+        print(f"{name:26} {run['wall_s']:8.1f} {run['photos_per_minute']:11.1f} {run['command_photos_per_minute']:10.1f} "
               f"{run.get('vs_pool', 1.0):8.2f} {run.get('overhead_per_photo_s', 0.0):17.3f}  {', '.join(run['nodes'])}")
     w, m = report["driver_write"], report["driver_memory"]
     print(f"driver: {w['write_s'] * 1000:.0f} ms to write a {w['bundle_mb']} MB bundle ({w['writes_per_minute']:.0f}/min)")

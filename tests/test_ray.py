@@ -171,3 +171,14 @@ def test_a_texture_space_built_on_ray_equals_the_local_pools(cluster, photos, tm
             np.testing.assert_allclose(remote[key], local[key], rtol=1e-4, atol=1e-4, err_msg=key)
         elif key != "meta":  # the metadata holds the creation time
             np.testing.assert_array_equal(remote[key], local[key], err_msg=key)
+
+
+def test_an_unreachable_cluster_is_one_line_and_nothing_is_written(photos, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "flamefit.cli", "batch", str(photos), "-o", str(out), "--ray",
+                           "127.0.0.1:1", *FAST], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "flamefit: error: cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused); "
+        "is `ray start --head` running there?"]
+    assert not out.exists()

@@ -306,6 +306,8 @@ def run_batch(request: BatchRequest) -> dict:
     rows: dict[Path, dict] = {}
     planned = _plan(photos, names, out_dir, request, rows)
     before = {bundle: _result_identity(bundle) for _, bundle, _ in planned}
+    if planned:
+        executor.prepare()  # Ray: connected before anything is written
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

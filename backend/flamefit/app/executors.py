@@ -40,6 +40,9 @@ class LocalExecutor:
     def __init__(self, workers: int):
         self.workers = workers
 
+    def prepare(self) -> None:
+        """Nothing to connect to (RayExecutor connects here, before anything is written)."""
+
     def run(self, jobs, function, initializer, initargs: tuple, on_result, on_crash, payload=None) -> None:
         jobs = list(jobs)
         if not jobs:

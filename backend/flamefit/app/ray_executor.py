@@ -60,6 +60,14 @@ class RayExecutor:
 
     def __init__(self, options):
         self.options = options
+        self.ray = None
+        _import_ray()  # a missing extra is refused before any work
+
+    def prepare(self) -> None:
+        """Connect now (before the command writes anything): a cluster that cannot be reached
+        is one line and nothing changed."""
+        if self.ray is None:
+            self.ray = self.connect()
 
     def connect(self):
         """ray.init for the options: the address given, else RAY_ADDRESS, else a new local
@@ -68,6 +76,8 @@ class RayExecutor:
         address = self.options.address or os.environ.get("RAY_ADDRESS") or None
         if address == "local":
             address = None
+        if address and address != "auto":
+            _check_reachable(address)  # Ray's own client retries for minutes, printing as it goes
         kwargs = {"address": address, "include_dashboard": False, "log_to_driver": False,
                   "logging_level": logging.ERROR, "configure_logging": True}
         if address is None:
@@ -86,7 +96,8 @@ class RayExecutor:
         first = next(jobs, None)
         if first is None:
             return
-        ray = self.connect()
+        self.prepare()
+        ray = self.ray
         pending: dict = {}
         try:
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -134,6 +145,7 @@ class RayExecutor:
             raise
         finally:
             ray.shutdown()  # a runtime this run started ends; a cluster is only disconnected from
+            self.ray = None
 
 
 def _messages_to_stderr(ray) -> None:
@@ -149,6 +161,20 @@ def _messages_to_stderr(ray) -> None:
 
     to_stderr.flamefit = True
     module.print_to_stdstream = to_stderr
+
+
+def _check_reachable(address: str, seconds: float = 10.0) -> None:
+    """FlameFitError unless HOST:PORT (a `ray://HOST:PORT` too) accepts a connection."""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise FlameFitError(f"--ray {address}: give the cluster's address as HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise FlameFitError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is `ray start "
+                            "--head` running there?") from None
 
 
 def _chain(first, rest):

@@ -302,11 +302,13 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
         log(f"left out {sheet.name}: a FlameFit contact sheet, not a photo")
     model = prepare_model(model)  # as for a fit; a prepared model is returned as it is
     ids = [photo_id(photos_dir, p) for p in photos]
+    executor_options = executor or ExecutorOptions(workers=options.workers)
+    runner = make_executor(executor_options)
+    runner.prepare()  # Ray: connected before the work folder is made
     work = WorkFolder(work_dir_for(output), work_settings(model, options), options.resume)
     done = work.done()
     jobs = [PhotoJob(photo=str(p), resolved=str(p.resolve()), landmarks=str(sidecar_landmarks(p) or "") or None,
                      target=pid) for p, pid in zip(photos, ids) if pid not in done]
-    executor_options = executor or ExecutorOptions(workers=options.workers)
     log(f"texture-space build: {len(photos)} photos, {len(photos) - len(jobs)} already in {work.root}, "
         f"{len(jobs)} to fit with {executor_options.describe()}")
 
@@ -324,7 +326,7 @@ def build_texture_space(photos_dir, output, options: BuildOptions, model, log=pr
         status = f"failed: {error}" if error else "ok"
         log(f"  [{k}/{total}] {Path(photo).name}: {status} ({seconds:.1f} s)")
 
-    fit_seconds = run_photos(jobs, state, work, make_executor(executor_options), report)
+    fit_seconds = run_photos(jobs, state, work, runner, report)
     if jobs:
         log(f"fitted {len(jobs)} photos in {fit_seconds:.1f} s ({60 * len(jobs) / max(fit_seconds, 1e-9):.1f} photos/min)")
 
