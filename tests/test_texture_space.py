@@ -500,17 +500,21 @@ def test_bundle_writes_sh_only_for_a_camera_without_rotation(tmp_path):
             return camera
 
     crop = Crop(100, 50, 300, 256)
-    state = types.SimpleNamespace(identity=torch.zeros(1, 3), expression=torch.zeros(1, 2),
-                                  pose=torch.zeros(1, 5, 3), translation=torch.tensor([[0.0, 0.0, -1.0]]),
-                                  sh=ambient_light_sh(torch.ones(1, 3)))
-    write_params(types.SimpleNamespace(state=state, frame=CameraFrame(640, 480, crop)), tmp_path / "params.npz")
+    view = types.SimpleNamespace(expression=torch.zeros(1, 2), pose=torch.zeros(1, 5, 3),
+                                 translation=torch.tensor([[0.0, 0.0, -1.0]]), sh=ambient_light_sh(torch.ones(1, 3)))
+    state = types.SimpleNamespace(subject=types.SimpleNamespace(identity=torch.zeros(1, 3)), views=[view])
+
+    def result(frame):  # schema 3: the parameters per view, the first view's camera is the world
+        return types.SimpleNamespace(state=state, views=[types.SimpleNamespace(frame=frame)])
+
+    write_params(result(CameraFrame(640, 480, crop)), tmp_path / "params.npz")
     with np.load(tmp_path / "params.npz") as params:
-        np.testing.assert_array_equal(params["world_to_camera"], np.eye(4))
+        np.testing.assert_array_equal(params["world_to_camera"], np.eye(4)[None])
     rotated = RotatedFrame(640, 480, crop)
     with pytest.raises(RuntimeError, match="SH light is in world space only for a camera without rotation"):
         world_to_camera(rotated)
     with pytest.raises(RuntimeError, match="rotated"):
-        write_params(types.SimpleNamespace(state=state, frame=rotated), tmp_path / "rotated.npz")
+        write_params(result(rotated), tmp_path / "rotated.npz")
 
 
 # ----------------------------------------------------------------------------- build + resume
