@@ -17,6 +17,10 @@
    each through the Ray executor (a job that only returns the bytes' length) must be flat.
 4. An estimate for 70,000 photos on N nodes of C cores from the measured per-photo cost.
 
+On a machine shared with other work, Linux's autogroup scheduling gives every session an
+equal CPU share: each command runs in a session of its own, but the two-node cluster is two
+sessions (one per `ray start`), so under load it gets more of the machine than one command.
+
 Photos: skimage's astronaut (and opencv-doc's messi5.jpg) and variants of them
 (benchmarks/texture_space.sample_photos). --fast fits landmarks only (~0.8 s a photo);
 the default is the full fit.
@@ -53,7 +57,8 @@ def _env(extra: dict | None = None) -> dict:
 def run_batch(photos: Path, out: Path, flags: list[str], env_extra: dict | None = None) -> dict:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "flamefit.cli", "batch", str(photos), "-o", str(out),
-                           "--json-progress", *flags], capture_output=True, text=True, env=_env(env_extra))
+                           "--json-progress", *flags], capture_output=True, text=True, env=_env(env_extra),
+                          start_new_session=True)  # its own CPU share under autogroup scheduling, as a Ray node has
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"batch {' '.join(flags)} failed: {done.stderr.strip()[-500:]}")
