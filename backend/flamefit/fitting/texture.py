@@ -10,7 +10,8 @@ the same objective, absorbing resampling differences).
 Each texel has a confidence: visible in the photo (z-buffer at the photo's resolution)
 x a ramp of the viewing-angle cosine. Texels seen poorly take the colour of their
 mirror texel (left/right symmetry of the template), and texels still unknown (back of
-the head, under the chin) are filled by pull-push diffusion from their neighbours.
+the head, under the chin) are filled by pull-push diffusion from their neighbours; then
+the chart borders are blended on the surface (textures/seams.py) so no seam shows.
 
 Several photos: each view is unwrapped and refined as above with its own camera and
 light, and the views are merged by per-texel confidence (textures/merge.py: colour
@@ -28,6 +29,7 @@ from ..render.shading import sample_image, vertex_normals
 from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
 from ..textures.merge import merge_views
+from ..textures.seams import blend_seams
 from .context import FitContext, Stage
 from .geometry import FitState
 from .photo_target import linear_crop
@@ -119,6 +121,7 @@ def unwrap(ctx: FitContext):
         seen_map[index] = confidence.cpu().numpy()
         report(4 + options.texture_refine_steps)
     texture = pull_push(texture.reshape(T, T, 3).transpose(2, 0, 1), weight.reshape(T, T)).transpose(1, 2, 0)
+    texture = blend_seams(texture, rig.model, weight.reshape(T, T))  # filled and blended on the surface
     report(steps)
     return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence, seen_map.reshape(T, T)
 
