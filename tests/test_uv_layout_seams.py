@@ -18,8 +18,7 @@ from flamefit.config import load_settings
 from flamefit.errors import ModelFileError
 from flamefit.fitting import FitOptions, fit_photo, prepare_model
 from flamefit.image import Photo
-from flamefit.models import load_head_model
-from flamefit.models import open_head
+from flamefit.models import load_head_model, open_head
 from flamefit.textures.seams import seam_pairs
 from flamefit.textures.uv_masks import uv_face_outline
 

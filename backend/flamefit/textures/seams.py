@@ -179,9 +179,8 @@ def seam_pairs(model, size: int, max_distance: float = 0.002) -> tuple[np.ndarra
     covered[flat] = True
     border = scipy.ndimage.binary_erosion(covered.reshape(size, size)).reshape(-1)[flat] == 0
     a = np.nonzero(border)[0]
-    tree_of = {k: (np.nonzero(island == k)[0], None) for k in np.unique(island)}
     pairs_a, pairs_b = [], []
-    for k, (members, _) in tree_of.items():
+    for k in np.unique(island):
         others = np.nonzero(island != k)[0]
         mine = a[island[a] == k]
         if not len(mine) or not len(others):
