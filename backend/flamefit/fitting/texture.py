@@ -30,6 +30,7 @@ from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
 from ..textures.merge import merge_views
 from ..textures.seams import blend_seams
+from ..textures.texture_mask import texture_mask
 from .context import FitContext, Stage
 from .geometry import FitState
 from .photo_target import linear_crop
@@ -107,6 +108,11 @@ def unwrap(ctx: FitContext):
                                           [d.cpu().numpy() for _, _, d in found], index, T)
             albedo = torch.as_tensor(merged, dtype=rig.dtype, device=rig.device)
             confidence = torch.as_tensor(seen, dtype=rig.dtype, device=rig.device)
+
+        # What is not the face's own colour (background, clothing, hair, teeth on the lips) takes the fill.
+        confidence = confidence * torch.as_tensor(
+            texture_mask(albedo.cpu().numpy(), confidence.cpu().numpy(), rig.model, texels),
+            dtype=confidence.dtype, device=confidence.device)
 
         # Symmetry: blend in the mirror texel where this one is poorly seen.
         mirror = mirror_texels(rig.model, texels)

@@ -116,7 +116,7 @@ class SeamBlender:
         seen = np.bincount(corners, w.reshape(-1), V)
         share = np.bincount(corners, self.bary.reshape(-1), V)
         confidence = np.clip(seen / np.maximum(share, 1e-9), 0.0, 1.0)
-        held = self.hold * confidence
+        held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
         system = (self.laplacian + scipy.sparse.diags(held)).tocsc()
         solve = scipy.sparse.linalg.factorized(system)
         fill = np.empty((V, values.shape[1]))
