@@ -29,9 +29,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SeamOptions:
-    band: float = 4.0  # texels from a chart border over which the surface mean blends in
+    band: float = 3.0  # texels from a chart border over which the surface mean blends in
     hold: float = 50.0  # how firmly a seen vertex keeps its colour in the surface fill (vs its neighbours)
-    neighbours: int = 12  # texels (nearest on the surface, any chart) in each surface mean
+    neighbours: int = 8  # texels (nearest on the surface, any chart) in each surface mean
     margin: int = 16  # gutter texels (at 1024; scaled with the size) that copy their nearest texel
 
 
@@ -53,12 +53,13 @@ class SeamBlender:
         bary = texels.bary.cpu().numpy().astype(np.float64)
         faces = np.asarray(model.faces)
         verts = np.asarray(model.v_template, np.float64)
-        points = (verts[faces[face]] * bary[:, :, None]).sum(1)
+        corners = faces[face]
+        points = sum(verts[corners[:, k]] * bary[:, k:k + 1] for k in range(3))  # no (N, 3, 3) temporary
 
         # Distance (texels) of each covered texel to its chart's border: to the nearest
         # texel that is uncovered or of another chart.
         island = uv_islands(np.asarray(model.uv_faces), len(model.uv_coords))[np.asarray(model.uv_faces)[face, 0]]
-        label = np.full(size * size, -1)
+        label = np.full(size * size, -1, np.int32)
         label[flat] = island
         label = label.reshape(size, size)
         same = np.ones((size, size), bool)
@@ -66,7 +67,7 @@ class SeamBlender:
             for shift in (1, -1):
                 same &= np.roll(label, shift, axis) == label
         inner = same & (label >= 0)
-        distance = scipy.ndimage.distance_transform_edt(inner).reshape(-1)[flat]
+        distance = scipy.ndimage.distance_transform_cdt(inner, metric="taxicab").reshape(-1)[flat].astype(np.float64)
         alpha = np.clip(1.0 - (distance - 0.5) / options.band, 0.0, 1.0)
         alpha = alpha * alpha * (3 - 2 * alpha)  # smooth start inside the chart
         blended = np.nonzero(alpha > 0)[0]
@@ -76,7 +77,7 @@ class SeamBlender:
         # Across a seam between charts of different density the denser side's texels are
         # the nearer: both sides take nearly the same mean, the denser side's colour.
         # (Only texels near a border can be among them: the nearest lie within ~2 texels.)
-        near = np.nonzero(distance <= options.band + 6)[0]
+        near = np.nonzero(distance <= options.band + 4)[0]
         distances, nearest = cKDTree(points[near]).query(points[blended], k=options.neighbours)
         nearest = near[nearest]
         sigma = np.maximum(distances[:, -1:] * 0.5, 1e-9)
@@ -85,7 +86,11 @@ class SeamBlender:
         rows = np.repeat(np.arange(len(blended)), options.neighbours)
         mean = scipy.sparse.csr_matrix((w.reshape(-1), (rows, nearest.reshape(-1))), shape=(len(blended), len(flat)))
         self.flat, self.blended, self.alpha = flat, blended, alpha[blended]
-        self.corners, self.bary, self.num_vertices = faces[face], bary, len(verts)
+        # splat (V, N): a texel's barycentric weights on its triangle's vertices (its
+        # transpose interpolates vertex values at the texels).
+        self.splat = scipy.sparse.csr_matrix((bary.reshape(-1), (faces[face].reshape(-1), np.repeat(
+            np.arange(len(flat)), 3))), shape=(len(verts), len(flat)))
+        self.share = np.asarray(self.splat.sum(1)).reshape(-1)
         # The mesh graph's Laplacian (unit edge weights) for the surface fill.
         edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1), axis=0)
         adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), tuple(edges.T)), shape=(len(verts),) * 2)
@@ -110,21 +115,14 @@ class SeamBlender:
         import scipy.sparse
         import scipy.sparse.linalg
 
-        w = np.clip(weight, 0.0, 1.0)[:, None] * self.bary  # (N, 3) per corner
-        V = self.num_vertices
-        corners = self.corners.reshape(-1)
-        seen = np.bincount(corners, w.reshape(-1), V)
-        share = np.bincount(corners, self.bary.reshape(-1), V)
-        confidence = np.clip(seen / np.maximum(share, 1e-9), 0.0, 1.0)
+        w = np.clip(weight, 0.0, 1.0)
+        seen = self.splat @ w
+        confidence = np.clip(seen / np.maximum(self.share, 1e-9), 0.0, 1.0)
         held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
-        system = (self.laplacian + scipy.sparse.diags(held)).tocsc()
-        solve = scipy.sparse.linalg.factorized(system)
-        fill = np.empty((V, values.shape[1]))
-        for c in range(values.shape[1]):
-            mean = np.bincount(corners, (w * values[:, c:c + 1]).reshape(-1), V) / np.maximum(seen, 1e-9)
-            fill[:, c] = solve(held * mean)
-        at_texels = (fill[self.corners] * self.bary[:, :, None]).sum(1)
-        return values + (1.0 - np.clip(weight, 0.0, 1.0))[:, None] * (at_texels - values)
+        solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held)).tocsc())
+        mean = (self.splat @ (w[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
+        fill = np.stack([solve(held * mean[:, c]) for c in range(values.shape[1])], 1)
+        return values + (1.0 - w)[:, None] * (self.splat.T @ fill - values)
 
     def __call__(self, texture: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         """(size, size, C) texture -> the same with its poorly seen texels filled on the
