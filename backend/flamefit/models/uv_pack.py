@@ -12,7 +12,6 @@ bounding-box (shelf) packer leaves empty.
 """
 
 import numpy as np
-import scipy.signal
 import scipy.sparse
 import scipy.sparse.csgraph
 
@@ -81,6 +80,8 @@ def _island_mask(triangles: np.ndarray, cells: float, gap: int) -> np.ndarray:
 
 def _place(islands, scale: float, grid: int, gap: int):
     """(quarter turns, lower-left corner in cells) per island, or None when they do not fit."""
+    import scipy.signal  # only when building a model: slow to import
+
     occupied = np.zeros((grid, grid), np.float32)
     # The border counts as occupied ground for the gap: islands keep `gap` cells from it.
     occupied[:gap], occupied[-gap:], occupied[:, :gap], occupied[:, -gap:] = 1, 1, 1, 1
