@@ -87,3 +87,30 @@ def test_seams_meet_after_the_fill(model, astronaut, tmp_path):
     step = np.abs(texture[a] - texture[b]).max(1)
     # Before (build 3, image-space pull-push only): median 0.098, 90th percentile 0.20 (sRGB, at 1024).
     assert np.median(step) < 0.01 and np.percentile(step, 90) < 0.03
+
+
+def test_a_texture_space_meets_at_its_seams(model):
+    """The texture-space build fills what no photo saw the same way: a space from photos
+    that saw only the face has a mean whose charts meet at every seam (pull-push alone
+    leaves steps where the unseen charts lie far apart in the image)."""
+    from flamefit.render.uv_raster import texel_map
+    from flamefit.textures.build import BuildOptions, space_from_samples
+    from flamefit.textures.fill import pull_push
+
+    R = 128
+    texels = texel_map(model, R, "cpu")
+    rng = np.random.default_rng(0)
+    seen = np.zeros(R * R, np.float32)
+    face = np.isin(np.asarray(model.faces)[texels.face.numpy()], model.regions["face"]).all(1)
+    seen[texels.texel_index.numpy()[face]] = 1.0
+    rows = np.linspace(0.3, 0.7, R)[:, None].repeat(R, 1).reshape(-1)  # a gradient down the texture
+    X = np.stack([np.stack([rows * g, rows * 0.7 * g, rows * 0.5 * g], 1) for g in rng.uniform(0.9, 1.1, 6)])
+    W = np.repeat(seen[None], 6, axis=0)
+    options = BuildOptions(components=2, uv_resolution=R, size=R, symmetric_fill=0.0, normalise="none")
+    space, _ = space_from_samples(X.astype(np.float32), W, model, options)
+    a, b = seam_pairs(model, R, max_distance=0.004)
+    mean = space.mean.transpose(1, 2, 0).reshape(-1, 3)
+    plain = pull_push(X.mean(0).T.reshape(3, R, R), seen.reshape(R, R)).transpose(1, 2, 0).reshape(-1, 3)
+    step, plain_step = (np.abs(m[a] - m[b]).max(1) for m in (mean, plain))
+    assert np.percentile(plain_step, 90) > 0.03  # the image-space fill alone leaves seams
+    assert np.median(step) < 0.01 and np.percentile(step, 90) < 0.02
