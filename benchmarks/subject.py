@@ -179,15 +179,25 @@ def aligned_error_mm(fitted: np.ndarray, truth: np.ndarray, index=None) -> float
 
 
 def texels_seen(result) -> float:
-    """Share of the head's skin texels (the UV map's texels less eyeballs, teeth, mouth
-    interior and overlapping charts: textures.uv_masks.uv_skin_prior) seen in a photo."""
+    """Share of the head's skin surface (the UV map's texels less eyeballs, teeth, mouth
+    interior and overlapping charts: textures.uv_masks.uv_skin_prior) seen in a photo,
+    each texel weighted by the surface area it covers (mesh area / UV area of its
+    triangle), so the figure does not depend on how much texture a layout gives the face."""
     from flamefit.render.uv_raster import texel_map
     from flamefit.textures.uv_masks import uv_skin_prior
 
     size = result.seen.shape[0]
-    index = texel_map(result.model, size, "cpu").texel_index.numpy()
-    index = index[uv_skin_prior(result.model, size).reshape(-1)[index] > 0.5]
-    return float((result.seen.reshape(-1)[index] > SEEN_CONFIDENCE).mean())
+    texels = texel_map(result.model, size, "cpu")
+    index = texels.texel_index.numpy()
+    skin = uv_skin_prior(result.model, size).reshape(-1)[index] > 0.5
+    model = result.model
+    corners = np.asarray(model.v_template, np.float64)[np.asarray(model.faces)]
+    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    uv = np.asarray(model.uv_coords, np.float64)[np.asarray(model.uv_faces)]
+    uv_area = 0.5 * np.abs(np.cross(uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]))
+    per_texel = (area / np.maximum(uv_area, 1e-12))[texels.face.numpy()][skin]
+    seen = result.seen.reshape(-1)[index[skin]] > SEEN_CONFIDENCE
+    return float((per_texel * seen).sum() / per_texel.sum())
 
 
 def main() -> int:

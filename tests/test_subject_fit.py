@@ -177,7 +177,8 @@ def test_more_views_texture_more_of_the_head(open_head):
         result = fit_photos(photos, open_head, FitOptions(stages=("landmarks", "texture"), texture_size=128),
                             landmarks=points)
         seen[len(yaws)] = subject.texels_seen(result)
-    assert seen[3] > 2 * seen[1], seen
+    # Area-weighted (benchmarks/subject.texels_seen); the scalp is seen by none of them.
+    assert seen[3] > 1.5 * seen[1], seen
 
 
 def test_the_cli_fits_three_photos_with_their_landmark_files(open_head, tmp_path):

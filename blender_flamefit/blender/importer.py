@@ -106,7 +106,7 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
                   set_scene: bool = True, set_camera: bool = True, set_render_size: bool = True,
                   set_world: bool = True, standard_view: bool = True, other_lights_off: bool = True,
                   avoid_occluders: bool = True, pack_images: bool = True, select: bool = True,
-                  collection_name: str = "") -> ImportResult:
+                  close_neck: bool = False, collection_name: str = "") -> ImportResult:
     """Import one result bundle. Raises BundleError (nothing created) on a bad bundle.
 
     The head goes to the 3D cursor with its origin at the head's centre (moved sideways when
@@ -132,7 +132,7 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
 
         posed = to_blender_flat(bundle.mesh["vertices"].data)  # the fitted head, fit's coordinates
         centre = Vector(bbox_centre(posed))
-        me, _basis = build_mesh(f"{name}_head", bundle, centre)
+        me, _basis = build_mesh(f"{name}_head", bundle, centre, close_neck)
         track(bpy.data.meshes, me)
         head = track(bpy.data.objects, bpy.data.objects.new(f"{name}_head", me))
         coll.objects.link(head)

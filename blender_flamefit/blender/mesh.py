@@ -36,10 +36,11 @@ def bbox_centre(flat):
     return [(min(flat[c::3]) + max(flat[c::3])) / 2 for c in range(3)]
 
 
-def build_mesh(name: str, bundle, centre=(0.0, 0.0, 0.0)):
+def build_mesh(name: str, bundle, centre=(0.0, 0.0, 0.0), close_neck: bool = False):
     """A new mesh datablock of the bundle's head, in Blender axes minus `centre` (the object's
     origin). Its vertices are the shape keys' Basis (schema 2: the neutral face). Returns
-    (mesh, flat Basis vertices)."""
+    (mesh, flat Basis vertices). close_neck: cap every open border (the neck cut) with one
+    face of its own vertices (`close_borders`), for a watertight head."""
     mesh_np = bundle.mesh
     basis = bundle.basis_vertices if bundle.shape_keys else None
     verts = centred(to_blender_flat(basis if basis is not None else mesh_np["vertices"].data), centre)
@@ -67,9 +68,35 @@ def build_mesh(name: str, bundle, centre=(0.0, 0.0, 0.0)):
         me.shade_smooth()
     else:
         me.polygons.foreach_set("use_smooth", array("b", [1]) * F)
+    if close_neck:
+        close_borders(me)
     me.validate(clean_customdata=False)
     me.update()
     return me, verts
+
+
+def close_borders(me) -> int:
+    """Cap each closed loop of border edges (the open head's neck cut) with one polygon of
+    the loop's own vertices, so the head is watertight; no vertex is added, so shape keys
+    and the vertex order stay the bundle's. The cap's corners all take the UV of the
+    loop's first vertex (a single colour: the neck's). Returns the polygons added."""
+    import bmesh
+
+    bm = bmesh.new()
+    bm.from_mesh(me)
+    uv = bm.loops.layers.uv.active
+    border = [e for e in bm.edges if e.is_boundary]
+    before = len(bm.faces)
+    added = bmesh.ops.holes_fill(bm, edges=border, sides=0)["faces"]
+    for face in added:
+        source = next(loop for loop in face.loops[0].vert.link_loops if loop.face not in added)
+        for loop in face.loops:
+            loop[uv].uv = source[uv].uv
+        face.smooth = False  # a flat cut
+    bm.normal_update()
+    bm.to_mesh(me)
+    bm.free()
+    return len(me.polygons) - before
 
 
 def add_shape_keys(obj, basis_flat, bundle) -> int:

@@ -34,6 +34,9 @@ IMPORT_OPTIONS = (
                "Colour management view transform Standard (the fit's colours); off: keep the scene's"),
     BoolOption("other_lights_off", "Other lights off", True,
                "Turn the scene's other lights off in renders, so that only the fitted light falls on the face"),
+    BoolOption("close_neck", "Close the neck", False,
+               "Cap the open neck with one flat face of its own vertices, for a watertight head (3D printing, "
+               "inside/outside tests); off: the mesh is exactly the bundle's"),
 )
 
 # what the fit runs (backend_process.fit_flags)

@@ -35,7 +35,8 @@ def files_for(version: int = SCHEMA_VERSION) -> dict[str, dict]:
     """The file entries (key -> schema entry) in result.json's top-level `files` of a bundle
     of `version` (from schema 3 on, the per-view files are in views[k].files instead)."""
     return {key: entry for key, entry in SCHEMA["files"].items()
-            if entry.get("since", 1) <= version and not (version >= VIEWS_SINCE and entry.get("per_view"))}
+            if entry.get("since", 1) <= version and not (version >= VIEWS_SINCE and entry.get("per_view"))
+            and not entry.get("optional")}  # an optional file (texture_mask) is the bundle's own, never required
 
 
 def view_files_for(version: int = SCHEMA_VERSION) -> dict[str, dict]:

@@ -39,6 +39,7 @@ from ..errors import FlameFitError
 from ..fsutil import require_writable
 from ..image import linear_to_srgb
 from ..models.head_model import JOINT_NAMES
+from ..textures.texture_mask import mask_png
 from .claim import (
     BUNDLE_NAMES,
     MAX_PID,
@@ -59,6 +60,7 @@ from .schema import RESULT_FILE, SCHEMA_VERSION, file_names, files_for, view_fil
 # report) are named by view_file_name.
 FILES = {key: entry["path"] for key, entry in files_for(SCHEMA_VERSION).items() if key != "photo"}
 VIEW_FILES = tuple(view_files_for(SCHEMA_VERSION))
+TEXTURE_MASK = file_names("mask")[0]  # optional: written when the texture stage ran
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 CAMERA_CONVENTION = ("X_cam = R X + t; x = fx X_cam.x / -X_cam.z + cx; y = -fy X_cam.y / -X_cam.z + cy "
                      "(pixels, y down, pixel centres at +0.5)")
@@ -233,6 +235,8 @@ def _write(result, target: OutputTarget, progress, extra_timings, start, final: 
             write_photo(view.photo, tmp / view_file_name("photo", k, view.photo))
         step(2)
         _write_png(tmp / FILES["albedo"], _albedo_u8(result.texture))
+        if result.seen is not None:  # where albedo.png holds the photo's colour (textures/texture_mask.py)
+            _write_png(tmp / TEXTURE_MASK, np.repeat(mask_png(result.seen)[..., None], 3, axis=2))
         step(3)
         write_params(result, tmp / FILES["params"])
         step(4)
@@ -464,7 +468,7 @@ def result_json(result, out: Path) -> dict:
         "expression_names": expression_names[: state.views[0].expression.shape[1]],
         "metrics": metrics,
         "timings": result.timings,
-        "files": dict(FILES),
+        "files": {**FILES, **({"mask": TEXTURE_MASK} if result.seen is not None else {})},
         "fit": {
             "stages": [s for s in result.stages if s != "bundle"],
             "texture_size": int(result.options.texture_size),

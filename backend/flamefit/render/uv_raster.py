@@ -170,8 +170,8 @@ class TexelMap:
 
     def points(self, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """(N, 3) surface points of the texels on (1, V, 3) vertices."""
-        corners = verts[0][faces[self.face]]  # (N, 3, 3)
-        return (corners * self.bary[:, :, None]).sum(1)
+        corners = faces[self.face]  # (N, 3); summed per corner: no (N, 3, 3) temporary
+        return sum(verts[0][corners[:, k]] * self.bary[:, k:k + 1] for k in range(3))
 
     def on_map(self, index: torch.Tensor) -> np.ndarray:
         """(size * size,) the same texel-to-texel index (N,) into the texel list (e.g.

@@ -3,7 +3,8 @@
 Poorly seen texels are filled from their mirror texels, a weighted EM-PCA (pca.py)
 gives the mean and K components at the work resolution with each photo's
 exposure/white-balance gain fitted alongside (normalise.py), texels no photo saw are
-filled smoothly from the seen ones, and the space is resampled to the stored size
+filled smoothly from the seen ones and on the surface across the UV seams (seams.py),
+and the space is resampled to the stored size
 (spaces.py writes it in FLAME_texture.npz's layout). The pipeline that fits the photos
 and runs this is `flamefit.app.texture_space_build`.
 """
@@ -19,6 +20,7 @@ import numpy as np
 from ..errors import FlameFitError
 from . import pca
 from .fill import mirror_fill, pull_push
+from .seams import blend_seams
 from .spaces import TextureSpaceData
 from .work import WORK_VERSION, WorkFolder, work_dir_for  # noqa: F401 - work_dir_for: where a build keeps its work
 
@@ -78,17 +80,22 @@ def space_from_samples(X, W, model, options: BuildOptions, mirror: np.ndarray | 
     basis = result.components.transpose(0, 2, 1).reshape(-1, 3, R, R) * np.sqrt(D)
     std = result.std / np.sqrt(D)
     unseen = result.coverage.reshape(R, R) <= 1e-3
-    mean, basis = _fill_unseen(mean, unseen), _fill_unseen(basis, unseen)
+    mean, basis = _fill_unseen(mean, unseen, model), _fill_unseen(basis, unseen, model)
     space = TextureSpaceData(mean.astype(np.float32), basis.astype(np.float32), std.astype(np.float32),
                              np.asarray(model.uv_coords, np.float32), np.asarray(model.uv_faces, np.int64))
     return space.unit_rms().resized(options.size), result
 
 
-def _fill_unseen(maps: np.ndarray, unseen: np.ndarray) -> np.ndarray:
-    """Fill unseen texels smoothly from the seen ones (fill.pull_push)."""
-    if not unseen.any() or unseen.all():
+def _fill_unseen(maps: np.ndarray, unseen: np.ndarray, model) -> np.ndarray:
+    """Fill unseen texels smoothly from the seen ones (fill.pull_push), then on the surface
+    so that the charts meet at their seams (seams.blend_seams: the texture stage's fill)."""
+    if unseen.all():
         return maps
-    return pull_push(maps, (~unseen).astype(np.float32))
+    seen = (~unseen).astype(np.float32)
+    filled = pull_push(maps, seen) if unseen.any() else maps
+    R = unseen.shape[0]
+    stacked = np.ascontiguousarray(filled.reshape(-1, R, R).transpose(1, 2, 0))  # (R, R, maps x channels)
+    return blend_seams(stacked, model, seen).transpose(2, 0, 1).reshape(filled.shape)
 
 
 def work_settings(model, options: BuildOptions) -> dict:

@@ -82,3 +82,36 @@ def uv_overlap(model, size: int) -> np.ndarray:
         second = rasterize(screen, uv_faces[rest], (size, size))
         out[second.pixel_index.numpy()] = True
     return out.reshape(size, size)
+
+
+JAW_AND_BROWS = list(range(17)) + list(range(26, 16, -1))  # iBUG-68 outline: jaw 0-16, brows 26 back to 17
+
+
+def uv_face_outline(model, size: int) -> np.ndarray:
+    """(size, size) bool: skin texels inside the face outline (the iBUG-68 jaw line and
+    brows) seen from the front on the template: the face's share of a texture is
+    `uv_face_outline(model, size).mean()`. Needs a prepared model (its embedding)."""
+    from ..render.uv_raster import texel_map
+
+    texels = texel_map(model, size, "cpu")
+    verts = np.asarray(model.v_template, np.float64)
+    faces = np.asarray(model.faces)
+    corners = verts[faces[texels.face.numpy()]]
+    points = (corners * texels.bary.numpy()[:, :, None]).sum(1)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    outline = model.landmarks["ibug68"].points(model.v_template, model.faces)[JAW_AND_BROWS]
+    inside = inside_polygon(points[:, :2], outline[:, :2]) & (normals[:, 2] > 0) \
+        & (points[:, 2] > outline[:, 2].min() - 0.01)
+    out = np.zeros(size * size, bool)
+    out[texels.texel_index.numpy()[inside]] = True
+    return out.reshape(size, size) & (uv_skin_prior(model, size) > 0)
+
+
+def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """(N,) bool: points (N,2) inside the closed polygon (K,2), by counting crossings."""
+    x, y = points[:, 0:1], points[:, 1:2]
+    a, b = polygon, np.roll(polygon, -1, axis=0)
+    straddles = (a[:, 1] > y) != (b[:, 1] > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing_x = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
+    return ((straddles & (x < crossing_x)).sum(1) % 2) == 1

@@ -1,0 +1,190 @@
+"""No seams: blend a filled UV texture across its chart borders on the surface.
+
+A UV layout cuts the head into charts; a point on a cut has a texel on each side, and
+the image-space fills (pull-push, the mirror fill) never compare them, so their colours
+differ and a render shows a line. `blend_seams` works on the surface instead:
+
+- unseen texels (the back of the head, under the chin) are filled on the mesh: seen
+  texels splat their colours onto their triangle's vertices, the vertices are diffused
+  from those (a harmonic fill on the mesh graph) and a texel takes its vertices'
+  interpolation, the same on both sides of a cut;
+- every covered texel has its surface point (the template's: the layout's geometry);
+- a texel within `band` texels of its chart's border takes a Gaussian-weighted mean of
+  the texels nearest to its surface point, whichever chart holds them, blended in from
+  its own colour `band` texels inside to the mean at the border, so both sides of a seam
+  take nearly the same mean of the same points and meet;
+- the gutter around every chart (`margin` texels) takes its nearest texel's colour, so
+  bilinear filtering and mip-maps at a border read the chart's own colours.
+
+Borders with nothing across (the neck cut, the eye and mouth openings) only average
+their own chart's texels there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SeamOptions:
+    band: float = 3.0  # texels from a chart border over which the surface mean blends in
+    hold: float = 50.0  # how firmly a seen vertex keeps its colour in the surface fill (vs its neighbours)
+    neighbours: int = 8  # texels (nearest on the surface, any chart) in each surface mean
+    margin: int = 16  # gutter texels (at 1024; scaled with the size) that copy their nearest texel
+
+
+class SeamBlender:
+    """The texel pairs and weights of one model's layout at one size (cached per model)."""
+
+    def __init__(self, model, size: int, options: SeamOptions = SeamOptions()):
+        import scipy.ndimage
+        import scipy.sparse
+        from scipy.spatial import cKDTree
+
+        from ..models.uv_pack import uv_islands
+        from ..render.uv_raster import texel_map
+
+        self.size = size
+        texels = texel_map(model, size, "cpu")
+        flat = texels.texel_index.cpu().numpy()
+        face = texels.face.cpu().numpy()
+        bary = texels.bary.cpu().numpy().astype(np.float64)
+        faces = np.asarray(model.faces)
+        verts = np.asarray(model.v_template, np.float64)
+        corners = faces[face]
+        points = sum(verts[corners[:, k]] * bary[:, k:k + 1] for k in range(3))  # no (N, 3, 3) temporary
+
+        # Distance (texels) of each covered texel to its chart's border: to the nearest
+        # texel that is uncovered or of another chart.
+        island = uv_islands(np.asarray(model.uv_faces), len(model.uv_coords))[np.asarray(model.uv_faces)[face, 0]]
+        label = np.full(size * size, -1, np.int32)
+        label[flat] = island
+        label = label.reshape(size, size)
+        same = np.ones((size, size), bool)
+        for axis in (0, 1):
+            for shift in (1, -1):
+                same &= np.roll(label, shift, axis) == label
+        inner = same & (label >= 0)
+        distance = scipy.ndimage.distance_transform_cdt(inner, metric="taxicab").reshape(-1)[flat].astype(np.float64)
+        alpha = np.clip(1.0 - (distance - 0.5) / options.band, 0.0, 1.0)
+        alpha = alpha * alpha * (3 - 2 * alpha)  # smooth start inside the chart
+        blended = np.nonzero(alpha > 0)[0]
+
+        # The surface mean: the `neighbours` texels nearest to the blended texel's point,
+        # whichever chart holds them, Gaussian-weighted at half the farthest one's distance.
+        # Across a seam between charts of different density the denser side's texels are
+        # the nearer: both sides take nearly the same mean, the denser side's colour.
+        # (Only texels near a border can be among them: the nearest lie within ~2 texels.)
+        near = np.nonzero(distance <= options.band + 4)[0]
+        distances, nearest = cKDTree(points[near]).query(points[blended], k=options.neighbours)
+        nearest = near[nearest]
+        sigma = np.maximum(distances[:, -1:] * 0.5, 1e-9)
+        w = np.exp(-0.5 * (distances / sigma) ** 2)
+        w /= w.sum(1, keepdims=True)
+        rows = np.repeat(np.arange(len(blended)), options.neighbours)
+        mean = scipy.sparse.csr_matrix((w.reshape(-1), (rows, nearest.reshape(-1))), shape=(len(blended), len(flat)))
+        self.flat, self.blended, self.alpha = flat, blended, alpha[blended]
+        # splat (V, N): a texel's barycentric weights on its triangle's vertices (its
+        # transpose interpolates vertex values at the texels).
+        self.splat = scipy.sparse.csr_matrix((bary.reshape(-1), (faces[face].reshape(-1), np.repeat(
+            np.arange(len(flat)), 3))), shape=(len(verts), len(flat)))
+        self.share = np.asarray(self.splat.sum(1)).reshape(-1)
+        # The mesh graph's Laplacian (unit edge weights) for the surface fill.
+        edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1), axis=0)
+        adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), tuple(edges.T)), shape=(len(verts),) * 2)
+        adjacency = (adjacency + adjacency.T).tocsr()
+        self.laplacian = scipy.sparse.diags(np.asarray(adjacency.sum(1)).reshape(-1)) - adjacency
+        self.hold = options.hold
+        self.mean = mean.tocsr()
+
+        # Gutter: each uncovered texel within the margin copies its nearest covered texel.
+        covered = np.zeros(size * size, bool)
+        covered[flat] = True
+        dist, (r, c) = scipy.ndimage.distance_transform_edt(~covered.reshape(size, size), return_indices=True)
+        margin = max(2, int(round(options.margin * size / 1024)))
+        gutter = np.nonzero((dist.reshape(-1) > 0) & (dist.reshape(-1) <= margin))[0]
+        self.gutter, self.gutter_source = gutter, (r * size + c).reshape(-1)[gutter]
+
+    def surface_fill(self, values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """(N, C) texel values with their poorly seen part (1 - weight) filled on the
+        surface: seen texels splat their colours on their triangle's vertices, the mesh's
+        vertices are diffused from them (harmonic fill on the mesh graph, seen vertices
+        held), and a texel takes the interpolation of its vertices: continuous across charts."""
+        import scipy.sparse
+        import scipy.sparse.linalg
+
+        w = np.clip(weight, 0.0, 1.0)
+        seen = self.splat @ w
+        confidence = np.clip(seen / np.maximum(self.share, 1e-9), 0.0, 1.0)
+        held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
+        solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held)).tocsc())
+        mean = (self.splat @ (w[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
+        fill = np.stack([solve(held * mean[:, c]) for c in range(values.shape[1])], 1)
+        return values + (1.0 - w)[:, None] * (self.splat.T @ fill - values)
+
+    def __call__(self, texture: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        """(size, size, C) texture -> the same with its poorly seen texels filled on the
+        surface (given their weight (size, size) in [0, 1]), the seams blended and the
+        gutter filled."""
+        out = np.array(texture, np.float32, copy=True).reshape(self.size * self.size, -1)
+        values = out[self.flat].astype(np.float64)
+        if weight is not None:
+            values = self.surface_fill(values, np.asarray(weight, np.float64).reshape(-1)[self.flat])
+            out[self.flat] = values.astype(np.float32)
+        surface = self.mean @ values
+        own = values[self.blended]
+        out[self.flat[self.blended]] = (own + self.alpha[:, None] * (surface - own)).astype(np.float32)
+        out[self.gutter] = out[self.gutter_source]
+        return out.reshape(texture.shape)
+
+
+_CACHE: dict = {}
+
+
+def blend_seams(texture: np.ndarray, model, weight: np.ndarray | None = None,
+                options: SeamOptions = SeamOptions()) -> np.ndarray:
+    """(T, T, C) texture of `model`'s layout with its poorly seen texels (weight (T, T) in
+    [0, 1], optional) filled on the surface, its chart borders blended on the surface and
+    its gutter filled (the blender is built once per model, size and options)."""
+    size = texture.shape[0]
+    key = (id(model), size, options)
+    hit = _CACHE.get(key)
+    if hit is None or hit[0] is not model:
+        if len(_CACHE) >= 4:
+            _CACHE.pop(next(iter(_CACHE)))
+        hit = _CACHE[key] = (model, SeamBlender(model, size, options))
+    return hit[1](texture, weight)
+
+
+def seam_pairs(model, size: int, max_distance: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
+    """Flat texel indices (a, b) of texels on a chart border (a) and the texel of another
+    chart nearest to a's surface point (b), within `max_distance` metres: the two sides
+    of the layout's seams, to measure how well they meet (the seam score)."""
+    import scipy.ndimage
+    from scipy.spatial import cKDTree
+
+    from ..models.uv_pack import uv_islands
+    from ..render.uv_raster import texel_map
+
+    texels = texel_map(model, size, "cpu")
+    flat, face = texels.texel_index.cpu().numpy(), texels.face.cpu().numpy()
+    faces = np.asarray(model.faces)
+    points = (np.asarray(model.v_template, np.float64)[faces[face]] * texels.bary.cpu().numpy()[:, :, None]).sum(1)
+    island = uv_islands(np.asarray(model.uv_faces), len(model.uv_coords))[np.asarray(model.uv_faces)[face, 0]]
+    covered = np.zeros(size * size, bool)
+    covered[flat] = True
+    border = scipy.ndimage.binary_erosion(covered.reshape(size, size)).reshape(-1)[flat] == 0
+    a = np.nonzero(border)[0]
+    pairs_a, pairs_b = [], []
+    for k in np.unique(island):
+        others = np.nonzero(island != k)[0]
+        mine = a[island[a] == k]
+        if not len(mine) or not len(others):
+            continue
+        distance, nearest = cKDTree(points[others]).query(points[mine], distance_upper_bound=max_distance)
+        ok = np.isfinite(distance)
+        pairs_a.append(flat[mine[ok]])
+        pairs_b.append(flat[others[nearest[ok]]])
+    return np.concatenate(pairs_a), np.concatenate(pairs_b)

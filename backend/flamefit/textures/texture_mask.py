@@ -1,0 +1,160 @@
+"""Which texels hold the face's own colour from the photo (issue #20.2).
+
+A photo shows more than skin where the fitted head lies: background at the ears and
+the silhouette, clothing on the neck, hair over the forehead and temples, the teeth of
+a smile where the fitted lips are closed. `texture_mask` gives each seen texel a weight
+in [0, 1] that multiplies its confidence in the texture stage, so what is not the
+face's own colour takes the fill (mirror, then the surface fill) instead, blended by the
+soft weight:
+
+- skin: a skin-like hue (red >= green > blue) close to this photo's own skin colour over
+  the skin core, the cheeks and nose (skin.py: the estimator the photometric mask and
+  the unwrap use);
+- what stays whatever its colour: the face inside the jaw line and the brows raised by
+  `forehead` (0.45) x the eye-corner distance (shadows, freckles, beard, and hair over
+  that part of the forehead: the photometric fit and its PSNR judge the same region),
+  and around the eyebrows, the eyes and the lips, found from the model's iBUG-68
+  embedding on the template; so the mask acts on the upper forehead, the temples, the
+  ears, the scalp and the neck;
+- the mouth's inside does not land on the lips: in the lip zone a texel much paler and
+  greyer than the lips (teeth) or much darker (the mouth cavity) is dropped.
+
+The weights are smoothed over a few texels so the fill blends in. The bundle's
+`texture_mask.png` is the final per-texel weight of the photo's colour in albedo.png
+(this mask x visibility x viewing angle), 255 = the photo's colour, 0 = filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .skin import MIN_REFERENCE, skin_colour_weight, skin_hue, smoothstep
+from .uv_masks import JAW_AND_BROWS, inside_polygon
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    enabled: bool = True  # off: every seen texel keeps the photo's colour (the fill only where unseen)
+    forehead: float = 0.45  # the kept face reaches this x the eye-corner distance above the brows
+    brows: float = 0.008  # metres around the eyebrow landmarks that keep their colour
+    eyes: float = 0.006  # around the eye outlines (lids, lashes)
+    lips: float = 0.003  # around the outer lip outline
+    feather: float = 0.003  # metres over which a feature zone fades out
+    teeth_chroma: float = 0.5  # a lip texel below this fraction of the lips' chroma ...
+    teeth_brightness: float = 1.15  # ... and above this multiple of their brightness is teeth
+    cavity_brightness: float = 0.35  # a lip texel below this multiple of their brightness is the mouth cavity
+    skin_ramp: tuple = (0.4, 0.9)  # skin weights below the first count as 0, above the second as 1
+    blur: float = 1.5  # Gaussian sigma (texels at 1024, scaled) of the final weights
+
+
+BROWS = [list(range(17, 22)), list(range(22, 27))]
+EYES = [list(range(36, 42)) + [36], list(range(42, 48)) + [42]]
+OUTER_LIPS = list(range(48, 60))
+BEARD = list(range(3, 14)) + [35, 34, 33, 32, 31]  # jaw 3..13, then under the nose back to the left
+
+
+def _distance_to_polylines(points: np.ndarray, lines, reach: float) -> np.ndarray:
+    """(N,) distance of 3D points to the nearest polyline (list of (K,3)), from points
+    sampled every 0.25 mm along them; inf beyond `reach`."""
+    from scipy.spatial import cKDTree
+
+    samples = []
+    for line in lines:
+        for a, b in zip(line[:-1], line[1:]):
+            steps = max(2, int(np.ceil(np.linalg.norm(b - a) / 0.00025)) + 1)
+            samples.append(a + np.linspace(0, 1, steps)[:, None] * (b - a))
+    return cKDTree(np.concatenate(samples)).query(points, distance_upper_bound=reach)[0]
+
+
+def feature_zones(model, texels, options: MaskOptions = MaskOptions()):
+    """(keep, lips, core) (N,) in [0, 1] at the texels: zones whose colours stay (brows,
+    eyes, lips, beard), the lip zone alone, and the skin core whose colours define the
+    skin (inside the jaw line and brows, outside those zones: cheeks, nose). Decided on the template's vertices (the
+    face's are 2-3 mm apart, finer than the zones' fade) and interpolated to the texels."""
+    verts = np.asarray(model.v_template, np.float64)
+    faces = np.asarray(model.faces)
+    marks = model.landmarks["ibug68"].points(model.v_template, model.faces)
+    normals = np.zeros_like(verts)
+    face_normals = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_normals)
+    front = normals[:, 2] > 0
+
+    def zone(lines, radius):
+        d = _distance_to_polylines(verts, [marks[i] for i in lines], radius + options.feather)
+        return 1.0 - smoothstep(np.minimum(d, 1.0), radius, radius + options.feather)
+
+    def inside(polygon):  # vertices inside a landmark polygon seen from the front
+        return (inside_polygon(verts[:, :2], polygon[:, :2]) & (verts[:, 2] > polygon[:, 2].min() - 0.01)).astype(float)
+
+    lips = np.maximum(zone([OUTER_LIPS + [48]], options.lips), inside(marks[OUTER_LIPS])) * front
+    keep = np.maximum.reduce([zone(BROWS, options.brows), zone(EYES, options.eyes), lips, inside(marks[BEARD])]) * front
+    core = inside(marks[JAW_AND_BROWS]) * front * (keep < 0.01)
+    # Inside the jaw line and brows (raised by `forehead` x the eye-corner distance) the
+    # photo shows the face itself (a shadow there is no background): everything stays,
+    # but for the mouth's inside on the lips.
+    outline = marks[JAW_AND_BROWS].copy()
+    up = marks[36:48].mean(0) - marks[48:60].mean(0)
+    outline[17:] += up / np.linalg.norm(up) * options.forehead * np.linalg.norm(marks[36] - marks[45])
+    from scipy.spatial import ConvexHull
+
+    keep = np.maximum(keep, inside(outline[ConvexHull(outline[:, :2]).vertices]) * front)  # as fitting/masks.py
+    corners = faces[texels.face.cpu().numpy()]
+    bary = texels.bary.cpu().numpy()
+    return tuple((zone_[corners] * bary).sum(1) for zone_ in (keep, lips, core))
+
+
+def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
+                 options: MaskOptions = MaskOptions()) -> np.ndarray:
+    """(N,) float32 in [0, 1]: how much each texel's photo colour is the face's own.
+
+    albedo (N, 3) linear de-lit colours and confidence (N,) at the texels of `texels`
+    (a TexelMap of `model`, which has an iBUG-68 embedding)."""
+    if not options.enabled:
+        return np.ones(len(confidence), np.float32)
+    albedo = np.asarray(albedo, np.float64)
+    confidence = np.asarray(confidence, np.float64)
+    keep, lips, core = feature_zones(model, texels, options)
+    core = core > 0.99
+    plausible = skin_hue(albedo)
+    trusted = (confidence * plausible) > 0.5
+    if int((trusted & core).sum()) >= MIN_REFERENCE:
+        trusted &= core
+    skin = plausible * skin_colour_weight(albedo, trusted, brightness=0.05, tolerance=2.5)
+    skin = smoothstep(skin, *options.skin_ramp)  # the estimator's tail is long: pale background kept ~0.3
+    weight = np.maximum(skin, keep)
+    seen_lips = (lips > 0.5) & (confidence > 0.5)
+    if int(seen_lips.sum()) >= MIN_REFERENCE:
+        brightness = albedo.sum(1)
+        chroma = (albedo.max(1) - albedo.min(1)) / np.maximum(albedo.max(1), 1e-6)
+        lip_brightness, lip_chroma = np.median(brightness[seen_lips]), np.median(chroma[seen_lips])
+        teeth = (1 - smoothstep(chroma / max(lip_chroma, 1e-6), options.teeth_chroma, options.teeth_chroma + 0.2)) \
+            * smoothstep(brightness / max(lip_brightness, 1e-6), options.teeth_brightness, options.teeth_brightness + 0.3)
+        cavity = 1 - smoothstep(brightness / max(lip_brightness, 1e-6), options.cavity_brightness - 0.1,
+                                options.cavity_brightness)
+        weight = weight * (1 - lips * np.maximum(teeth, cavity))
+    return _blur(weight, texels, options.blur * texels.size / 1024).astype(np.float32)
+
+
+def _blur(values: np.ndarray, texels, sigma: float) -> np.ndarray:
+    """Texel values smoothed over `sigma` texels within the covered texels (normalised
+    convolution: uncovered texels neither give nor take)."""
+    if sigma <= 0:
+        return values
+    import scipy.ndimage
+
+    T = texels.size
+    flat = texels.texel_index.cpu().numpy()
+    image, covered = np.zeros(T * T), np.zeros(T * T)
+    image[flat], covered[flat] = values, 1.0
+    num = scipy.ndimage.gaussian_filter(image.reshape(T, T), sigma).reshape(-1)[flat]
+    den = scipy.ndimage.gaussian_filter(covered.reshape(T, T), sigma).reshape(-1)[flat]
+    return np.clip(num / np.maximum(den, 1e-6), 0, 1)
+
+
+def mask_png(seen: np.ndarray) -> np.ndarray:
+    """(T, T) weight of the photo's colour in albedo.png -> the bundle's texture_mask.png
+    (uint8, 255 = the photo's colour, 0 = filled)."""
+    return np.round(np.clip(np.asarray(seen, np.float64), 0, 1) * 255).astype(np.uint8)

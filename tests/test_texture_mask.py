@@ -1,0 +1,103 @@
+"""The texture mask (issue #20.2): what the photo shows that is not the face's own colour
+takes the fill. On skimage's astronaut with a green rectangle painted over her right ear:
+without the mask the green reaches the ear's texels, with it they hold skin colours; the
+face inside the jaw line keeps the photo's colours; the bundle writes texture_mask.png
+(255 where albedo.png holds the photo's colour, 0 where it is filled)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import flamefit.fitting.texture as texture_stage
+from flamefit.bundle import write_bundle
+from flamefit.config import load_settings
+from flamefit.fitting import FitOptions, fit_photo, prepare_model
+from flamefit.image import Photo
+from flamefit.models import load_head_model
+from flamefit.render.uv_raster import texel_map
+from flamefit.textures.texture_mask import texture_mask
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def model():
+    settings = load_settings()
+    return prepare_model(load_head_model(settings), settings.cache_dir)
+
+
+@pytest.fixture(scope="module")
+def green_ear(model, astronaut, tmp_path_factory):
+    """The astronaut with a green rectangle beside her right jaw line's top (the ear)."""
+    folder = tmp_path_factory.mktemp("green_ear")
+    first = fit_photo(Photo(folder / "astronaut.png", astronaut), model, FitOptions(texture_size=SIZE))
+    marks = first.fitted_2d
+    iod = np.linalg.norm(marks[36] - marks[45])
+    x, y = marks[0]
+    photo = astronaut.copy()
+    photo[int(y - 0.5 * iod):int(y + 0.4 * iod), int(x - 0.6 * iod):int(x - 0.08 * iod)] = (20, 190, 30)
+    return Photo(folder / "green_ear.png", photo), folder
+
+
+def _greenness(texture, index):
+    rgb = texture.reshape(-1, 3)[index]
+    return rgb[:, 1] - rgb[:, 0]
+
+
+def test_a_green_patch_over_the_ear_does_not_reach_the_texture(model, green_ear, monkeypatch):
+    photo, folder = green_ear
+    masked = fit_photo(photo, model, FitOptions(texture_size=SIZE))
+    with monkeypatch.context() as patch:  # the same fit with every texel trusted, for comparison
+        patch.setattr(texture_stage, "texture_mask", lambda albedo, confidence, *a, **k: np.ones(len(confidence)))
+        unmasked = fit_photo(photo, model, FitOptions(texture_size=SIZE))
+    texels = texel_map(model, SIZE, "cpu")
+    ears = np.isin(np.asarray(model.faces)[texels.face.numpy()], model.regions["ears"]).all(1)
+    index = texels.texel_index.numpy()[ears]
+    painted = _greenness(unmasked.texture, index) > 0.1  # the patch reached these without the mask
+    assert painted.sum() > 20
+    assert np.median(_greenness(masked.texture, index[painted])) < 0.0  # skin: red above green
+    assert masked.seen.reshape(-1)[index[painted]].max() < 0.2
+
+    # The face inside the jaw line and brows keeps the photo's colours (only the fill changes).
+    inside = (unmasked.seen > 0.9).reshape(-1)
+    face = np.zeros(SIZE * SIZE, bool)
+    face[texels.texel_index.numpy()[np.isin(np.asarray(model.faces)[texels.face.numpy()],
+                                            model.regions["face"]).all(1)]] = True
+    from flamefit.textures.uv_masks import uv_face_outline
+
+    outline = uv_face_outline(model, SIZE).reshape(-1) & inside & face
+    assert outline.sum() > 1000
+    kept = masked.seen.reshape(-1)[outline] / unmasked.seen.reshape(-1)[outline]
+    assert np.median(kept) > 0.95
+
+    # texture_mask.png in the bundle: the final weight of the photo's colour per texel.
+    out = write_bundle(masked, folder / "bundle")
+    mask = np.asarray(Image.open(out / "texture_mask.png").convert("L"))
+    assert mask.shape == (SIZE, SIZE)
+    assert np.abs(mask / 255.0 - masked.seen).max() <= 0.5 / 255 + 1e-6
+    assert (mask.reshape(-1)[index[painted]] < 60).all()
+
+
+def test_the_mask_keeps_skin_and_drops_what_is_not(model):
+    """On the model's own texels: skin-coloured albedo stays, a blue or grey one on the scalp
+    goes, anything inside the jaw line and brows stays."""
+    texels = texel_map(model, SIZE, "cpu")
+    n = len(texels.face)
+    skin = np.array([0.55, 0.36, 0.27])
+    albedo = np.tile(skin, (n, 1))
+    faces = np.asarray(model.faces)[texels.face.numpy()]
+    scalp = np.isin(faces, model.regions["scalp"]).all(1)
+    rng = np.random.default_rng(0)
+    albedo *= rng.uniform(0.95, 1.05, (n, 1))
+    patch = scalp & (np.arange(n) % 2 == 0)
+    albedo[patch] = (0.1, 0.2, 0.6)  # a blue shirt
+    weights = texture_mask(albedo, np.ones(n), model, texels)
+    assert np.median(weights[scalp & ~patch]) > 0.4 and np.median(weights[patch]) < 0.6
+    from flamefit.textures.uv_masks import uv_face_outline
+
+    outline = uv_face_outline(model, SIZE).reshape(-1)[texels.texel_index.numpy()]
+    albedo[outline] = (0.1, 0.2, 0.6)
+    assert np.median(texture_mask(albedo, np.ones(n), model, texels)[outline]) > 0.95
