@@ -35,6 +35,9 @@ class LightOptions:
     # The per-channel deviation's prior per SH band (0, 1, 2), x the data's mean diagonal:
     # large = the light's colour is the illuminant's everywhere.
     deviation_weight: tuple[float, float, float] = (30.0, 3.0, 3.0)
+    # The shape's own prior per band (towards 0), x the data's mean diagonal: the seen
+    # skin's normals span less than a hemisphere, so bands 1-2 can grow unphysical there.
+    shape_weight: tuple[float, float, float] = (0.0, 0.02, 0.2)
     # Evidence of the illuminant's colour: how far each source moves the colour from
     # neutral (the camera's white balance already made most photos neutral).
     whites_trust: float = 0.6  # eye whites / teeth: near-white surfaces lit by the light
@@ -175,6 +178,7 @@ def solve_constrained(albedo, basis, target, weight, previous, ridge: float, col
     eye = torch.eye(9, dtype=dt, device=dev)
     colour = torch.as_tensor(colour, dtype=dt, device=dev)
     band = torch.tensor([options.deviation_weight[k] for k in BANDS], dtype=dt, device=dev)
+    shape_prior = torch.tensor([options.shape_weight[k] for k in BANDS], dtype=dt, device=dev)
     H = torch.zeros(36, 36, dtype=dt, device=dev)
     g = torch.zeros(36, dtype=dt, device=dev)
     prev = previous[0].t()  # (3, 9)
@@ -188,6 +192,7 @@ def solve_constrained(albedo, basis, target, weight, previous, ridge: float, col
         H[d, d] = Mc + torch.diag(band * scale[c])
         g[:9] += colour[c] * gc
         g[d] = gc
+    H[:9, :9] += torch.diag(shape_prior * scale.mean())
     x = torch.linalg.solve(H, g)
     shape, deviation = x[:9], x[9:].reshape(3, 9).t()  # (9,), (9, 3)
     return (shape[:, None] * colour[None] + deviation)[None]  # (1, 9, 3)
