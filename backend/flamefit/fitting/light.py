@@ -40,11 +40,12 @@ class LightOptions:
     shape_weight: tuple[float, float, float] = (0.0, 0.02, 0.2)
     # Evidence of the illuminant's colour: how far each source moves the colour from
     # neutral (the camera's white balance already made most photos neutral).
-    whites_trust: float = 0.6  # eye whites / teeth: near-white surfaces lit by the light
+    whites_trust: float = 1.0  # eye whites / teeth (tint divided out): white surfaces lit by the light
     background_trust: float = 0.2  # grey world of the background: weak (walls, flags, fields)
     max_cast: float = 0.2  # the colour's channels stay within this of grey (ratio)
     white_percentile: float = 70.0  # eye/mouth pixels above this brightness may be white
-    white_max_chroma: float = 0.25  # and below this chroma spread (max-min)/mean
+    white_max_chroma: float = 0.45  # and below this chroma spread (max-min)/mean (skin: ~0.6; a 15% cast: ~0.4)
+    white_least_coloured: float = 40.0  # of those, the percentile of the least coloured kept
     min_white_pixels: int = 8
     # Sclera and teeth are not white but yellowish (CIELAB b* > 0): their chroma under a
     # neutral light (linear RGB, the astronaut's studio portrait: sclera (1.07, 0.97, 0.95),
@@ -86,7 +87,13 @@ def _whites(image, pts, groups, opts) -> tuple[np.ndarray, int] | None:
         return None
     mean = pixels.mean(1)
     spread = (pixels.max(1) - pixels.min(1)) / np.maximum(mean, 1e-6)
-    keep = (mean >= np.percentile(mean, opts.white_percentile)) & (spread < opts.white_max_chroma) & (mean < 0.97)
+    bright = (mean >= np.percentile(mean, opts.white_percentile)) & (mean < 0.97)  # not clipped
+    if bright.sum() < opts.min_white_pixels:
+        return None
+    # the whites are the least coloured of the bright pixels (lips, skin, iris are more),
+    # whatever the light's colour shifts them all by
+    least = np.percentile(spread[bright], opts.white_least_coloured)
+    keep = bright & (spread <= least) & (spread < opts.white_max_chroma)
     if keep.sum() < opts.min_white_pixels:
         return None
     return chroma(np.median(pixels[keep], axis=0) / np.asarray(opts.white_tint)), int(keep.sum())
