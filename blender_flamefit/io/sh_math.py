@@ -23,7 +23,11 @@ narrow sun with P = 2|L| along d = L/|L| plus W = A - P/4 reproduces bands 0 and
 clamp are its error. `fit_lights` starts from that direction and minimises the weighted
 squared error of the whole 9-term function over the normals the head shows: W, P_i >= 0 in
 closed form for given suns, directions (and angular sizes) by a sphere search plus local
-refinement, a key sun first and then a fill when it lowers the error by 5% or more.
+refinement, a key sun first and then a fill when it lowers the error by 5% or more. Given
+the camera's direction, suns come only from within ~100 degrees of it (`MIN_FACING`): the
+photo saw the front, behind the head the SH is extrapolation, and a sun fitted there lit
+the head from behind (the astronaut's old free light: a blue key 160 degrees off the view);
+a rim or side light the photo shows is still inside that range.
 
 Light cannot be negative, so the target is the SH shading clipped at 0 (`displayable`):
 fitted SH often goes negative where the photo did not constrain it (under the chin, the
