@@ -45,6 +45,7 @@ class LightOptions:
     max_cast: float = 0.2  # the colour's channels stay within this of grey (ratio)
     white_percentile: float = 70.0  # eye/mouth pixels above this brightness may be white
     white_max_chroma: float = 0.45  # and below this chroma spread (max-min)/mean (skin: ~0.6; a 15% cast: ~0.4)
+    white_min_vs_skin: float = 1.2  # and at least this x the face skin's median brightness
     white_least_coloured: float = 40.0  # of those, the percentile of the least coloured kept
     min_white_pixels: int = 8
     # Sclera and teeth are not white but yellowish (CIELAB b* > 0): their chroma under a
@@ -88,6 +89,11 @@ def _whites(image, pts, groups, opts) -> tuple[np.ndarray, int] | None:
     mean = pixels.mean(1)
     spread = (pixels.max(1) - pixels.min(1)) / np.maximum(mean, 1e-6)
     bright = (mean >= np.percentile(mean, opts.white_percentile)) & (mean < 0.97)  # not clipped
+    # a lit sclera or tooth is brighter than the skin around it: dark, shadowed eyes and the
+    # glints on sunglasses are not evidence
+    face = face_polygon_mask(pts, H) > 0.5 if H == W else np.zeros((H, W), bool)
+    if face.sum() >= opts.min_white_pixels:
+        bright &= mean >= opts.white_min_vs_skin * float(np.median(image[face].astype(np.float64).mean(1)))
     if bright.sum() < opts.min_white_pixels:
         return None
     # the whites are the least coloured of the bright pixels (lips, skin, iris are more),
