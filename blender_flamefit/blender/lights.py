@@ -145,4 +145,4 @@ def rig_for_mesh(sh, vertices_world, faces, camera_position_world=None, fill=Tru
         view = sh_math.normalize([camera_position_world[c] - centre[c] for c in range(3)])
     normals, weights = sh_math.head_normals(vertices_world, faces, view_dir=view, emphasis=emphasis)
     return sh_math.fit_lights(sh, normals, weights, max_suns=2 if fill else 1,
-                              soft=SOFT_SUNS if soft is None else soft)
+                              soft=SOFT_SUNS if soft is None else soft, view_dir=view)

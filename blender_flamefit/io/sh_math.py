@@ -23,7 +23,11 @@ narrow sun with P = 2|L| along d = L/|L| plus W = A - P/4 reproduces bands 0 and
 clamp are its error. `fit_lights` starts from that direction and minimises the weighted
 squared error of the whole 9-term function over the normals the head shows: W, P_i >= 0 in
 closed form for given suns, directions (and angular sizes) by a sphere search plus local
-refinement, a key sun first and then a fill when it lowers the error by 5% or more.
+refinement, a key sun first and then a fill when it lowers the error by 5% or more. Given
+the camera's direction, suns come only from within ~100 degrees of it (`MIN_FACING`): the
+photo saw the front, behind the head the SH is extrapolation, and a sun fitted there lit
+the head from behind (the astronaut's old free light: a blue key 160 degrees off the view);
+a rim or side light the photo shows is still inside that range.
 
 Light cannot be negative, so the target is the SH shading clipped at 0 (`displayable`):
 fitted SH often goes negative where the photo did not constrain it (under the chin, the
@@ -249,8 +253,9 @@ class _Problem:
         return total, amb, powers
 
 
-def _refine(problem, suns, index, error, step=0.25, min_step=0.01, soft=True):
-    """Local search on suns[index] = (direction, angle), the others fixed."""
+def _refine(problem, suns, index, error, step=0.25, min_step=0.01, soft=True, allowed=None):
+    """Local search on suns[index] = (direction, angle), the others fixed; directions stay
+    where `allowed(d)` (default: anywhere)."""
     d, angle = suns[index]
     others = [problem.feature(*s) for j, s in enumerate(suns) if j != index]
     a_step = 0.35 if soft else 0.0
@@ -264,6 +269,8 @@ def _refine(problem, suns, index, error, step=0.25, min_step=0.01, soft=True):
             moves += [(d, min(WIDE, max(NARROW, angle + s * a_step))) for s in (1, -1)]
         improved = False
         for cand in moves:
+            if allowed is not None and not allowed(cand[0]):
+                continue
             keys = list(others)
             keys.insert(index, problem.feature(*cand))
             err = problem.solve(keys)[0]
@@ -306,8 +313,11 @@ def subsample(normals, weights=None, limit=600):
 ROLES = ("key", "fill", "fill_2", "fill_3")
 
 
+MIN_FACING = -0.2  # a sun may shine from at most ~100 degrees off the camera's direction
+
+
 def fit_lights(sh, normals=None, weights=None, max_suns: int = 2, soft: bool = True, candidates: int = 120,
-               min_gain: float = 0.05) -> LightRig:
+               min_gain: float = 0.05, view_dir=None, min_facing: float = MIN_FACING) -> LightRig:
     """Approximate SH lighting by a world colour plus up to `max_suns` suns; see the module doc.
 
     normals/weights: the unit world normals to be matched (e.g. the head's vertex normals,
@@ -315,6 +325,12 @@ def fit_lights(sh, normals=None, weights=None, max_suns: int = 2, soft: bool = T
     added greedily (key first); one more is kept only when it lowers the squared error by
     `min_gain` (relative) or more. soft: the suns' angular sizes are fitted too (wide suns
     fall off smoothly, like low-order SH); else every sun is narrow (a clamped cosine).
+
+    view_dir (unit, toward the camera): suns only from directions d with d.view_dir >=
+    `min_facing`. The photo saw the front: behind the head the SH is extrapolation (its
+    band 2 grows there), and a sun fitted to it lit the face's back from behind (the
+    astronaut's blue key at 160 degrees). A rim or side light the photo shows lights the
+    silhouette, whose normals are at ~90 degrees: min_facing = -0.2 keeps such a light.
     """
     if normals is None:
         normals = fibonacci_sphere(400)
@@ -324,13 +340,16 @@ def fit_lights(sh, normals=None, weights=None, max_suns: int = 2, soft: bool = T
     closed = closed_form_rig(sh)
     closed.error = closed.closed_form_error = rig_error(closed, sh, normals, weights)
 
+    def allowed(d):
+        return view_dir is None or sum(a * b for a, b in zip(d, view_dir, strict=False)) >= min_facing
+
     suns: list = []  # (direction, angle)
     error = problem.solve([])[0]
-    grid = fibonacci_sphere(candidates)
+    grid = [d for d in fibonacci_sphere(candidates) if allowed(d)]
     angles = (NARROW, 0.5 * WIDE, WIDE) if soft else (NARROW,)
     for k in range(max(0, max_suns)):
         fixed = [problem.feature(*s) for s in suns]
-        pool = ([closed.suns[0].direction] if k == 0 and closed.suns else []) + grid
+        pool = ([closed.suns[0].direction] if k == 0 and closed.suns and allowed(closed.suns[0].direction) else []) + grid
         best = None
         for d in pool:
             for angle in angles:
@@ -343,7 +362,8 @@ def fit_lights(sh, normals=None, weights=None, max_suns: int = 2, soft: bool = T
         error = best[0]
         for _ in range(2):
             for i in reversed(range(len(suns))):  # the new sun first, then nudge the others
-                error = _refine(problem, suns, i, error, step=0.2 if i == len(suns) - 1 else 0.08, soft=soft)
+                error = _refine(problem, suns, i, error, step=0.2 if i == len(suns) - 1 else 0.08, soft=soft,
+                                allowed=allowed)
 
     _, amb, powers = problem.solve([problem.feature(*s) for s in suns])
     out = [Sun(tuple(d), tuple(p), angle=a) for (d, a), p in zip(suns, powers, strict=False) if max(p) > 1e-6]

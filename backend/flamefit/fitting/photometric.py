@@ -26,6 +26,7 @@ from .albedo import SmoothAlbedo, TextureSpaceAlbedo
 from .context import FitContext, Stage
 from .geometry import HeadRig, PoseParams, expression_is_nonnegative, project
 from .landmark_problem import landmark_setup
+from .light import solve_light
 from .optim import Adam
 from .photo_target import Target, region_weights, render
 from .priors import as_loss, coefficient_terms, landmark_loss, pose_terms
@@ -42,20 +43,6 @@ def make_albedo(rig: HeadRig, target: Target, options, texture_space=None):
         colour = np.array(options.albedo_fallback)
     colour = np.clip(colour / options.albedo_shading_guess, 0.02, 1.0)
     return SmoothAlbedo(colour, options.albedo_resolution, options.albedo_smoothness, rig.device, rig.dtype)
-
-
-def solve_sh(albedo: torch.Tensor, basis: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-             previous: torch.Tensor, ridge: float) -> torch.Tensor:
-    """argmin_sh sum_p w_p |albedo_p * (basis_p @ sh) - target_p|^2 + ridge |sh - previous|^2, per channel."""
-    A = albedo.t()[:, :, None] * basis[None]  # (3, N, 9)
-    Aw = A * weight[None, :, None]
-    M = Aw.transpose(1, 2) @ A  # (3, 9, 9)
-    b = (Aw * target.t()[:, :, None]).sum(1)  # (3, 9)
-    scale = M.diagonal(dim1=1, dim2=2).mean(-1).clamp(min=1e-8)[:, None, None]
-    eye = torch.eye(9, dtype=M.dtype, device=M.device)
-    lam = ridge * scale
-    sh = torch.linalg.solve(M + lam * eye, b[..., None] + lam * previous[0].t()[..., None])[..., 0]
-    return sh.t()[None]  # (1, 9, 3)
 
 
 def robust(e: torch.Tensor, scale: float) -> torch.Tensor:
@@ -100,8 +87,7 @@ class Objective:
         with torch.no_grad():
             basis = sh_basis(rendering.pixel_normals)
             irls = self.irls if self.irls is not None and self.irls.shape == weight.shape else torch.ones_like(weight)
-            self.sh = solve_sh(rendering.pixel_albedo.detach(), basis, observed, weight * irls, self.sh,
-                               o.light_ridge)
+            self.sh = solve_light(rendering.pixel_albedo.detach(), basis, observed, weight * irls, self.sh, o, t)
         predicted = rendering.pixel_albedo * (basis @ self.sh[0])
         e = ((predicted - observed) ** 2).sum(-1)
         norm = weight.sum().clamp(min=1.0)
@@ -239,8 +225,8 @@ def light_only(ctx: FitContext) -> None:
             pix = rendering.fragments.pixel_index
             weight = target.mask[pix]
             if weight.sum() > 10:
-                fitted.sh = solve_sh(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix],
-                                     weight, fitted.sh, ctx.options.light_ridge)
+                fitted.sh = solve_light(rendering.pixel_albedo, sh_basis(rendering.pixel_normals), target.image[pix],
+                                        weight, fitted.sh, ctx.options, target)
 
 
 class PhotometricStage(Stage):

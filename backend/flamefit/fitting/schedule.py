@@ -10,9 +10,38 @@ photometric residuals in linear RGB, coefficients in standard deviations).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 OPTIONAL_STAGES = ("landmarks", "photometric", "texture")
+
+
+@dataclass(frozen=True)
+class LightOptions:
+    constrained: bool = True  # False: the free 9x3 light (one per channel), as before
+    # The per-channel deviation's prior per SH band (0, 1, 2), x the data's mean diagonal:
+    # large = the light's colour is the illuminant's everywhere.
+    deviation_weight: tuple[float, float, float] = (30.0, 3.0, 3.0)
+    # The shape's own prior per band (towards 0), x the data's mean diagonal: the seen
+    # skin's normals span less than a hemisphere, so bands 1-2 can grow unphysical there.
+    shape_weight: tuple[float, float, float] = (0.0, 0.02, 0.2)
+    # Evidence of the illuminant's colour: how far each source moves the colour from
+    # neutral (the camera's white balance already made most photos neutral).
+    whites_trust: float = 1.0  # eye whites / teeth (tint divided out): white surfaces lit by the light
+    background_trust: float = 0.2  # grey world of the background: weak (walls, flags, fields)
+    max_cast: float = 0.2  # the colour's channels stay within this of grey (ratio)
+    white_percentile: float = 70.0  # eye/mouth pixels above this brightness may be white
+    white_max_chroma: float = 0.45  # and below this chroma spread (max-min)/mean (skin: ~0.6; a 15% cast: ~0.4)
+    white_min_vs_skin: float = 1.2  # and at least this x the face skin's median brightness
+    white_least_coloured: float = 40.0  # of those, the percentile of the least coloured kept
+    min_white_pixels: int = 8
+    # Sclera and teeth are not white but yellowish (CIELAB b* > 0): their chroma under a
+    # neutral light (linear RGB, the astronaut's studio portrait: sclera (1.07, 0.97, 0.95),
+    # teeth (1.10, 0.99, 0.90)). The evidence is the seen chroma / this.
+    white_tint: tuple[float, float, float] = (1.08, 0.98, 0.93)
+    # Background: pixels at least this many eye distances from the face polygon (hair and
+    # ears are nearer), above the chin; used when they are this fraction of the crop.
+    background_distance: float = 0.9
+    min_background_fraction: float = 0.05
 
 
 @dataclass
@@ -56,6 +85,7 @@ class FitOptions:
     albedo_smoothness: float = 3e-3
     robust_scale: float = 0.05  # residual (linear RGB) where the robust loss starts to flatten
     photometric_weight: float = 2.0e4  # x mean robust squared residual (linear RGB) over the mask
+    light: LightOptions = field(default_factory=LightOptions)  # the SH light's colour constraint (fitting/light.py)
     light_ridge: float = 1e-4  # SH light solve: pull toward the previous light, x mean diagonal
     light_resolution: int = 128  # crop size of the light solve when the photometric stage is off
     # Adam, one group per parameter block; the rates follow a cosine from 1x down to
