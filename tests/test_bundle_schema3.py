@@ -89,6 +89,29 @@ def test_schema_3_round_trip(fitted, bundle):
     assert np.allclose(mesh["vertices"], fitted.views[0].vertices)
 
 
+def test_each_views_head_is_its_key_values(fitted, bundle):
+    """mesh.npz's view_shape_key_values: basis + values[k] . deltas is view k's fitted head taken
+    into the world (its neck and jaw turn included, through its own key "view2Pose"), and
+    view_landmark_* put view k's landmarks (jaw line at its yaw) on it: through view k's
+    camera they are its landmarks_2d."""
+    mesh, result = np.load(bundle / "mesh.npz"), read_result(bundle)
+    names, values = list(mesh["shape_key_names"]), mesh["view_shape_key_values"]
+    assert names[-1] == "view2Pose" and values.shape == (2, len(names))
+    assert np.array_equal(values[0], mesh["shape_key_values"]) and values[0, -1] == 0 and values[1, -1] == 1
+    assert np.allclose(mesh["shape_key_ranges"][-1], [0, 1])
+    view_delta = np.abs(mesh["shape_key_deltas"][-1]).max()
+    assert view_delta > 1e-4  # the 45 degree view's neck/jaw is not the first view's: the key holds something
+    for k, view in enumerate(result["views"]):
+        head = mesh["basis_vertices"] + np.tensordot(values[k].astype(np.float64), mesh["shape_key_deltas"], 1)
+        w2c = np.array(view["camera"]["world_to_camera"])
+        in_camera = head @ w2c[:3, :3].T + w2c[:3, 3]
+        assert np.abs(in_camera - fitted.views[k].vertices).max() < 1e-5  # metres: float32 rounding
+        points = (in_camera[mesh["faces"][mesh["view_landmark_face_idx"][k]]] * mesh["view_landmark_bary"][k][..., None]).sum(1)
+        (fx, fy), (cx, cy) = view["camera"]["focal_px"], view["camera"]["principal_px"]
+        px = np.stack([fx * points[:, 0] / -points[:, 2] + cx, -fy * points[:, 1] / -points[:, 2] + cy], axis=1)
+        assert np.abs(px - np.array(view["landmarks_2d"])).max() < 0.01
+
+
 def test_every_views_files_are_the_bundles_own(bundle):
     result = read_result(bundle)
     assert {"photo-2.png", "overlay-2.png", "report-2.png", "photo.png"} <= own_files(result)

@@ -46,13 +46,14 @@ def view_files_for(version: int = SCHEMA_VERSION) -> dict[str, dict]:
     return {key: entry for key, entry in SCHEMA["files"].items() if entry.get("per_view")}
 
 
-def arrays_for(file_key: str, version: int = SCHEMA_VERSION) -> dict[str, dict]:
+def arrays_for(file_key: str, version: int = SCHEMA_VERSION, optional: bool = False) -> dict[str, dict]:
     """Array name -> {"dtype", "shape"} of an npz file in a bundle of `version` (per-view
-    arrays with their leading N axis from schema 3 on)."""
+    arrays with their leading N axis from schema 3 on). `optional`: also the arrays that
+    bundles of `version` written by earlier FlameFits lack (mesh.npz's view_* arrays)."""
     arrays = SCHEMA["files"][file_key].get("arrays", {})
     out = {}
     for name, spec in arrays.items():
-        if spec.get("since", 1) > version:
+        if spec.get("since", 1) > version or (spec.get("optional") and not optional):
             continue
         if spec.get("per_view") and version >= VIEWS_SINCE:
             spec = {**spec, "shape": ["N", *spec["shape"]]}

@@ -38,7 +38,7 @@ from .. import __version__
 from ..errors import FlameFitError
 from ..fsutil import require_writable
 from ..image import linear_to_srgb
-from ..models.head_model import JOINT_NAMES
+from ..models.head_model import EYE_JOINTS, JAW_JOINT, JOINT_NAMES, ShapeKeys
 from ..textures.texture_mask import mask_png
 from .claim import (
     BUNDLE_NAMES,
@@ -320,9 +320,63 @@ def shape_keys(result):
         return result.rig.layer.shape_keys(state.subject.identity, view.expression, view.pose, view.translation)
 
 
+VIEW_KEY = "view{k}Pose"  # view k >= 2's key (1-based k): what the other keys cannot show of its head
+TURN_RATIO_LIMIT = 10.0  # Blender's slider range
+
+
+def _turn_ratio(pose: np.ndarray, ref_pose: np.ndarray, joints) -> float:
+    """How much of the reference's turn of `joints` (axis-angle, concatenated) `pose` has: the
+    projection of one on the other (0 when the reference did not turn them)."""
+    a, b = pose[list(joints)].ravel(), ref_pose[list(joints)].ravel()
+    bb = float(b @ b)
+    return 0.0 if bb < 1e-10 else float(np.clip(a @ b / bb, -TURN_RATIO_LIMIT, TURN_RATIO_LIMIT))
+
+
+def view_shape_keys(result) -> tuple[ShapeKeys, np.ndarray]:
+    """The first view's keys plus, per view k >= 2, a key "view{k}Pose", and each view's key
+    values (N, K): `basis + values[k] . deltas` is view k's fitted head in the world, exactly.
+
+    View k's values: expression keys its coefficients, the jaw / eyes key the share of the
+    first view's turn it has (projection of its axis-angle on the first's), identity keys 0,
+    its own view key 1. The view key's delta is the rest: view k's fitted vertices taken
+    into the world (inv(world_to_camera_k)) minus what the other keys give. It holds the
+    view's neck turn, its jaw's turn off the first view's axis, and the pose-dependent
+    correctives; one key per view, because pose is not linear in any key (a neck key
+    turned by a slider would not be a turn anyway)."""
+    keys, N = shape_keys(result), len(result.views)
+    state = result.state
+    S, E = state.subject.identity.shape[1], state.views[0].expression.shape[1]
+    K = len(keys.names)
+    values = np.zeros((N, K + N - 1), np.float32)
+    values[0, :K] = keys.values
+    if N == 1:
+        return keys, values
+    names = list(keys.names) + [VIEW_KEY.format(k=k) for k in range(2, N + 1)]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"shape key names repeat: {names}")
+    ref_pose = state.views[0].pose[0].detach().cpu().double().numpy()
+    deltas = [keys.deltas]
+    for k in range(1, N):
+        fitted = state.views[k]
+        pose = fitted.pose[0].detach().cpu().double().numpy()
+        row = np.zeros(K, np.float32)
+        row[S:S + E] = fitted.expression[0, :E].detach().cpu().numpy()
+        row[S + E] = _turn_ratio(pose, ref_pose, (JAW_JOINT,))
+        if K > S + E + 1:  # the eyes key
+            row[S + E + 1] = _turn_ratio(pose, ref_pose, EYE_JOINTS)
+        camera_to_world = np.linalg.inv(view_world_to_camera(result, k))
+        exact = result.views[k].vertices.astype(np.float64) @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
+        deltas.append((exact - keys.vertices(row))[None].astype(np.float32))
+        values[k, :K] = row
+        values[k, K + k - 1] = 1.0
+    ranges = np.concatenate([keys.ranges, np.tile(np.float32([0.0, 1.0]), (N - 1, 1))])
+    return ShapeKeys(basis=keys.basis, names=tuple(names), deltas=np.concatenate(deltas), values=values[0],
+                     ranges=ranges), values
+
+
 def write_mesh(result, path: Path) -> None:
     model = result.model
-    keys = shape_keys(result)
+    keys, view_values = view_shape_keys(result)
     np.savez(
         path,
         vertices=result.views[0].vertices.astype(np.float32),
@@ -336,6 +390,9 @@ def write_mesh(result, path: Path) -> None:
         shape_key_ranges=keys.ranges.astype(np.float32).reshape(-1, 2),
         landmark_face_idx=result.views[0].landmark_face_idx.astype(np.int32),
         landmark_bary=result.views[0].landmark_bary.astype(np.float32),
+        view_shape_key_values=view_values,
+        view_landmark_face_idx=np.stack([v.landmark_face_idx for v in result.views]).astype(np.int32),
+        view_landmark_bary=np.stack([v.landmark_bary for v in result.views]).astype(np.float32),
     )
 
 
