@@ -1,7 +1,9 @@
 """Several photos of one person: one head, one camera per photo, and per photo a *view state*
-(the head's shape-key values for that photo's expression and jaw, and the light rig fitted to
-that photo's SH light). `apply_view` switches a result to one of its views: the scene camera,
-the render size, the head's keys, the suns and the world's ambient colour.
+(the head's shape-key values for that photo's expression, jaw and neck, and the light rig fitted
+to that photo's SH light). Bundles from current FlameFits give each photo's key values
+(`Bundle.view_key_values`: with its own key "view<k>Pose" the head is that photo's fitted head
+exactly); older ones get expression and jaw only. `apply_view` switches a result to one of its
+views: the scene camera, the render size, the head's keys, the suns and the world's ambient colour.
 
 Why stored states and a switcher rather than one keyframe per photo: a scene's frame and its
 camera markers are shared by every result in it, so a second multi-photo result keyed on

@@ -86,9 +86,11 @@ def _since(entry: dict, version: int) -> bool:
 
 
 def mesh_arrays(version: int) -> dict:
-    """Array name -> {"dtype", "shape"} of mesh.npz in a bundle of `version`."""
+    """Array name -> {"dtype", "shape"} of mesh.npz in a bundle of `version` (per-view arrays
+    with their leading N axis; the optional ones included: a bundle may lack them)."""
     arrays = schema()["files"]["mesh"]["arrays"]
-    return {name: spec for name, spec in arrays.items() if _since(spec, version)}
+    return {name: {**spec, "shape": ["N", *spec["shape"]]} if spec.get("per_view") else spec
+            for name, spec in arrays.items() if _since(spec, version)}
 
 
 @dataclass
@@ -208,15 +210,26 @@ class Bundle:
         arr = self.mesh.get("shape_key_values")
         return list(arr.data) if arr is not None else None
 
+    def landmark_embedding(self, k: int = 0):
+        """(face index per point, flat barycentric coordinates) of view k's 68 landmarks on the
+        mesh (the jaw line follows each view's yaw: `view_landmark_*`, else the first view's),
+        or None."""
+        fidx, bary = self.mesh.get("view_landmark_face_idx"), self.mesh.get("view_landmark_bary")
+        if fidx is not None and bary is not None:
+            return fidx.row(k), bary.slab(k)
+        fidx, bary = self.mesh.get("landmark_face_idx"), self.mesh.get("landmark_bary")
+        return (fidx.data, bary.data) if fidx is not None and bary is not None else None
+
     def landmark_points(self):
         """World-space landmark points: from the mesh embedding when present, else landmarks_3d."""
-        fidx, bary = self.mesh.get("landmark_face_idx"), self.mesh.get("landmark_bary")
-        if fidx is not None and bary is not None:
+        embedding = self.landmark_embedding(0)
+        if embedding is not None:
+            fidx, bary = embedding
             faces = self.mesh["faces"]
             points = []
-            for i in range(fidx.shape[0]):
-                tri = faces.row(int(fidx.data[i]))
-                b = bary.row(i)
+            for i in range(len(fidx)):
+                tri = faces.row(int(fidx[i]))
+                b = bary[3 * i:3 * i + 3]
                 verts = [self.vertex(int(v)) for v in tri]
                 points.append(tuple(sum(b[k] * verts[k][c] for k in range(3)) for c in range(3)))
             return points
@@ -238,15 +251,20 @@ class Bundle:
         return out
 
     def view_key_values(self, k: int) -> list:
-        """Each shape key's value for view k's expression and jaw (view 0: the fitted values).
+        """Each shape key's value for view k (view 0: the fitted values).
 
-        The keys are the reference view's: expression keys take view k's coefficients by
-        name; the jaw (and eyes) key holds the reference view's jaw turn, so view k's is shown
-        as that turn scaled by the projection of its axis-angle on it (exact for a jaw that
-        opens about the same axis, as jaws do). Identity keys stay 0 (one subject)."""
+        Bundles from FlameFit with `view_shape_key_values` give them: with its own key
+        "view<k>Pose" the head is view k's fitted head exactly (neck and jaw turn included).
+        Older bundles: the keys are the reference view's: expression keys take view k's
+        coefficients by name; the jaw (and eyes) key holds the reference view's jaw turn, so
+        view k's is shown as that turn scaled by the projection of its axis-angle on it (the
+        neck turn is not shown). Identity keys stay 0 (one subject)."""
         names = self.mesh.get("shape_key_names")
         if names is None:
             return []
+        stored = self.mesh.get("view_shape_key_values")
+        if stored is not None:
+            return [float(v) for v in stored.row(k)]
         base = self.shape_key_values or [0.0] * names.shape[0]
         if k == 0:
             return list(base)
@@ -398,7 +416,7 @@ def _mesh_header_check(version: int):
     any data is read, unless it has the schema's dtype and shape within the import limits
     (text decodes to one Python object per element: 64 M of them take gigabytes)."""
     specs = mesh_arrays(version)
-    limits = {"V": MAX_VERTICES, "F": MAX_FACES, "K": MAX_SHAPE_KEYS}
+    limits = {"V": MAX_VERTICES, "F": MAX_FACES, "K": MAX_SHAPE_KEYS, "N": max_views()}
 
     def check(key, head):
         spec = specs[key]
@@ -417,15 +435,18 @@ def _mesh_header_check(version: int):
     return check
 
 
-def _check_mesh(mesh: dict, path: str, version: int) -> None:
+def _check_mesh(mesh: dict, path: str, version: int, views: int = 1) -> None:
     missing = [k for k in MESH_REQUIRED if k not in mesh]
     if missing:
         raise BundleError(f"{path} lacks the arrays {', '.join(missing)}")
-    for pair in (("shape_key_names", "shape_key_deltas"), ("landmark_face_idx", "landmark_bary")):
+    for pair in (("shape_key_names", "shape_key_deltas"), ("landmark_face_idx", "landmark_bary"),
+                 ("view_landmark_face_idx", "view_landmark_bary")):
         if (pair[0] in mesh) != (pair[1] in mesh):
             raise BundleError(f"{path}: {pair[0]} and {pair[1]} must come together")
-    # shapes and dtypes from the schema; symbols (V, F, T, K) must agree across arrays
-    sizes = {}
+    if "view_shape_key_values" in mesh and "shape_key_names" not in mesh:
+        raise BundleError(f"{path}: view_shape_key_values without shape keys")
+    # shapes and dtypes from the schema; symbols (V, F, T, K, N views) must agree across arrays
+    sizes = {"N": views}
     specs = mesh_arrays(version)
     for name in [n for n in specs if n in mesh]:
         arr, spec = mesh[name], specs[name]
@@ -449,18 +470,21 @@ def _check_mesh(mesh: dict, path: str, version: int) -> None:
     if V > MAX_VERTICES or F > MAX_FACES or K > MAX_SHAPE_KEYS:
         raise BundleError(f"{path}: a mesh of {V} vertices, {F} faces and {K} shape keys is too large to import")
     ranges = {"vertices": MAX_COORDINATE, "basis_vertices": MAX_COORDINATE, "shape_key_deltas": MAX_COORDINATE,
-              "uv_coords": 16.0, "shape_key_ranges": MAX_COEFFICIENT, "shape_key_values": MAX_COEFFICIENT}
+              "uv_coords": 16.0, "shape_key_ranges": MAX_COEFFICIENT, "shape_key_values": MAX_COEFFICIENT,
+              "view_shape_key_values": MAX_COEFFICIENT}
     for name, limit in ranges.items():
         if name in mesh and not _in_range(mesh[name], -limit, limit):
             raise BundleError(f"{path}: {name} contain NaN, infinite or out-of-range values (beyond ±{limit:g})")
-    if "landmark_bary" in mesh and not _in_range(mesh["landmark_bary"], -0.01, 1.01):
-        raise BundleError(f"{path}: landmark_bary contain NaN or values outside [0, 1]")
+    for name in ("landmark_bary", "view_landmark_bary"):
+        if name in mesh and not _in_range(mesh[name], -0.01, 1.01):
+            raise BundleError(f"{path}: {name} contain NaN or values outside [0, 1]")
     if not _in_range(mesh["faces"], 0, V - 1):
         raise BundleError(f"{path}: faces index vertices outside 0..{V - 1}")
     if not _in_range(mesh["uv_faces"], 0, T - 1):
         raise BundleError(f"{path}: uv_faces index uv_coords outside 0..{T - 1}")
-    if "landmark_face_idx" in mesh and not _in_range(mesh["landmark_face_idx"], 0, F - 1):
-        raise BundleError(f"{path}: landmark_face_idx indexes faces outside the mesh")
+    for name in ("landmark_face_idx", "view_landmark_face_idx"):
+        if name in mesh and not _in_range(mesh[name], 0, F - 1):
+            raise BundleError(f"{path}: {name} indexes faces outside the mesh")
 
 
 def _camera(cam, path: str) -> CameraSpec:
@@ -710,7 +734,7 @@ def load_bundle(path) -> Bundle:
         mesh = read_npz(files["mesh"], names=set(mesh_arrays(version)), check=_mesh_header_check(version))
     except (NpyError, OSError) as exc:
         raise BundleError(f"cannot read the mesh of {folder}: {exc}") from None
-    _check_mesh(mesh, files["mesh"], version)
+    _check_mesh(mesh, files["mesh"], version, len(views))
     bundle = Bundle(folder=folder, result_path=result_path, result=result, mesh=mesh, views=views, files=files)
     for view in views:
         _check_photo(view, bundle.warnings, len(views) > 1)

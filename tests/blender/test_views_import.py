@@ -30,16 +30,16 @@ def _objects(coll, kind):
     return [o for o in coll.objects if o.type == kind]
 
 
-def _landmarks_px(scene, head, bundle):
-    """The bundle's landmark points on the head as Blender evaluates it (keys mixed), projected
+def _landmarks_px(scene, head, bundle, k=0):
+    """View k's landmark points on the head as Blender evaluates it (keys mixed), projected
     through the scene camera."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
     mesh = head.evaluated_get(depsgraph).to_mesh()
     co = np.array([v.co[:] for v in mesh.vertices])
     head.evaluated_get(depsgraph).to_mesh_clear()
     faces = np.array(bundle.mesh["faces"].data).reshape(-1, 3)
-    fidx = np.array(bundle.mesh["landmark_face_idx"].data)
-    bary = np.array(bundle.mesh["landmark_bary"].data).reshape(-1, 3)
+    fidx, bary = bundle.landmark_embedding(k)
+    fidx, bary = np.array(fidx), np.array(bary).reshape(-1, 3)
     pts = [head.matrix_world @ Vector(p) for p in (co[faces[fidx]] * bary[..., None]).sum(1)]
     return project_px(scene, scene.camera, pts)
 
@@ -287,6 +287,78 @@ def test_bad_views_are_refused_in_one_line(empty_scene, person, case):
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
+    before = scene_snapshot()
+    with pytest.raises(BundleError) as err:
+        importer.import_bundle(bpy.context, person)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert scene_snapshot() == before
+
+
+def _with_view_keys(folder, shift=(0.0, 0.01, 0.0)):
+    """Add what the backend writes for exact view states: keys "view2Pose" / "view3Pose" (here a
+    rigid shift of the head, in model axes) and view_shape_key_values; returns the values (N, K)."""
+    path = folder / "mesh.npz"
+    mesh = dict(np.load(path))
+    n_views, n_keys = 3, len(mesh["shape_key_names"])
+    ref = load_bundle(folder)
+    values = np.zeros((n_views, n_keys + 2), np.float32)
+    for k in range(n_views):
+        values[k, :n_keys] = ref.view_key_values(k)
+        values[k, n_keys:] = [k == 1, k == 2]
+    values[2, 0] = 0.5  # a value the old rule would not give (identity keys are 0 there)
+    offset = np.tile(np.float32(shift), (len(mesh["vertices"]), 1))
+    mesh["shape_key_names"] = np.array([*mesh["shape_key_names"], "view2Pose", "view3Pose"])
+    mesh["shape_key_deltas"] = np.concatenate([mesh["shape_key_deltas"], offset[None], -offset[None]])
+    mesh["shape_key_ranges"] = np.concatenate([mesh["shape_key_ranges"], [[0, 1], [0, 1]]]).astype(np.float32)
+    mesh["shape_key_values"] = values[0]
+    mesh["view_shape_key_values"] = values
+    np.savez(path, **mesh)
+    return values
+
+
+def test_stored_view_key_values_are_used(empty_scene, person):
+    """A bundle with view_shape_key_values: switching to view k sets every key to row k (its own
+    view key 1), and the head Blender shows is basis + row k . deltas."""
+    values = _with_view_keys(person)
+    result = importer.import_bundle(bpy.context, person)
+    blocks = result.head.data.shape_keys.key_blocks
+    basis = np.array([v.co[:] for v in blocks[0].data])
+    for k in range(3):
+        views.apply_view(empty_scene, result.collection, k)
+        assert [kb.value for kb in blocks[1:]] == pytest.approx(values[k].tolist(), abs=1e-6)
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        mesh = result.head.evaluated_get(depsgraph).to_mesh()
+        shown = np.array([v.co[:] for v in mesh.vertices])
+        result.head.evaluated_get(depsgraph).to_mesh_clear()
+        expected = basis + sum(values[k][i] * (np.array([v.co[:] for v in kb.data]) - basis)
+                               for i, kb in enumerate(blocks[1:]))
+        assert np.abs(shown - expected).max() < 1e-6
+        shift = (shown - basis).mean(0)  # Blender axes: model y is Blender z
+        assert shift[2] == pytest.approx({0: 0.0, 1: 0.01, 2: -0.01}[k], abs=2e-3)
+
+
+BAD_VIEW_ARRAYS = {
+    "rows": (lambda m: m.update(view_shape_key_values=m["view_shape_key_values"][:2]),
+             "view_shape_key_values has shape (2, "),
+    "nan": (lambda m: m["view_shape_key_values"].__setitem__((1, 0), np.nan), "view_shape_key_values contain NaN"),
+    "no keys": (lambda m: [m.pop(n) for n in ("shape_key_names", "shape_key_deltas", "shape_key_ranges",
+                                               "shape_key_values", "basis_vertices")],
+                "view_shape_key_values without shape keys"),
+    "embedding": (lambda m: m.update(view_landmark_face_idx=np.full((3, 68), 10 ** 8, np.int32),
+                                     view_landmark_bary=np.full((3, 68, 3), 1 / 3, np.float32)),
+                  "view_landmark_face_idx indexes faces outside"),
+    "half embedding": (lambda m: m.update(view_landmark_face_idx=np.zeros((3, 68), np.int32)),
+                       "view_landmark_face_idx and view_landmark_bary must come together"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VIEW_ARRAYS))
+def test_bad_view_arrays_are_refused_in_one_line(empty_scene, person, case):
+    _with_view_keys(person)
+    edit, message = BAD_VIEW_ARRAYS[case]
+    mesh = dict(np.load(person / "mesh.npz"))
+    edit(mesh)
+    np.savez(person / "mesh.npz", **mesh)
     before = scene_snapshot()
     with pytest.raises(BundleError) as err:
         importer.import_bundle(bpy.context, person)
