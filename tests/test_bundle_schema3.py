@@ -175,3 +175,15 @@ def test_schemas_1_and_2_still_read_as_one_view(tmp_path, version):
     params = dict(np.load(bundle / "params.npz"))
     np.savez(bundle / "params.npz", **{k: (v if k == "identity" else v[None]) for k, v in params.items()})
     assert validate_bundle(bundle)
+
+
+def test_optional_mesh_arrays_are_checked_when_present(bundle):
+    """The per-view arrays of mesh.npz are optional (bundles of earlier FlameFits lack them:
+    still valid), but when present they must have one row per view."""
+    mesh = dict(np.load(bundle / "mesh.npz"))
+    without = {name: array for name, array in mesh.items() if not name.startswith("view_")}
+    np.savez(bundle / "mesh.npz", **without)
+    assert validate_bundle(bundle) == []
+    np.savez(bundle / "mesh.npz", **{**mesh, "view_shape_key_values": mesh["view_shape_key_values"][:1]})
+    problems = validate_bundle(bundle)
+    assert len(problems) == 1 and "view_shape_key_values has shape (1," in problems[0], problems

@@ -269,10 +269,12 @@ def validate_bundle(bundle, deep: bool = True) -> list[str]:
         if entry["format"] != "npz":
             continue
         try:
-            data = load_npz(paths[key], only=set(arrays_for(key, version)), allow_pickle=False)
-            for name, spec in arrays_for(key, version).items():
+            required = arrays_for(key, version)
+            data = load_npz(paths[key], only=set(arrays_for(key, version, optional=True)), allow_pickle=False)
+            for name, spec in arrays_for(key, version, optional=True).items():
                 if name not in data:
-                    problems.append(f"{entry['path']} lacks {name}")
+                    if name in required:  # an optional array: bundles of earlier FlameFits lack it
+                        problems.append(f"{entry['path']} lacks {name}")
                     continue
                 array = data[name]
                 problem = _check_array(name, array, spec, sizes)
