@@ -22,7 +22,7 @@ when present. Reported per photo:
 - chroma: the fitted light's DC chroma, max |channel / mean - 1|;
 - imported: the same for what the Blender add-on makes of the light (its world colour and
   suns: blender_flamefit/io/sh_math.py's fit_lights on the head's normals seen from the
-  camera, as blender/lights.rig_for_mesh does without the face emphasis), the worst of them;
+  camera, the face weighted up, as blender/views.fit_view_rig does), the worst of them;
 - face %: share of the texels inside the jaw line and brows (textures.uv_masks.uv_face_outline);
 - seam: median and 90th percentile of the colour step across UV chart borders (max channel
   |difference| of the sRGB albedo between a border texel and the nearest texel of another
@@ -58,6 +58,7 @@ import torch  # noqa: E402
 
 AFW = Path("/work/shared/faces300w_afw")
 MESSI = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
+FACE_EMPHASIS = 4.0  # blender_flamefit/blender/lights.FACE_EMPHASIS (that module needs bpy)
 SCLERA = np.array([0.75, 0.68, 0.64])  # a lit eye white's albedo, slightly yellowish like a real one
 LIGHTS = {  # name: (key direction toward the light, camera frame: +z to the camera; key chroma; tint of all)
     "white": ((0.3, 0.35, 1.0), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)),
@@ -170,13 +171,22 @@ def sh_math():
 
 
 def imported_chroma(result) -> dict:
-    """What the add-on imports for this light: world and suns, their chroma's worst channel."""
+    """What the add-on imports for this light (blender/views.fit_view_rig with Blender 4+'s soft
+    suns): world and suns, their chroma's worst channel."""
     maths = sh_math()
     view = result.views[0]
     verts = np.asarray(view.vertices, np.float64)
     view_dir = maths.normalize(list(-verts.mean(0)))  # the camera sits at the origin of its frame
-    normals, weights = maths.head_normals(verts.reshape(-1).tolist(), np.asarray(result.model.faces).reshape(-1).tolist(),
-                                          view_dir=view_dir)
+    # the face (inside the landmarks' outline as the camera sees it) weighs 4x, as the add-on's
+    # face_emphasis does; a pinhole projection's x/z, y/z is the photo up to an affine map
+    seen = lambda p: (float(p[0] / p[2]), float(p[1] / p[2]))  # noqa: E731
+    hull = maths.convex_hull([seen(p) for p in np.asarray(view.landmarks_3d, np.float64)])
+    emphasis = [FACE_EMPHASIS if maths.inside_convex(hull, seen(p)) else 1.0 for p in verts]
+    faces = np.asarray(result.model.faces).reshape(-1).tolist()
+    try:
+        normals, weights = maths.head_normals(verts.reshape(-1).tolist(), faces, view_dir=view_dir, emphasis=emphasis)
+    except TypeError:  # an older add-on: no emphasis
+        normals, weights = maths.head_normals(verts.reshape(-1).tolist(), faces, view_dir=view_dir)
     sh = np.asarray(result.state.views[0].sh.detach().cpu(), np.float64).reshape(9, 3).tolist()
     try:
         rig = maths.fit_lights(sh, normals, weights, max_suns=2, view_dir=view_dir)
