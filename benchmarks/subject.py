@@ -194,7 +194,8 @@ def texels_seen(result) -> float:
     corners = np.asarray(model.v_template, np.float64)[np.asarray(model.faces)]
     area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     uv = np.asarray(model.uv_coords, np.float64)[np.asarray(model.uv_faces)]
-    uv_area = 0.5 * np.abs(np.cross(uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]))
+    e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+    uv_area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
     per_texel = (area / np.maximum(uv_area, 1e-12))[texels.face.numpy()][skin]
     seen = result.seen.reshape(-1)[index[skin]] > SEEN_CONFIDENCE
     return float((per_texel * seen).sum() / per_texel.sum())
