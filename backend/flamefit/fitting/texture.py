@@ -30,7 +30,7 @@ from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
 from ..textures.merge import merge_views
 from ..textures.seams import blend_seams
-from ..textures.texture_mask import texture_mask
+from ..textures.texture_mask import skin_colour, texture_mask
 from .context import FitContext, Stage
 from .geometry import FitState
 from .photo_target import linear_crop
@@ -132,6 +132,7 @@ def unwrap(ctx: FitContext):
 
         # What is not the face's own colour (background, clothing, hair, teeth on the lips) takes the fill.
         keep = texture_mask(albedo.cpu().numpy(), confidence.cpu().numpy(), rig.model, texels)
+        skin = skin_colour(albedo.cpu().numpy(), confidence.cpu().numpy(), rig.model, texels)
         confidence = confidence * torch.as_tensor(keep, dtype=confidence.dtype, device=confidence.device)
         if N > 1:
             fill = fill * keep
@@ -150,7 +151,8 @@ def unwrap(ctx: FitContext):
         seen_map[index] = confidence.cpu().numpy()
         report(steps - 1)
     texture = pull_push(texture.reshape(T, T, 3).transpose(2, 0, 1), weight.reshape(T, T)).transpose(1, 2, 0)
-    texture = blend_seams(texture, rig.model, weight.reshape(T, T))  # filled and blended on the surface
+    # Filled and blended on the surface; far from seen texels the fill is the face's skin.
+    texture = blend_seams(texture, rig.model, weight.reshape(T, T), reference=skin)
     report(steps)
     return np.clip(texture, 0.0, 1.0), weight.reshape(T, T), confidence, seen_map.reshape(T, T)
 

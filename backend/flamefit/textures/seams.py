@@ -33,6 +33,10 @@ class SeamOptions:
     hold: float = 50.0  # how firmly a seen vertex keeps its colour in the surface fill (vs its neighbours)
     neighbours: int = 8  # texels (nearest on the surface, any chart) in each surface mean
     margin: int = 16  # gutter texels (at 1024; scaled with the size) that copy their nearest texel
+    # Far from seen vertices the surface fill tends to a given skin colour (the face's own)
+    # instead of the average of the seen border, which is greyer and darker (grazing
+    # angles, hair, shadow): this hold on every vertex sets how fast (~1/sqrt edges).
+    far_hold: float = 0.03
 
 
 class SeamBlender:
@@ -96,7 +100,7 @@ class SeamBlender:
         adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), tuple(edges.T)), shape=(len(verts),) * 2)
         adjacency = (adjacency + adjacency.T).tocsr()
         self.laplacian = scipy.sparse.diags(np.asarray(adjacency.sum(1)).reshape(-1)) - adjacency
-        self.hold = options.hold
+        self.hold, self.far_hold = options.hold, options.far_hold
         self.mean = mean.tocsr()
 
         # Gutter: each uncovered texel within the margin copies its nearest covered texel.
@@ -107,11 +111,13 @@ class SeamBlender:
         gutter = np.nonzero((dist.reshape(-1) > 0) & (dist.reshape(-1) <= margin))[0]
         self.gutter, self.gutter_source = gutter, (r * size + c).reshape(-1)[gutter]
 
-    def surface_fill(self, values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    def surface_fill(self, values: np.ndarray, weight: np.ndarray, reference=None) -> np.ndarray:
         """(N, C) texel values with their poorly seen part (1 - weight) filled on the
         surface: seen texels splat their colours on their triangle's vertices, the mesh's
         vertices are diffused from them (harmonic fill on the mesh graph, seen vertices
-        held), and a texel takes the interpolation of its vertices: continuous across charts."""
+        held), and a texel takes the interpolation of its vertices: continuous across charts.
+        With a `reference` colour (C,) every vertex is also held weakly (`far_hold`) to it,
+        so far from what was seen the fill is that colour, not the seen border's mean."""
         import scipy.sparse
         import scipy.sparse.linalg
 
@@ -119,19 +125,21 @@ class SeamBlender:
         seen = self.splat @ w
         confidence = np.clip(seen / np.maximum(self.share, 1e-9), 0.0, 1.0)
         held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
-        solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held)).tocsc())
+        far = 0.0 if reference is None else self.far_hold * (1.0 - confidence) ** 2  # seen vertices keep their own
+        solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held + far)).tocsc())
         mean = (self.splat @ (w[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
-        fill = np.stack([solve(held * mean[:, c]) for c in range(values.shape[1])], 1)
+        target = held[:, None] * mean + (0.0 if reference is None else far[:, None] * np.asarray(reference, np.float64)[None])
+        fill = np.stack([solve(target[:, c]) for c in range(values.shape[1])], 1)
         return values + (1.0 - w)[:, None] * (self.splat.T @ fill - values)
 
-    def __call__(self, texture: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, texture: np.ndarray, weight: np.ndarray | None = None, reference=None) -> np.ndarray:
         """(size, size, C) texture -> the same with its poorly seen texels filled on the
         surface (given their weight (size, size) in [0, 1]), the seams blended and the
-        gutter filled."""
+        gutter filled; `reference`: the colour the fill tends to far from seen texels."""
         out = np.array(texture, np.float32, copy=True).reshape(self.size * self.size, -1)
         values = out[self.flat].astype(np.float64)
         if weight is not None:
-            values = self.surface_fill(values, np.asarray(weight, np.float64).reshape(-1)[self.flat])
+            values = self.surface_fill(values, np.asarray(weight, np.float64).reshape(-1)[self.flat], reference)
             out[self.flat] = values.astype(np.float32)
         surface = self.mean @ values
         own = values[self.blended]
@@ -144,10 +152,11 @@ _CACHE: dict = {}
 
 
 def blend_seams(texture: np.ndarray, model, weight: np.ndarray | None = None,
-                options: SeamOptions = SeamOptions()) -> np.ndarray:
+                options: SeamOptions = SeamOptions(), reference=None) -> np.ndarray:
     """(T, T, C) texture of `model`'s layout with its poorly seen texels (weight (T, T) in
     [0, 1], optional) filled on the surface, its chart borders blended on the surface and
-    its gutter filled (the blender is built once per model, size and options)."""
+    its gutter filled (the blender is built once per model, size and options); far from
+    seen texels the fill tends to `reference` (C,), the face's skin colour, when given."""
     size = texture.shape[0]
     key = (id(model), size, options)
     hit = _CACHE.get(key)
@@ -155,7 +164,7 @@ def blend_seams(texture: np.ndarray, model, weight: np.ndarray | None = None,
         if len(_CACHE) >= 4:
             _CACHE.pop(next(iter(_CACHE)))
         hit = _CACHE[key] = (model, SeamBlender(model, size, options))
-    return hit[1](texture, weight)
+    return hit[1](texture, weight, reference)
 
 
 def seam_pairs(model, size: int, max_distance: float = 0.002) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,11 @@ class MaskOptions:
     teeth_brightness: float = 1.15  # ... and above this multiple of their brightness is teeth
     cavity_brightness: float = 0.35  # a lip texel below this multiple of their brightness is the mouth cavity
     skin_ramp: tuple = (0.4, 0.9)  # skin weights below the first count as 0, above the second as 1
+    brightness: float = 0.05  # log-brightness floor of the skin test (scalp, neck: dark hair, clothing)
+    # On the face and ears the skin test allows this much darker or brighter skin (a
+    # profile's far cheek, the ear in the jaw's shadow: de-lit, they stay darker), the hue
+    # and chromaticity tests unchanged; hair there is far darker still.
+    face_brightness: float = 0.4
     blur: float = 1.5  # Gaussian sigma (texels at 1024, scaled) of the final weights
 
 
@@ -69,9 +74,17 @@ def _distance_to_polylines(points: np.ndarray, lines, reach: float) -> np.ndarra
 
 
 def feature_zones(model, texels, options: MaskOptions = MaskOptions()):
-    """(keep, lips, core) (N,) in [0, 1] at the texels: zones whose colours stay (brows,
-    eyes, lips, beard), the lip zone alone, and the skin core whose colours define the
-    skin (inside the jaw line and brows, outside those zones: cheeks, nose). Decided on the template's vertices (the
+    """`_feature_zones`, cached per model, texture size and options (no photo in it)."""
+    from ..render.uv_raster import _cached
+
+    return _cached(("zones", id(model), texels.size, options), model, lambda: _feature_zones(model, texels, options))
+
+
+def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
+    """(keep, lips, core, face) (N,) in [0, 1] at the texels: zones whose colours stay (brows,
+    eyes, lips, beard), the lip zone alone, the skin core whose colours define the
+    skin (inside the jaw line and brows, outside those zones: cheeks, nose), and the
+    model's face and ear regions (where the skin test allows darker skin). Decided on the template's vertices (the
     face's are 2-3 mm apart, finer than the zones' fade) and interpolated to the texels."""
     verts = np.asarray(model.v_template, np.float64)
     faces = np.asarray(model.faces)
@@ -103,7 +116,11 @@ def feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     keep = np.maximum(keep, inside(outline[ConvexHull(outline[:, :2]).vertices]) * front)  # as fitting/masks.py
     corners = faces[texels.face.cpu().numpy()]
     bary = texels.bary.cpu().numpy()
-    return tuple((zone_[corners] * bary).sum(1) for zone_ in (keep, lips, core))
+    regions = getattr(model, "regions", {})
+    face = np.zeros(len(verts))
+    for name in ("face", "ears"):
+        face[np.asarray(regions.get(name, []), int)] = 1.0
+    return tuple((zone_[corners] * bary).sum(1) for zone_ in (keep, lips, core, face))
 
 
 def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
@@ -116,13 +133,15 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
         return np.ones(len(confidence), np.float32)
     albedo = np.asarray(albedo, np.float64)
     confidence = np.asarray(confidence, np.float64)
-    keep, lips, core = feature_zones(model, texels, options)
+    keep, lips, core, face = feature_zones(model, texels, options)
     core = core > 0.99
     plausible = skin_hue(albedo)
     trusted = (confidence * plausible) > 0.5
     if int((trusted & core).sum()) >= MIN_REFERENCE:
         trusted &= core
-    skin = plausible * skin_colour_weight(albedo, trusted, brightness=0.05, tolerance=2.5)
+    tight = skin_colour_weight(albedo, trusted, brightness=options.brightness, tolerance=2.5)
+    loose = skin_colour_weight(albedo, trusted, brightness=options.face_brightness, tolerance=2.5)
+    skin = plausible * (tight + face * (loose - tight))
     skin = smoothstep(skin, *options.skin_ramp)  # the estimator's tail is long: pale background kept ~0.3
     weight = np.maximum(skin, keep)
     seen_lips = (lips > 0.5) & (confidence > 0.5)
@@ -136,6 +155,18 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
                                 options.cavity_brightness)
         weight = weight * (1 - lips * np.maximum(teeth, cavity))
     return _blur(weight, texels, options.blur * texels.size / 1024).astype(np.float32)
+
+
+def skin_colour(albedo: np.ndarray, confidence: np.ndarray, model, texels, well_seen: float = 0.8):
+    """(3,) the face's skin colour: the median de-lit albedo of the well-seen (confidence >
+    `well_seen`: facing the camera, lit) skin-hued texels of the skin core (cheeks, nose);
+    None when too few. The fill far from seen texels takes it (textures/seams.py)."""
+    albedo = np.asarray(albedo, np.float64)
+    core = feature_zones(model, texels)[2] > 0.99
+    good = core & (np.asarray(confidence) > well_seen) & (skin_hue(albedo) > 0.5)
+    if int(good.sum()) < MIN_REFERENCE:
+        return None
+    return np.median(albedo[good], axis=0)
 
 
 def _blur(values: np.ndarray, texels, sigma: float) -> np.ndarray:
