@@ -174,14 +174,15 @@ def _blur(values: np.ndarray, texels, sigma: float) -> np.ndarray:
     convolution: uncovered texels neither give nor take)."""
     if sigma <= 0:
         return values
-    import scipy.ndimage
+    import cv2  # not scipy.ndimage: ~0.15 s to import per fit
 
     T = texels.size
     flat = texels.texel_index.cpu().numpy()
-    image, covered = np.zeros(T * T), np.zeros(T * T)
-    image[flat], covered[flat] = values, 1.0
-    num = scipy.ndimage.gaussian_filter(image.reshape(T, T), sigma).reshape(-1)[flat]
-    den = scipy.ndimage.gaussian_filter(covered.reshape(T, T), sigma).reshape(-1)[flat]
+    image = np.zeros((T * T, 2), np.float32)
+    image[flat, 0], image[flat, 1] = values, 1.0
+    size = 2 * int(4 * sigma + 0.5) + 1  # scipy's truncate=4
+    both = cv2.GaussianBlur(image.reshape(T, T, 2), (size, size), sigma, borderType=cv2.BORDER_REFLECT).reshape(-1, 2)[flat]
+    num, den = both[:, 0].astype(np.float64), both[:, 1].astype(np.float64)
     return np.clip(num / np.maximum(den, 1e-6), 0, 1)
 
 
