@@ -308,7 +308,8 @@ def render_check():
     # the projected face: the bundle's 2D landmarks (photo pixels, y down)
     with open(verdict["result_json"]) as fh:
         result = json.load(fh)
-    pts = result.get("landmarks_2d") or []
+    # schema 3: per photo in views[k]; schema 1-2: at the top level
+    pts = (result["views"][0] if "views" in result else result).get("landmarks_2d") or []
     W, H = scene.render.resolution_x, scene.render.resolution_y
     colours = []
     for x, y in pts:
