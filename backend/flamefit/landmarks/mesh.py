@@ -61,8 +61,13 @@ def _face_mesh():
     except ImportError:
         raise FlameFitError(f"the MediaPipe face mesh is not installed: {INSTALL}; or use --detector dlib") from None
     with _native_log_silenced():
-        return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+        mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                                   min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+        # The graph opens its calculators (TFLite logs its XNNPACK delegate then) on its own
+        # threads after FaceMesh() returns; a first run waits until the graph is idle, so
+        # those lines come while descriptor 2 still points at /dev/null, even under load.
+        mesh.process(np.zeros((64, 64, 3), np.uint8))
+    return mesh
 
 
 def upright_crop(image_rgb: np.ndarray, center, size: float, roll: float, side: int = CROP_SIDE):
