@@ -114,3 +114,31 @@ def test_a_texture_space_meets_at_its_seams(model):
     step, plain_step = (np.abs(m[a] - m[b]).max(1) for m in (mean, plain))
     assert np.percentile(plain_step, 90) > 0.03  # the image-space fill alone leaves seams
     assert np.median(step) < 0.01 and np.percentile(step, 90) < 0.02
+
+
+def test_the_fill_far_from_seen_texels_is_the_reference_skin(model):
+    """The back of the head, far from what the photo saw, takes the face's skin colour
+    (`reference`), not the seen border's; seen texels keep their own colour."""
+    from flamefit.render.uv_raster import texel_map
+    from flamefit.textures.seams import blend_seams
+
+    R = 256
+    texels = texel_map(model, R, "cpu")
+    flat, corners = texels.texel_index.numpy(), np.asarray(model.faces)[texels.face.numpy()]
+    face = np.isin(corners, model.regions["face"]).all(1)
+    z = np.asarray(model.v_template)[:, 2]
+    back = np.isin(corners, model.regions["scalp"]).all(1) & (z[corners].mean(1) < np.percentile(z, 10))
+    assert back.sum() > 200
+    seen = np.zeros((R, R), np.float32)
+    seen.reshape(-1)[flat[face]] = 1.0
+    texture = np.zeros((R, R, 3), np.float32)
+    texture.reshape(-1, 3)[flat[face]] = (0.3, 0.3, 0.3)  # a grey "border" the diffusion alone would carry
+    skin = np.array([0.7, 0.5, 0.4])
+    plain = blend_seams(texture, model, seen).reshape(-1, 3)
+    toward = blend_seams(texture, model, seen, reference=skin).reshape(-1, 3)
+    assert np.abs(plain[flat[back]] - 0.3).max() < 0.02  # without a reference: the seen colour spreads
+    # The back of the scalp lies ~15 mesh edges from the face: most of the way to the skin (the fill decays
+    # from the border's colour to the reference over ~1/sqrt(far_hold) edges).
+    assert np.median((toward[flat[back]] - 0.3) / (skin - 0.3)) > 0.6
+    inner = face & (texels.mask.reshape(-1)[flat])  # seen face texels stay (the seam band aside)
+    assert np.median(np.abs(toward[flat[inner]] - 0.3).max(1)) < 1e-3
