@@ -58,7 +58,6 @@ class SeamBlender:
         faces = np.asarray(model.faces)
         verts = np.asarray(model.v_template, np.float64)
         corners = faces[face]
-        points = sum(verts[corners[:, k]] * bary[:, k:k + 1] for k in range(3))  # no (N, 3, 3) temporary
 
         # Distance (texels) of each covered texel to its chart's border: to the nearest
         # texel that is uncovered or of another chart.
@@ -82,6 +81,9 @@ class SeamBlender:
         # the nearer: both sides take nearly the same mean, the denser side's colour.
         # (Only texels near a border can be among them: the nearest lie within ~2 texels.)
         near = np.nonzero(distance <= options.band + 4)[0]
+        # Surface points of those texels only (the blended ones are among them).
+        points = np.zeros((len(flat), 3))
+        points[near] = sum(verts[corners[near, k]] * bary[near, k:k + 1] for k in range(3))
         distances, nearest = cKDTree(points[near]).query(points[blended], k=options.neighbours)
         nearest = near[nearest]
         sigma = np.maximum(distances[:, -1:] * 0.5, 1e-9)
@@ -92,8 +94,9 @@ class SeamBlender:
         self.flat, self.blended, self.alpha = flat, blended, alpha[blended]
         # splat (V, N): a texel's barycentric weights on its triangle's vertices (its
         # transpose interpolates vertex values at the texels).
-        self.splat = scipy.sparse.csr_matrix((bary.reshape(-1), (faces[face].reshape(-1), np.repeat(
-            np.arange(len(flat)), 3))), shape=(len(verts), len(flat)))
+        # Built as its transpose in CSR form directly (three entries per texel): no COO sort.
+        self.splat = scipy.sparse.csr_matrix((bary.reshape(-1), corners.reshape(-1), np.arange(0, 3 * len(flat) + 1, 3)),
+                                             shape=(len(flat), len(verts))).T
         self.share = np.asarray(self.splat.sum(1)).reshape(-1)
         # The mesh graph's Laplacian (unit edge weights) for the surface fill.
         edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1), axis=0)

@@ -120,7 +120,8 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     face = np.zeros(len(verts))
     for name in ("face", "ears"):
         face[np.asarray(regions.get(name, []), int)] = 1.0
-    return tuple((zone_[corners] * bary).sum(1) for zone_ in (keep, lips, core, face))
+    zones = np.stack([keep, lips, core, face], 1)  # interpolated all at once: (N, 4)
+    return tuple(sum(zones[corners[:, k]] * bary[:, k:k + 1] for k in range(3)).T)
 
 
 def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
