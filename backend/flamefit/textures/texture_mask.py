@@ -147,8 +147,9 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
     weight = np.maximum(skin, keep)
     seen_lips = (lips > 0.5) & (confidence > 0.5)
     if int(seen_lips.sum()) >= MIN_REFERENCE:
-        brightness = albedo.sum(1)
-        chroma = (albedo.max(1) - albedo.min(1)) / np.maximum(albedo.max(1), 1e-6)
+        r, g, b = albedo.T  # per channel: numpy's reductions over a length-3 axis are slow
+        brightness, top = r + g + b, np.maximum(np.maximum(r, g), b)
+        chroma = (top - np.minimum(np.minimum(r, g), b)) / np.maximum(top, 1e-6)
         lip_brightness, lip_chroma = np.median(brightness[seen_lips]), np.median(chroma[seen_lips])
         teeth = (1 - smoothstep(chroma / max(lip_chroma, 1e-6), options.teeth_chroma, options.teeth_chroma + 0.2)) \
             * smoothstep(brightness / max(lip_brightness, 1e-6), options.teeth_brightness, options.teeth_brightness + 0.3)
