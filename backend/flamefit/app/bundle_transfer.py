@@ -7,35 +7,23 @@ driver writes them at OUT/<name> (`write_files`) under the writer's rules: the t
 checked first (check_output), the files go into `.NAME.tmp-PID` with its marker, and
 the swap happens under the folder's claim: with --overwrite the old bundle is checked
 again and moved aside, put back if anything foreign appeared in it; on any error or
-interrupt the temporary folder goes and OUT is as it was. The commit step follows
-bundle.writer._write's (owned by the bundle module; see notes/s2/D.md for a shared
-entry point).
+interrupt the temporary folder goes and OUT is as it was. All of that is
+bundle.writer.write_folder, the one folder writer write_bundle uses too.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from ..bundle.claim import (
-    BUNDLE_NAMES,
-    TEMP_MARKER,
-    free_temp_folder,
-    make_temp_folder,
-    remove_own_files,
-    remove_stale_siblings,
-    temp_sibling,
-)
+from ..bundle.claim import BUNDLE_NAMES
 from ..bundle.schema import RESULT_FILE
-from ..bundle.writer import check_output, check_replaceable, write_bundle
+from ..bundle.writer import write_bundle, write_folder
 from ..errors import FlameFitError
 from ..fsutil import pid_alive
 
-_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 PACK_PREFIX = "flamefit-pack-"
 
 
@@ -67,61 +55,12 @@ def check_files(files) -> None:
 
 
 def write_files(files: dict[str, bytes], out_dir, overwrite: bool = False) -> Path:
-    """Write a packed bundle at out_dir as bundle.writer.write_bundle would write it
-    (same checks, claim and clean-up); its absolute path."""
+    """Write a packed bundle at out_dir with bundle.writer's one folder writer (same checks,
+    claim and clean-up as write_bundle); its absolute path."""
     check_files(files)
-    target = check_output(out_dir, overwrite, claim=False)
-    try:
-        return _commit(files, target)
-    except BaseException as exc:
-        target.abandon()
-        if isinstance(exc, OSError):
-            raise FlameFitError(f"{target.path}: cannot write the bundle ({exc.strerror or exc})") from None
-        raise
-    finally:
-        target.claim.release()
 
-
-@contextmanager
-def _signals_blocked():
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _commit(files: dict[str, bytes], target) -> Path:
-    out = target.path
-    tmp, old = None, temp_sibling(out, "old")
-    moved = committed = False
-    try:
-        remove_stale_siblings(out)
-        tmp = free_temp_folder(out)  # known before it exists: an interrupt in mkdir is cleaned up
-        make_temp_folder(tmp)
+    def fill(tmp: Path, out: Path) -> None:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        with target.claim:  # every writer of `out` commits under its claim
-            with _signals_blocked():
-                if out.exists() or out.is_symlink():
-                    if not target.overwrite:
-                        raise FlameFitError(f"{out}: output folder already exists (use --overwrite to replace it)")
-                    check_replaceable(out)  # again: it may have changed while the worker fitted
-                    out.rename(old)
-                    moved = True
-                    check_replaceable(old)  # a file saved between the check and the rename
-                (tmp / TEMP_MARKER).unlink()
-                tmp.rename(out)
-                committed = True
-                if moved:
-                    remove_own_files(old)  # anything that appeared in it since: kept, with the folder
-    except BaseException:
-        with _signals_blocked():
-            if moved and not committed:
-                with suppress(OSError):
-                    old.rename(out)  # the old bundle back, as it was
-            if not committed and tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
+    return write_folder(out_dir, fill, overwrite)

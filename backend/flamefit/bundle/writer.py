@@ -197,12 +197,26 @@ def write_bundle(result, out_dir, overwrite: bool = False, progress=None, extra_
     OutputTarget of check_output); returns its absolute path. `final`: the process does
     nothing after this write, so once committed, later interrupts are ignored (a complete
     bundle never comes with a failure exit)."""
-    target = out_dir if isinstance(out_dir, OutputTarget) else check_output(out_dir, overwrite, claim=False)
-    try:
+    def fill(tmp: Path, out: Path) -> None:
         stages = result.stages or ["bundle"]
         if progress is not None:
             progress({"event": "stage", "stage": "bundle", "index": stages.index("bundle") + 1, "count": len(stages)})
-        return _write(result, target, progress, extra_timings, time.perf_counter(), final)
+        _write_files(result, tmp, out, progress, extra_timings, time.perf_counter())
+
+    return write_folder(out_dir, fill, overwrite, final)
+
+
+def write_folder(out_dir, fill, overwrite: bool = False, final: bool = False) -> Path:
+    """The one way a bundle folder is written (write_bundle; a bundle sent back by a Ray
+    worker, app/bundle_transfer.py): out_dir (a path or check_output's OutputTarget) is
+    checked, fill(tmp, out) writes the files into a private temporary sibling with
+    FlameFit's marker, and under the folder's claim, with signals blocked, it becomes
+    out_dir: with --overwrite the old bundle is checked again, moved aside and put back if
+    anything foreign appeared in it; on any error or interrupt out_dir is as it was.
+    Returns the absolute path."""
+    target = out_dir if isinstance(out_dir, OutputTarget) else check_output(out_dir, overwrite, claim=False)
+    try:
+        return _commit(target, fill, final)
     except BaseException as exc:
         target.abandon()  # the claim and the parent folders this run made
         if isinstance(exc, OSError):
@@ -212,7 +226,7 @@ def write_bundle(result, out_dir, overwrite: bool = False, progress=None, extra_
         target.claim.release()
 
 
-def _write(result, target: OutputTarget, progress, extra_timings, start, final: bool) -> Path:
+def _commit(target: OutputTarget, fill, final: bool) -> Path:
     out = target.path
     tmp, old = None, temp_sibling(out, "old")
     moved = committed = False
@@ -222,36 +236,7 @@ def _write(result, target: OutputTarget, progress, extra_timings, start, final: 
         # mkdir (a signal's Python handler runs between any two steps) is cleaned up below.
         tmp = free_temp_folder(out)
         make_temp_folder(tmp)
-        steps = 6
-
-        def step(i):
-            if progress is not None:
-                progress({"event": "progress", "stage": "bundle", "step": i, "total": steps})
-
-        write_mesh(result, tmp / FILES["mesh"])
-        step(1)
-        write_obj(result, tmp / FILES["obj"], tmp / FILES["mtl"])
-        for k, view in enumerate(result.views, start=1):
-            write_photo(view.photo, tmp / view_file_name("photo", k, view.photo))
-        step(2)
-        _write_png(tmp / FILES["albedo"], _albedo_u8(result.texture))
-        if result.seen is not None:  # where albedo.png holds the photo's colour (textures/texture_mask.py)
-            _write_png(tmp / TEXTURE_MASK, np.repeat(mask_png(result.seen)[..., None], 3, axis=2))
-        step(3)
-        write_params(result, tmp / FILES["params"])
-        step(4)
-        for k, view in enumerate(result.views, start=1):
-            _write_png(tmp / view_file_name("overlay", k), overlay_picture(view))
-            _write_png(tmp / view_file_name("report", k), report_picture(result, view))
-        step(5)
-        timings = dict(extra_timings or {})
-        timings.update(result.timings)
-        timings["bundle"] = round(time.perf_counter() - start, 3)
-        timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
-        result.timings = timings
-        (tmp / RESULT_FILE).write_text(json.dumps(result_json(result, out), indent=2, allow_nan=False),
-                                       encoding="utf-8")
-        step(6)
+        fill(tmp, out)
         with target.claim:  # every writer of `out` commits under its claim
             with _signals_blocked():
                 if out.exists() or out.is_symlink():
@@ -279,6 +264,40 @@ def _write(result, target: OutputTarget, progress, extra_timings, start, final: 
             target.abandon()
         raise
     return out
+
+
+def _write_files(result, tmp: Path, out: Path, progress, extra_timings, start) -> None:
+    """The bundle's files of `result` into the temporary folder `tmp` (result.json names `out`)."""
+    steps = 6
+
+    def step(i):
+        if progress is not None:
+            progress({"event": "progress", "stage": "bundle", "step": i, "total": steps})
+
+    write_mesh(result, tmp / FILES["mesh"])
+    step(1)
+    write_obj(result, tmp / FILES["obj"], tmp / FILES["mtl"])
+    for k, view in enumerate(result.views, start=1):
+        write_photo(view.photo, tmp / view_file_name("photo", k, view.photo))
+    step(2)
+    _write_png(tmp / FILES["albedo"], _albedo_u8(result.texture))
+    if result.seen is not None:  # where albedo.png holds the photo's colour (textures/texture_mask.py)
+        _write_png(tmp / TEXTURE_MASK, np.repeat(mask_png(result.seen)[..., None], 3, axis=2))
+    step(3)
+    write_params(result, tmp / FILES["params"])
+    step(4)
+    for k, view in enumerate(result.views, start=1):
+        _write_png(tmp / view_file_name("overlay", k), overlay_picture(view))
+        _write_png(tmp / view_file_name("report", k), report_picture(result, view))
+    step(5)
+    timings = dict(extra_timings or {})
+    timings.update(result.timings)
+    timings["bundle"] = round(time.perf_counter() - start, 3)
+    timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
+    result.timings = timings
+    (tmp / RESULT_FILE).write_text(json.dumps(result_json(result, out), indent=2, allow_nan=False),
+                                   encoding="utf-8")
+    step(6)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
