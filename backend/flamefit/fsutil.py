@@ -23,7 +23,9 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 from .errors import FlameFitError
@@ -94,6 +96,16 @@ def pid_alive(pid: int) -> bool:
     except (OSError, OverflowError):
         return True  # someone else's live process, or no way to tell: keep its files
     return True
+
+
+def process_temp_folder(prefix: str) -> Path:
+    """A new private folder `<prefix><pid>-*` in the system's temporary folder, after removing
+    those of processes that died (a killed worker's copies). The caller removes its own."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = stale.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
 
 
 def remove_stale_temps(path) -> None:

@@ -13,16 +13,14 @@ bundle.writer.write_folder, the one folder writer write_bundle uses too.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..bundle.claim import BUNDLE_NAMES
 from ..bundle.schema import RESULT_FILE
 from ..bundle.writer import write_bundle, write_folder
 from ..errors import FlameFitError
-from ..fsutil import pid_alive
+from ..fsutil import process_temp_folder
 
 PACK_PREFIX = "flamefit-pack-"
 
@@ -30,20 +28,12 @@ PACK_PREFIX = "flamefit-pack-"
 def pack(result) -> dict[str, bytes]:
     """The files of `result`'s bundle (name -> bytes), written by the ordinary writer into a
     private temporary folder that is removed again (a killed worker's: by a later pack)."""
-    _remove_stale_packs()
-    folder = tempfile.mkdtemp(prefix=f"{PACK_PREFIX}{os.getpid()}-")
+    folder = process_temp_folder(PACK_PREFIX)
     try:
-        out = write_bundle(result, Path(folder) / "bundle")
+        out = write_bundle(result, folder / "bundle")
         return {entry.name: entry.read_bytes() for entry in sorted(out.iterdir())}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remove_stale_packs() -> None:
-    for stale in Path(tempfile.gettempdir()).glob(f"{PACK_PREFIX}*-*"):
-        pid = stale.name[len(PACK_PREFIX):].split("-")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def check_files(files) -> None:

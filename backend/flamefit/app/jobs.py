@@ -15,13 +15,12 @@ import hashlib
 import os
 import shutil
 import socket
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FlameFitError
-from ..fsutil import pid_alive, require_regular_file
+from ..fsutil import process_temp_folder, require_regular_file
 
 COPY_PREFIX = "flamefit-job-"
 NODE: list = [None]  # in a Ray worker: its node id (set by ray_executor); else the host name is used
@@ -85,8 +84,7 @@ def local_files(job: PhotoJob, data: PhotoData | None):
         return
     if hashlib.sha256(data.photo).hexdigest() != data.sha256:
         raise FlameFitError(f"{Path(job.photo).name}: the photo's bytes arrived damaged (SHA-256 differs)")
-    _remove_stale_copies()
-    folder = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
+    folder = process_temp_folder(COPY_PREFIX)
     try:
         photo = folder / Path(job.photo).name
         photo.write_bytes(data.photo)
@@ -97,10 +95,3 @@ def local_files(job: PhotoJob, data: PhotoData | None):
         yield photo, landmarks
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remove_stale_copies() -> None:
-    for stale in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*-*"):
-        pid = stale.name[len(COPY_PREFIX):].split("-")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
