@@ -20,6 +20,14 @@ def restore_state(scene, old: dict, objects) -> None:
     (v.view_transform, v.look, v.exposure, v.gamma) = old["view"]
 
 
+def set_photo_render_size(scene, resolution, pixel_aspect) -> None:
+    """The render size of a photo: its pixels at 100 %, with the fit's pixel aspect."""
+    r = scene.render
+    r.resolution_x, r.resolution_y = resolution
+    r.resolution_percentage = 100
+    r.pixel_aspect_x, r.pixel_aspect_y = pixel_aspect
+
+
 def use_as_scene(scene, camera_obj, world, intrinsics, *, set_camera: bool = True, set_render_size: bool = True,
                  set_world: bool = True, standard_view: bool = True) -> list:
     """Make the imported camera and world the scene's, with the photo's render size and the
@@ -32,11 +40,8 @@ def use_as_scene(scene, camera_obj, world, intrinsics, *, set_camera: bool = Tru
         scene.camera = camera_obj
         changes.append(f"scene camera: {camera_obj.name}")
     if set_render_size:
-        r = scene.render
-        r.resolution_x, r.resolution_y = intrinsics["resolution"]
-        r.resolution_percentage = 100
-        r.pixel_aspect_x, r.pixel_aspect_y = intrinsics["pixel_aspect"]
-        changes.append(f"render size: {r.resolution_x}×{r.resolution_y} (the photo's)")
+        set_photo_render_size(scene, intrinsics["resolution"], intrinsics["pixel_aspect"])
+        changes.append(f"render size: {scene.render.resolution_x}×{scene.render.resolution_y} (the photo's)")
     if standard_view:  # the albedo and lights were fitted for a plain sRGB display
         v = scene.view_settings
         if v.view_transform != "Standard":

@@ -25,6 +25,7 @@ import bpy
 from mathutils import Matrix, Quaternion, Vector
 
 from . import lights as light_rig
+from .scene import set_photo_render_size
 
 VIEWS_PROP = "flamefit_views"
 ACTIVE_PROP = "flamefit_active_view"
@@ -163,10 +164,7 @@ def apply_view(scene, coll, k: int, *, set_camera: bool = True, set_render_size:
         scene.camera = cam
         changes.append(f"scene camera: {cam.name}")
     if set_render_size:
-        r = scene.render
-        r.resolution_x, r.resolution_y = state["resolution"]
-        r.resolution_percentage = 100
-        r.pixel_aspect_x, r.pixel_aspect_y = state["pixel_aspect"]
+        set_photo_render_size(scene, state["resolution"], state["pixel_aspect"])
     coll[ACTIVE_PROP] = k
     coll["flamefit_light_error"] = float(state.get("light_error", 0.0))
     return changes
