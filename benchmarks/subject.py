@@ -57,8 +57,9 @@ LANDMARK_NOISE = float(os.environ.get("SUBJECT_NOISE", 0.7))  # px, per coordina
 
 
 def face_vertices(model) -> np.ndarray:
-    """The face region (tests/test_fit_synthetic.py's rule): the front of the template
-    between the chin and 2 cm above the brows, as wide as the jaw-line landmarks."""
+    """The face region, the same rule for every model (tests/test_fit_synthetic.py uses it
+    too): the front of the template between the chin and 2 cm above the brows, as wide as
+    the jaw-line landmarks (about FLAME's "face" mask without the sides of the head)."""
     from flamefit.render.shading import vertex_normals
 
     verts = model.v_template.astype(np.float64)

@@ -14,6 +14,7 @@ Checks, per model (the open head, and the FLAME 2023 Open extract from ../shared
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +30,15 @@ from flamefit.image import Crop, Photo, linear_to_srgb
 from flamefit.models import load_head_model
 from flamefit.render.lighting import ambient_light_sh, directional_light_sh
 from flamefit.render.rasterizer import RasterizationSettings
-from flamefit.render.shading import render_rgb, vertex_normals
+from flamefit.render.shading import render_rgb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from subject import face_vertices  # noqa: E402  (the face region's one rule)
 
 SIZE = 256
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as the CLI runs (FLAMEFIT_THREADS)
-
-
-def face_vertices(model) -> np.ndarray:
-    """The face region, the same rule for every model: the front of the template between
-    the chin and 2 cm above the brows, as wide as the jaw-line landmarks (about FLAME's
-    "face" mask without the sides of the head)."""
-    verts = model.v_template.astype(np.float64)
-    lm = model.landmarks["ibug68"].points(verts, model.faces)
-    normals = vertex_normals(torch.tensor(verts[None], dtype=torch.float32), torch.tensor(model.faces))[0].numpy()
-    lo, hi = lm.min(0), lm.max(0)
-    inside = (verts[:, 0] > lo[0]) & (verts[:, 0] < hi[0]) & (verts[:, 1] > lo[1]) & (verts[:, 1] < hi[1] + 0.02)
-    return np.nonzero(inside & (verts[:, 2] > lo[2] - 0.01) & (normals[:, 2] > 0.2))[0]
 
 
 def synthetic_scene(model, seed=0):
