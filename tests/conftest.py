@@ -7,6 +7,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "backend"))
+# The benchmarks define the synthetic subjects and scores some tests reuse (one rule each).
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 # The CC-BY FLAME 2023 Open extract lives beside the checkout, never in it (see its NOTICE.md).
 FLAME_EXTRACT = REPO.parent / "shared" / "models" / "flame2023_open_identity60.npz"

@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import subject  # benchmarks/subject.py (conftest puts benchmarks/ on the path)
+import test_fit_photos as photos_tests
 
 from flamefit.bundle import write_bundle
 from flamefit.bundle.claim import BUNDLE_NAMES
@@ -36,17 +37,6 @@ from flamefit.image import Photo
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-subject = _module("bench_subject", REPO / "benchmarks" / "subject.py")
-photos_tests = _module("fit_photos_helpers", REPO / "tests" / "test_fit_photos.py")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ Checks, per model (the open head, and the FLAME 2023 Open extract from ../shared
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from subject import face_vertices  # benchmarks/subject.py: the face region's one rule
 
 from flamefit.config import load_settings
 from flamefit.fitting import FitOptions, fit_photo
@@ -31,9 +31,6 @@ from flamefit.models import load_head_model
 from flamefit.render.lighting import ambient_light_sh, directional_light_sh
 from flamefit.render.rasterizer import RasterizationSettings
 from flamefit.render.shading import render_rgb
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from subject import face_vertices  # noqa: E402  (the face region's one rule)
 
 SIZE = 256
 

@@ -2,15 +2,11 @@
 and the per-part split (the jaw half on the cheek turned toward the camera, and the far one)
 that says where a system's error is."""
 
-import sys
-from pathlib import Path
 
+import landmarks as bench  # benchmarks/landmarks.py (conftest puts benchmarks/ on the path)
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import landmarks as bench  # noqa: E402
-
-from flamefit.landmarks.profile import TEMPLATE_MM  # noqa: E402
+from flamefit.landmarks.profile import TEMPLATE_MM
 
 
 def turned_points(yaw_degrees: float) -> np.ndarray:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import subject  # benchmarks/subject.py (conftest puts benchmarks/ on the path)
+import test_fit_photos as photos_tests
 import torch
 from PIL import Image
 
@@ -29,17 +30,6 @@ from flamefit.textures.merge import MergeOptions, merge_views
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as the CLI runs (FLAMEFIT_THREADS)
-
-
-def _module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-subject = _module("bench_subject", REPO / "benchmarks" / "subject.py")
-photos_tests = _module("fit_photos_helpers", REPO / "tests" / "test_fit_photos.py")
 
 
 @pytest.fixture(scope="module")
