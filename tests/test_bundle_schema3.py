@@ -35,7 +35,6 @@ from flamefit.bundle.writer import check_replaceable
 from flamefit.fitting import FitOptions, fit_photos
 from flamefit.image import Photo
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
