@@ -76,7 +76,9 @@ def chroma(rgb) -> np.ndarray:
 
 
 def dc_chroma(sh) -> np.ndarray:
-    return chroma(np.asarray(sh.detach().cpu(), np.float64).reshape(-1, 9, 3)[0, 0])
+    """The ambient colour's chroma of an SH light (a tensor or a fit's (9, 3) array)."""
+    sh = sh.detach().cpu() if torch.is_tensor(sh) else sh
+    return chroma(np.asarray(sh, np.float64).reshape(-1, 9, 3)[0, 0])
 
 
 def known_light(name: str) -> torch.Tensor:
@@ -187,7 +189,7 @@ def imported_chroma(result) -> dict:
         normals, weights = maths.head_normals(verts.reshape(-1).tolist(), faces, view_dir=view_dir, emphasis=emphasis)
     except TypeError:  # an older add-on: no emphasis
         normals, weights = maths.head_normals(verts.reshape(-1).tolist(), faces, view_dir=view_dir)
-    sh = np.asarray(result.state.views[0].sh.detach().cpu(), np.float64).reshape(9, 3).tolist()
+    sh = np.asarray(result.views[0].sh, np.float64).reshape(9, 3).tolist()
     try:
         rig = maths.fit_lights(sh, normals, weights, max_suns=2, view_dir=view_dir)
     except TypeError:  # an older add-on: no view_dir
@@ -262,7 +264,7 @@ def run_synthetic(model, options, names) -> dict:
         fitted = result.texture.reshape(-1, 3)[face].astype(np.float64)
         true = truth_tex[face].astype(np.float64)
         gain = float((fitted * true).sum() / max((fitted * fitted).sum(), 1e-12))
-        light = float(np.abs(dc_chroma(result.state.views[0].sh) / dc_chroma(known_light(name)) - 1).max())
+        light = float(np.abs(dc_chroma(result.views[0].sh) / dc_chroma(known_light(name)) - 1).max())
         rows[name] = {"chroma_err_pct": round(100 * light, 2),
                       "delta_e_mean": round(float(delta_e(srgb(gain * fitted.mean(0)), srgb(true.mean(0)))[0]), 2),
                       "delta_e_texel_median": round(float(np.median(delta_e(srgb(gain * fitted), srgb(true)))), 2),
@@ -288,7 +290,7 @@ def run_photos(model, options, every: int) -> dict:
             areas = (size, regions(model, size))
         outline = face_outline(model, size)
         seam = seam_score(result)
-        rows[name] = {"chroma": round(float(np.abs(dc_chroma(result.state.views[0].sh) - 1).max()), 4),
+        rows[name] = {"chroma": round(float(np.abs(dc_chroma(result.views[0].sh) - 1).max()), 4),
                       "imported": imported_chroma(result),
                       "face_share": None if outline is None else round(float(outline.mean()), 4),
                       "seam_median": None if seam is None else round(seam[0], 4),

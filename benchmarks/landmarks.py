@@ -252,7 +252,6 @@ def flamefit_points(photo, model, options, gt):
     (points in the photo's pixels, None where not reached)."""
     from flamefit.errors import FlameFitError
     from flamefit.fitting import fit_photo
-    from flamefit.fitting.geometry import yaw_degrees
     from flamefit.fitting.inputs import find_landmarks
 
     out = {"found": False, "error": None, "detector": None, "fitted": None, "outline": None, "yaw": None}
@@ -264,7 +263,7 @@ def flamefit_points(photo, model, options, gt):
             result = fit_photo(photo, model, options)
             points, detection = result.detected_2d, result.detection
             out["fitted"], out["outline"] = result.fitted_2d_fixed, result.fitted_2d
-            out["yaw"] = float(yaw_degrees(result.state.view.pose)[0])
+            out["yaw"] = result.views[0].yaw_degrees
         if match([SimpleNamespace(box=detection["box"])], box_of(gt)) is not None:
             out["found"], out["detector"] = True, points
         else:

@@ -8,6 +8,11 @@ all working on one FitContext; `setup` (fit_setup.py: crop, frame, rig, state) a
 several photos, the same-person check (same_person.py, after rigid) are unreported steps. The metrics and pictures come after, from evaluation.py. Every stage that runs emits {"event": "stage", ...} then
 {"event": "progress", ...} through one callback, and its wall time goes into
 `FitResult.timings`; `planned_stages` is the list of those that run.
+
+The result is plain data (numpy arrays, Python values): everything its readers (the
+bundle writer, the pictures, the texture-space build, the benchmarks) take from the
+fitted tensors is computed here, in `_finish`, so a result pickles and its readers need
+no torch.
 """
 
 from __future__ import annotations
@@ -20,14 +25,15 @@ import torch
 
 from ..errors import FlameFitError
 from ..image import Photo
-from ..models.head_model import HeadModel
+from ..models.head_model import HeadModel, ShapeKeys
 from ..models.lbs import rodrigues
 from ..progress import NullProgress, StageReporter
+from .albedo import TextureSpaceAlbedo
 from .context import FitContext, ViewInput
 from .contour import fixed_jaw_line
 from .evaluation import evaluate
 from .fit_setup import FitSetup
-from .geometry import GLOBAL, CameraFrame, FitState, HeadRig, project, yaw_degrees
+from .geometry import GLOBAL, CameraFrame, project, yaw_degrees
 from .inputs import LandmarksStage
 from .photo_stage import ImageStage
 from .photometric import PhotometricStage
@@ -65,6 +71,12 @@ class ViewResult:
     landmark_bary: np.ndarray  # (68, 3)
     vertices: np.ndarray  # (V, 3) this view's camera frame
     head_to_camera: np.ndarray  # (4, 4) the head's rigid transform (global rotation about the root + translation)
+    # This photo's fitted parameters (float32, the fitted components only):
+    expression: np.ndarray  # (E',)
+    pose: np.ndarray  # (J, 3) axis-angle per joint (models.head_model.JOINT_NAMES: global, neck, jaw, eyes)
+    translation: np.ndarray  # (3,) metres
+    sh: np.ndarray  # (9, 3) SH light (INTERFACE.md section 4)
+    yaw_degrees: float  # the head's turn about +Y (global and neck; geometry.yaw_degrees)
     metrics: dict
     detection: dict
     pictures: dict = field(default_factory=dict)  # arrays for overlay.png / report.png
@@ -78,17 +90,27 @@ class ViewResult:
 class FitResult:
     """A fitted subject: the shared head and texture, and one ViewResult per photo (the
     first is the reference: its camera frame is the world). The single-photo attributes
-    (photo, frame, detected_2d, ..., vertices, detection, pictures) read the first view."""
+    (photo, frame, detected_2d, ..., vertices, detection, pictures) read the first view.
+
+    Plain data only (numpy arrays, Python values), except `model`: the prepared head model
+    the fit used (itself numpy arrays, read-only and shared, not copied), which the writer
+    needs for the mesh's faces, UVs, component names, licence and provenance."""
 
     model: HeadModel
     options: FitOptions
-    state: FitState
+    identity: np.ndarray  # (S',) float32: the fitted identity coefficients (the first S' components)
     texture: np.ndarray  # (T, T, 3) linear albedo in UV space (row 0 = top = v 1)
     views: list[ViewResult]
     metrics: dict  # one photo: its metrics; several: the mean over the views, plus "views"
     timings: dict
-    rig: HeadRig
+    shape_keys: ShapeKeys  # the head posed as in the first view as Basis + shape keys (HeadLayer.shape_keys)
+    device: str  # where it was fitted ("cpu", "cuda:0")
+    history: dict = field(default_factory=dict)  # stage -> its loss values (floats), in order
+    texture_space: str | None = None  # the albedo space's name, when the photometric stage fitted one
+    albedo_coefficients: np.ndarray | None = None  # (K,) float32 of that space: mean + sum_k c_k std_k basis_k
     stages: list = field(default_factory=list)
+    state: object = None  # TEMPORARY: the readers move to the plain fields above, then it goes
+    rig: object = None  # TEMPORARY, as state
     coverage: np.ndarray | None = None  # (T, T) texel weight after the fills (texture stage)
     seen: np.ndarray | None = None  # (T, T) texel confidence from the photos' pixels alone
     same_person: dict | None = None  # several photos: the face-descriptor distances compared (same_person.py)
@@ -216,7 +238,8 @@ def head_transform(ctx: FitContext, k: int) -> np.ndarray:
 
 def _view_result(ctx: FitContext, k: int, name: str) -> ViewResult:
     rig, state, view = ctx.rig, ctx.state, ctx.views[k]
-    pose = state.views[k].pose
+    fitted_view = state.views[k]
+    pose = fitted_view.pose
     with torch.no_grad():
         verts = rig.vertices(state, view=k)
         lmk3d = rig.landmarks(verts, pose)
@@ -225,14 +248,22 @@ def _view_result(ctx: FitContext, k: int, name: str) -> ViewResult:
         # No yaw: the static embedding, whose jaw points stay on the surface when hidden;
         # the visible jaw points toward the outline (AFLW2000-3D's convention, contour.py).
         fitted_fixed = project(camera, rig.layer.landmarks(verts, "ibug68"))[0].cpu().double().numpy()
-        fitted_fixed = fixed_jaw_line(fitted_fixed, fitted, float(yaw_degrees(pose)[0]))
+        yaw = float(yaw_degrees(pose)[0])
+        fitted_fixed = fixed_jaw_line(fitted_fixed, fitted, yaw)
         face_idx, bary = rig.landmark_embedding_at(pose)
     view_metrics, pictures = evaluate(ctx, verts, fitted, k)
     return ViewResult(name=name, photo=view.photo, frame=view.frame, detected_2d=view.points, valid=view.valid,
                       fitted_2d=fitted, fitted_2d_fixed=fitted_fixed, landmarks_3d=lmk3d[0].cpu().double().numpy(),
                       landmark_face_idx=face_idx, landmark_bary=bary,
                       vertices=verts[0].cpu().numpy().astype(np.float32), head_to_camera=head_transform(ctx, k),
+                      expression=_array(fitted_view.expression[0]), pose=_array(pose[0]),
+                      translation=_array(fitted_view.translation[0]), sh=_array(fitted_view.sh[0]), yaw_degrees=yaw,
                       metrics=view_metrics, detection=view.detection, pictures=pictures)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """A fitted parameter as a float32 numpy copy."""
+    return tensor.detach().cpu().numpy().astype(np.float32, copy=True)
 
 
 def subject_metrics(views: list[ViewResult]) -> dict:
@@ -248,9 +279,20 @@ def subject_metrics(views: list[ViewResult]) -> dict:
 
 
 def _finish(ctx: FitContext, timings, stages):
-    """The result: each view's original-image landmarks, mesh, metrics and pictures
-    (evaluation.py); the subject's texture."""
+    """The result, as plain arrays: each view's parameters, original-image landmarks, mesh,
+    metrics and pictures (evaluation.py); the subject's identity, albedo, texture and its
+    head as shape keys (the bundle's mesh.npz)."""
     names = view_names(ctx.views)
     views = [_view_result(ctx, k, name) for k, name in enumerate(names)]
-    return FitResult(model=ctx.model, options=ctx.options, state=ctx.state.detached(), texture=ctx.texture, views=views,
-                     metrics=subject_metrics(views), timings=dict(timings), rig=ctx.rig, stages=stages)
+    state, first = ctx.state, ctx.state.views[0]
+    with torch.no_grad():
+        keys = ctx.rig.layer.shape_keys(state.subject.identity, first.expression, first.pose, first.translation)
+    albedo = state.subject.albedo
+    space = isinstance(albedo, TextureSpaceAlbedo)
+    return FitResult(model=ctx.model, options=ctx.options, identity=_array(state.subject.identity[0]),
+                     texture=ctx.texture, views=views, metrics=subject_metrics(views), timings=dict(timings),
+                     shape_keys=keys, device=str(ctx.rig.device),
+                     history={stage: [float(v) for v in values] for stage, values in state.history.items()},
+                     texture_space=albedo.space.name if space else None,
+                     albedo_coefficients=_array(albedo.coeffs[0]) if space else None, stages=stages,
+                     state=ctx.state.detached(), rig=ctx.rig)
