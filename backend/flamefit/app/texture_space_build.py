@@ -118,7 +118,7 @@ def fit_photo_view(path: Path, model, context: dict) -> PhotoView:
         s = torch.tensor([[sx, sy]], dtype=camera.focal.dtype)
         camera = PinholeCamera(camera.focal * s, camera.principal * s, camera.R, camera.t, znear=camera.znear)
     linear, srgb_max = _arrays(rgb)
-    sh = result.state.sh[0].detach().cpu().numpy()
+    sh = result.views[0].sh
     info = {"metrics": result.metrics, "fit_seconds": round(sum(v for k, v in result.timings.items() if k != "total"), 3),
             "detection": {k: v for k, v in result.detection.items() if k in ("source", "detector", "num_faces")}}
     return PhotoView(linear, result.vertices, camera, sh, srgb_max, info)

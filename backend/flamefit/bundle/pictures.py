@@ -162,7 +162,7 @@ def report_picture(result, view=None) -> np.ndarray:
     albedo = _u8(linear_to_srgb(cv2.resize(result.texture, (TILE, TILE), interpolation=cv2.INTER_AREA)))
     _text(albedo, "UV albedo", (6, 16), 0.45, (255, 255, 255), 2)
     _text(albedo, "UV albedo", (6, 16), 0.45, (20, 20, 20), 1)
-    bottom = np.concatenate([albedo, _curves(result.state.history)], axis=1)
+    bottom = np.concatenate([albedo, _curves(result.history)], axis=1)
     lines = []
     m = view.metrics
     count = len(result.views)

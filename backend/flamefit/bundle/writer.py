@@ -32,7 +32,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from .. import __version__
 from ..errors import FlameFitError
@@ -331,14 +330,6 @@ def _albedo_u8(texture: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- arrays
 
 
-def shape_keys(result):
-    """The fitted head as a neutral Basis + shape keys with their fitted values in the
-    first view (schema 2; the maths: HeadLayer.shape_keys)."""
-    state, view = result.state, result.state.views[0]
-    with torch.no_grad():
-        return result.rig.layer.shape_keys(state.subject.identity, view.expression, view.pose, view.translation)
-
-
 VIEW_KEY = "view{k}Pose"  # view k >= 2's key (1-based k): what the other keys cannot show of its head
 TURN_RATIO_LIMIT = 10.0  # Blender's slider range
 
@@ -352,7 +343,8 @@ def _turn_ratio(pose: np.ndarray, ref_pose: np.ndarray, joints) -> float:
 
 
 def view_shape_keys(result) -> tuple[ShapeKeys, np.ndarray]:
-    """The first view's keys plus, per view k >= 2, a key "view{k}Pose", and each view's key
+    """The first view's keys (result.shape_keys: the fitted head as a neutral Basis + shape
+    keys with their fitted values, schema 2; the maths: HeadLayer.shape_keys) plus, per view k >= 2, a key "view{k}Pose", and each view's key
     values (N, K): `basis + values[k] . deltas` is view k's fitted head in the world, exactly.
 
     View k's values: expression keys its coefficients, the jaw / eyes key the share of the
@@ -362,9 +354,8 @@ def view_shape_keys(result) -> tuple[ShapeKeys, np.ndarray]:
     view's neck turn, its jaw's turn off the first view's axis, and the pose-dependent
     correctives; one key per view, because pose is not linear in any key (a neck key
     turned by a slider would not be a turn anyway)."""
-    keys, N = shape_keys(result), len(result.views)
-    state = result.state
-    S, E = state.subject.identity.shape[1], state.views[0].expression.shape[1]
+    keys, N = result.shape_keys, len(result.views)
+    S, E = len(result.identity), len(result.views[0].expression)
     K = len(keys.names)
     values = np.zeros((N, K + N - 1), np.float32)
     values[0, :K] = keys.values
@@ -373,13 +364,13 @@ def view_shape_keys(result) -> tuple[ShapeKeys, np.ndarray]:
     names = list(keys.names) + [VIEW_KEY.format(k=k) for k in range(2, N + 1)]
     if len(set(names)) != len(names):
         raise RuntimeError(f"shape key names repeat: {names}")
-    ref_pose = state.views[0].pose[0].detach().cpu().double().numpy()
+    ref_pose = result.views[0].pose.astype(np.float64)
     deltas = [keys.deltas]
     for k in range(1, N):
-        fitted = state.views[k]
-        pose = fitted.pose[0].detach().cpu().double().numpy()
+        fitted = result.views[k]
+        pose = fitted.pose.astype(np.float64)
         row = np.zeros(K, np.float32)
-        row[S:S + E] = fitted.expression[0, :E].detach().cpu().numpy()
+        row[S:S + E] = fitted.expression[:E]
         row[S + E] = _turn_ratio(pose, ref_pose, (JAW_JOINT,))
         if K > S + E + 1:  # the eyes key
             row[S + E + 1] = _turn_ratio(pose, ref_pose, EYE_JOINTS)
@@ -421,9 +412,8 @@ def world_to_camera(frame) -> np.ndarray:
     with CAMERA-space normals. They agree because the fitter's camera has no rotation, so
     a rotated camera is refused here rather than written with its light in the wrong frame
     (rotating 9 SH coefficients with it would need the band-2 rotation matrices)."""
-    camera = frame.camera(None, "cpu", torch.float64)
     matrix = np.eye(4)
-    matrix[:3, :3], matrix[:3, 3] = camera.R[0].numpy(), camera.t[0].numpy()
+    matrix[:3, :3], matrix[:3, 3] = frame.extrinsics()
     if not np.allclose(matrix[:3, :3], np.eye(3), atol=1e-9):
         raise RuntimeError("the camera is rotated, but the bundle's SH light is in world space only for a camera "
                            "without rotation (INTERFACE.md section 4)")
@@ -441,16 +431,16 @@ def view_world_to_camera(result, k: int) -> np.ndarray:
 
 def write_params(result, path: Path) -> None:
     """identity (S,), then each view's arrays stacked on a leading view axis (schema 3)."""
-    state, N = result.state, len(result.views)
+    N = len(result.views)
     stack = lambda get: np.stack([np.asarray(get(k), dtype=np.float32) for k in range(N)])
-    tensor = lambda name: stack(lambda k: getattr(state.views[k], name)[0].cpu().numpy())
+    fitted = lambda name: stack(lambda k: getattr(result.views[k], name))
     np.savez(
         path,
-        identity=state.subject.identity[0].cpu().numpy().astype(np.float32),
-        expression=tensor("expression"),
-        pose=tensor("pose"),
-        translation=tensor("translation"),
-        sh=tensor("sh"),
+        identity=result.identity.astype(np.float32),
+        expression=fitted("expression"),
+        pose=fitted("pose"),
+        translation=fitted("translation"),
+        sh=fitted("sh"),
         focal_px=stack(lambda k: result.views[k].frame.intrinsics(None)[0]),
         principal_px=stack(lambda k: result.views[k].frame.intrinsics(None)[1]),
         world_to_camera=stack(lambda k: view_world_to_camera(result, k)),
@@ -496,7 +486,7 @@ def _photo_entry(photo) -> dict:
 
 def _view_json(result, k: int) -> dict:
     """result.json's views[k] (schema 3)."""
-    view, fitted = result.views[k], result.state.views[k]
+    view = result.views[k]
     focal, principal = view.frame.intrinsics(None)
     crop = view.frame.crop
     return {
@@ -511,11 +501,11 @@ def _view_json(result, k: int) -> dict:
             "convention": CAMERA_CONVENTION,
         },
         "parameters": {
-            "expression": [float(v) for v in fitted.expression[0]],
-            "pose": {name: [float(v) for v in fitted.pose[0, j]] for j, name in enumerate(JOINT_NAMES)},
-            "translation": [float(v) for v in fitted.translation[0]],
+            "expression": [float(v) for v in view.expression],
+            "pose": {name: [float(v) for v in view.pose[j]] for j, name in enumerate(JOINT_NAMES)},
+            "translation": [float(v) for v in view.translation],
         },
-        "lights": {"sh": _rows(fitted.sh[0].cpu().numpy()), "convention": LIGHT_CONVENTION},
+        "lights": {"sh": _rows(view.sh), "convention": LIGHT_CONVENTION},
         "landmarks_2d": _rows(view.fitted_2d),
         "landmarks_2d_fixed": _rows(view.fitted_2d_fixed),
         "detected_landmarks_2d": _rows(view.detected_2d),
@@ -532,7 +522,7 @@ def _finite(metrics: dict) -> dict:
 
 def result_json(result, out: Path) -> dict:
     """result.json (schema 3): the subject (identity, files, fit, summary metrics) and its views."""
-    state, model = result.state, result.model
+    model = result.model
     expression_names = model.expression_names or [f"expression_{k:03d}" for k in range(model.num_expression)]
     metrics = _finite(result.metrics)
     metrics["views"] = len(result.views)
@@ -540,15 +530,15 @@ def result_json(result, out: Path) -> dict:
         "schema_version": SCHEMA_VERSION,
         "flamefit_version": __version__,
         "model": {"name": model.name, "version": model.version, "licence": model.licence, "id": model_id(model.name)},
-        "parameters": {"identity": [float(v) for v in state.subject.identity[0]]},
-        "expression_names": expression_names[: state.views[0].expression.shape[1]],
+        "parameters": {"identity": [float(v) for v in result.identity]},
+        "expression_names": expression_names[: len(result.views[0].expression)],
         "metrics": metrics,
         "timings": result.timings,
         "files": {**FILES, **({"mask": TEXTURE_MASK} if result.seen is not None else {})},
         "fit": {
             "stages": [s for s in result.stages if s != "bundle"],
             "texture_size": int(result.options.texture_size),
-            "device": str(result.rig.device),
+            "device": result.device,
             "model_provenance": {k: v for k, v in model.provenance.items() if isinstance(v, str)},
             **({"same_person": result.same_person} if getattr(result, "same_person", None) else {}),
         },

@@ -49,12 +49,17 @@ class CameraFrame:
         s = resolution / self.crop.side
         return self.focal_px * s, (self.principal_px - (self.crop.x0, self.crop.y0)) * s
 
+    def extrinsics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R (3, 3), t (3,)) world -> camera: the camera stays at the origin (the head moves)."""
+        return np.eye(3), np.zeros(3)
+
     def camera(self, resolution: int | None, device, dtype=torch.float32) -> PinholeCamera:
         focal, principal = self.intrinsics(resolution)
+        R, t = self.extrinsics()
         return PinholeCamera(torch.tensor(focal[None], dtype=dtype, device=device),
                              torch.tensor(principal[None], dtype=dtype, device=device),
-                             torch.eye(3, dtype=dtype, device=device)[None],
-                             torch.zeros(1, 3, dtype=dtype, device=device), znear=0.01)
+                             torch.tensor(R[None], dtype=dtype, device=device),
+                             torch.tensor(t[None], dtype=dtype, device=device), znear=0.01)
 
     def to_crop(self, points: np.ndarray, resolution: int) -> np.ndarray:
         return self.crop.resized(resolution).to_crop(points)
