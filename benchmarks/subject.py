@@ -165,11 +165,9 @@ def make_subject(model, seed: int, yaws, rig=None):
 
 def neutral_vertices(result) -> np.ndarray:
     """The fitted identity's neutral head (no expression, no pose), (V, 3)."""
-    rig = result.rig
-    with torch.no_grad():
-        identity = result.state.subject.identity
-        zero = torch.zeros(1, rig.num_expression)
-        return rig.layer(identity, zero, torch.zeros(1, 5, 3), torch.zeros(1, 3)).vertices[0].double().numpy()
+    from flamefit.fitting.geometry import neutral_head
+
+    return neutral_head(result.model, result.identity)
 
 
 def aligned_error_mm(fitted: np.ndarray, truth: np.ndarray, index=None) -> float:

@@ -178,6 +178,14 @@ class HeadRig:
         return face_idx[0].copy(), bary[0].copy()
 
 
+def neutral_head(model: HeadModel, identity: np.ndarray) -> np.ndarray:
+    """(V, 3) float64: the head of the identity coefficients `identity` ((S',): the first S'
+    components, as FitResult.identity) with no expression, no pose and no translation."""
+    with torch.no_grad():
+        identity = torch.as_tensor(np.asarray(identity, np.float32))[None]
+        return HeadLayer(model)(identity).vertices[0].double().numpy()
+
+
 def expression_is_nonnegative(rig: HeadRig) -> bool:
     """ARKit-style units (named expression components) are weights in [0, 1]."""
     return bool(rig.model.expression_names)
