@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..image import Crop
 from ..render.lighting import sh_basis
 from ..render.rasterizer import RasterizationSettings, rasterize_mesh
 from ..render.shading import sample_image, vertex_normals
@@ -32,7 +33,7 @@ from ..textures.merge import merge_views
 from ..textures.seams import blend_seams
 from ..textures.texture_mask import skin_colour, texture_mask
 from .context import FitContext, Stage
-from .geometry import FitState
+from .geometry import CameraFrame, FitState
 from .photo_target import linear_crop
 
 
@@ -49,10 +50,11 @@ def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
     better."""
     rig, state, options = ctx.rig, ctx.state, ctx.options
     view, fitted = ctx.views[k], ctx.state.views[k]
-    frame, rgb = view.frame, view.photo.rgb
+    rgb = view.photo.rgb
     T = int(options.texture_size)
     device, dtype = rig.device, rig.dtype
     verts = rig.vertices(state, view=k)
+    frame = _head_frame(view.frame, verts) if len(ctx.views) > 1 else view.frame
     normals = vertex_normals(verts, rig.faces)
     points = texels.points(verts, rig.faces)
     texel_normals = torch.nn.functional.normalize(texels.points(normals, rig.faces), dim=-1)
@@ -64,13 +66,15 @@ def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
     frags = rasterize_mesh(camera, verts, rig.faces, RasterizationSettings((R, R), cull_backfaces=True))
     report(2)
     tolerance = 0.004 + 0.002 * screen[:, 2]  # metres: a few mm at portrait distance
-    visible = texel_visibility(screen[None], frags, tolerance[None])[0]
+    visible = texel_visibility(screen[None], frags, tolerance[None])[0] & _inside_photo(frame, screen, R)
     to_camera = torch.nn.functional.normalize(-points, dim=-1)  # camera at the origin
     cosine = (texel_normals * to_camera).sum(-1)
     lo = options.texture_min_cosine
     confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
     if len(ctx.views) > 1:
-        confidence = confidence * _inside_outline(frags.mask[0], screen, options.texture_silhouette_margin * R)
+        # The margin is a share of the landmark crop (the face's size), not of the head's crop.
+        margin = options.texture_silhouette_margin * view.frame.crop.side * R / frame.crop.side
+        confidence = confidence * _inside_outline(frags.mask[0], screen, margin)
 
     raw_shading = sh_basis(texel_normals) @ fitted.sh[0]
     shading = raw_shading.clamp(min=options.texture_min_shading)
@@ -90,6 +94,29 @@ def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
         report(4 + step)
     detail = float(frame.focal_px[0]) / points[:, 2].abs().clamp(min=1e-3)
     return albedo, confidence, detail
+
+
+def _head_frame(frame: CameraFrame, verts: torch.Tensor) -> CameraFrame:
+    """The photo's frame with a square crop around the landmark crop and the whole head's
+    projection: the landmark crop is centred on the face, so a profile's would leave out
+    the back of the head and the neck that the photo shows (#19: ~40 % of the surface
+    three views see)."""
+    xy = frame.camera(None, verts.device, verts.dtype).transform_points(verts)[0, :, :2].cpu().numpy()
+    crop = frame.crop
+    lo = np.minimum(np.floor(xy.min(0)), (crop.x0, crop.y0)).astype(int)
+    hi = np.maximum(np.ceil(xy.max(0)), (crop.x0 + crop.side, crop.y0 + crop.side)).astype(int)
+    side = int((hi - lo).max())
+    x0, y0 = (lo + hi) // 2 - side // 2
+    return CameraFrame(frame.width, frame.height, Crop(int(x0), int(y0), side, crop.size))
+
+
+def _inside_photo(frame: CameraFrame, screen: torch.Tensor, R: int) -> torch.Tensor:
+    """(M,) bool: the texel projects inside the photo (a crop past its border holds
+    replicated edge pixels, not the surface)."""
+    crop = frame.crop
+    x = screen[:, 0] * (crop.side / R) + crop.x0
+    y = screen[:, 1] * (crop.side / R) + crop.y0
+    return (x >= 0) & (x < frame.width) & (y >= 0) & (y < frame.height)
 
 
 def _inside_outline(mask: torch.Tensor, screen: torch.Tensor, margin: float) -> torch.Tensor:

@@ -9,8 +9,9 @@ texel's detail in that photo (photo pixels per metre of surface there). The merg
 1. colour match: a view's gain per channel toward the reference view (the first), the
    median ratio over texels both see well (bounded; no shared texels: gain 1);
 2. feathering: c_k fades to 0 over `feather` texels toward the edge of the region the
-   view sees (a distance transform in UV), so where one view's coverage ends its
-   weight has already gone smoothly to 0 and no seam appears;
+   view sees (a distance transform in UV; a chart's border in the layout is no such
+   edge), so where one view's coverage ends its weight has already gone smoothly to 0
+   and no seam appears;
 3. blend: w_k = feathered c_k^2 x (detail_k / the best detail at that texel); albedo =
    sum w_k a_k / sum w_k (a weighted average everywhere, never a switch).
 
@@ -38,8 +39,10 @@ class MergeOptions:
 
 def feathered(confidence: np.ndarray, index: np.ndarray, size: int, width: float) -> np.ndarray:
     """(M,) confidence at the texels `index` of a size x size map, faded to 0 over `width`
-    texels toward the edge of the seen region."""
-    seen = np.zeros(size * size, np.uint8)
+    texels toward the edge of the seen region: covered texels the view does not see. A
+    chart's border in the layout is no such edge (the surface, and what the view sees of
+    it, goes on in the next chart), so texels outside `index` count as seen."""
+    seen = np.ones(size * size, np.uint8)
     seen[index] = confidence > 0.05
     distance = cv2.distanceTransform(seen.reshape(size, size), cv2.DIST_L2, 3).reshape(-1)[index]
     ramp = np.clip(distance / max(width, 1.0), 0.0, 1.0)
