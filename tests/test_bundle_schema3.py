@@ -55,7 +55,7 @@ def test_schema_3_round_trip(fitted, bundle):
     assert validate_bundle(bundle) == []
     result = read_result(bundle)
     assert result["schema_version"] == 3 and read_subject(bundle) is not None
-    assert result["parameters"] == {"identity": pytest.approx(fitted.state.subject.identity[0].tolist())}
+    assert result["parameters"] == {"identity": pytest.approx(fitted.identity.tolist())}
     assert result["metrics"]["views"] == 2 and "photo" not in result and "camera" not in result
     views = result["views"]
     assert [v["name"] for v in views] == ["front", "front-2"]  # stems made unique, in the photos' order
@@ -64,13 +64,13 @@ def test_schema_3_round_trip(fitted, bundle):
     assert np.allclose(views[0]["camera"]["world_to_camera"], np.eye(4))
     for k, view in enumerate(views):
         assert view["photo"]["path"] == str(fitted.views[k].photo.path)
-        assert np.allclose(view["parameters"]["expression"], fitted.state.views[k].expression[0].numpy())
-        assert np.allclose(view["lights"]["sh"], fitted.state.views[k].sh[0].numpy())
+        assert np.allclose(view["parameters"]["expression"], fitted.views[k].expression)
+        assert np.allclose(view["lights"]["sh"], fitted.views[k].sh)
         assert np.allclose(view["landmarks_2d"], fitted.views[k].fitted_2d)
         assert view["metrics"] == fitted.views[k].metrics
         assert (bundle / view["files"]["photo"]).is_file() and (bundle / view["files"]["report"]).is_file()
     params = np.load(bundle / "params.npz")
-    assert params["identity"].shape == (fitted.state.subject.identity.shape[1],)
+    assert params["identity"].shape == fitted.identity.shape
     assert params["expression"].shape[0] == params["pose"].shape[0] == params["sh"].shape[0] == 2
     assert np.allclose(params["world_to_camera"][1], views[1]["camera"]["world_to_camera"], atol=1e-6)
     # The mesh is the head posed as in view 1 (its camera = the world).

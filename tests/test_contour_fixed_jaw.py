@@ -43,9 +43,10 @@ def test_near_jaw_of_a_turned_aflw_face_lies_on_the_annotation():
 
     from flamefit.config import load_settings
     from flamefit.fitting import FitOptions, fit_photo, prepare_model
-    from flamefit.fitting.geometry import project, yaw_degrees
+    from flamefit.fitting.geometry import project
     from flamefit.image import load_photo
     from flamefit.models import load_head_model
+    from flamefit.models.head_model import HeadLayer
 
     notes = np.load(AFLW / "annotations.npz")
     index = list(notes["names"]).index("image00636")
@@ -54,10 +55,10 @@ def test_near_jaw_of_a_turned_aflw_face_lies_on_the_annotation():
     model = prepare_model(load_head_model(settings), settings.cache_dir)
     result = fit_photo(load_photo(AFLW / "images" / "image00636.jpg"), model, FitOptions(stages=("landmarks",)))
     with torch.no_grad():  # the static surface points, projected (what landmarks_2d_fixed was)
-        camera = result.frame.camera(None, result.rig.device, result.rig.dtype)
-        verts = torch.as_tensor(result.vertices, dtype=result.rig.dtype)[None]
-        surface = project(camera, result.rig.layer.landmarks(verts, "ibug68"))[0].double().numpy()
-    yaw = float(yaw_degrees(result.state.view.pose)[0])
+        camera = result.frame.camera(None, "cpu")
+        verts = torch.as_tensor(result.vertices)[None]
+        surface = project(camera, HeadLayer(result.model).landmarks(verts, "ibug68"))[0].double().numpy()
+    yaw = result.views[0].yaw_degrees
     fixed = fixed_jaw_line(surface, result.fitted_2d, yaw)
     near = list(range(0, 8)) if yaw > 0 else list(range(9, 17))
     span = truth.max(0) - truth.min(0)

@@ -40,7 +40,7 @@ def model():
 
 def fitted_chroma(model, rgb, tmp_path, name):
     result = fit_photo(Photo(Path(tmp_path) / name, rgb), model, FitOptions(texture_size=256), device="cpu")
-    return np.array(dc_chroma(result.state.views[0].sh))
+    return np.array(dc_chroma(result.views[0].sh))
 
 
 @pytest.fixture(scope="module")

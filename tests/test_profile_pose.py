@@ -44,7 +44,6 @@ def test_mesh_face_near_profile_takes_the_posed_template():
         pytest.skip(f"AFLW2000-3D dev set not found at {AFLW}")
     from flamefit.config import load_settings
     from flamefit.fitting import FitOptions, fit_photo, prepare_model
-    from flamefit.fitting.geometry import yaw_degrees
     from flamefit.image import load_photo
     from flamefit.models import load_head_model
 
@@ -57,7 +56,7 @@ def test_mesh_face_near_profile_takes_the_posed_template():
     settings = load_settings({})
     model = prepare_model(load_head_model(settings), settings.cache_dir)
     result = fit_photo(photo, model, FitOptions(stages=("landmarks",)))
-    assert abs(float(yaw_degrees(result.state.view.pose)[0])) > 60.0
+    assert abs(result.views[0].yaw_degrees) > 60.0
     span = truth.max(0) - truth.min(0)
     error = np.linalg.norm(result.fitted_2d_fixed - truth, axis=1) / np.sqrt(span.prod())
     assert error.mean() < 0.08

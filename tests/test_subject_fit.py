@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import subject  # benchmarks/subject.py (conftest puts benchmarks/ on the path)
 import test_fit_photos as photos_tests
-import torch
 from PIL import Image
 
 from flamefit.errors import FlameFitError
@@ -46,15 +45,14 @@ def test_one_identity_from_several_views_is_nearer_the_truth(open_head):
     for yaws in ((0,), (0, 90, -90)):
         photos, points, truth = subject.make_subject(open_head, 1, yaws)
         result = fit_photos(photos, open_head, LANDMARKS_ONLY, landmarks=points)
-        assert len(result.views) == len(yaws) and len(result.state.views) == len(yaws)
-        assert result.state.subject.identity.shape == (1, open_head.num_identity if open_head.num_identity < 100
-                                                         else 100)
+        assert len(result.views) == len(yaws)
+        assert result.identity.shape == (min(open_head.num_identity, 100),)
         fitted = subject.neutral_vertices(result)
         errors[len(yaws)] = (subject.aligned_error_mm(fitted, truth["neutral"], face),
                              subject.aligned_error_mm(fitted, truth["neutral"]))
-        for view, state, true in zip(result.views, result.state.views, truth["views"]):
+        for view, true in zip(result.views, truth["views"]):
             assert view.metrics["landmark_error_px"] < 2.0
-            assert abs(float(yaw_degrees(state.pose)[0]) - float(yaw_degrees(true["pose"])[0])) < 6
+            assert abs(view.yaw_degrees - float(yaw_degrees(true["pose"])[0])) < 6
     # The profiles pin the depth of the face: the shared identity is nearer the truth.
     assert errors[3][0] < 0.8 * errors[1][0] and errors[3][0] < 1.2, errors
     assert errors[3][1] < 0.8 * errors[1][1], errors
@@ -78,7 +76,7 @@ def test_the_single_photo_fit_is_the_one_view_case(open_head):
     photos, points, _ = subject.make_subject(open_head, 3, (0,))
     one = fit_photo(photos[0], open_head, LANDMARKS_ONLY, landmarks=points[0])
     many = fit_photos(photos, open_head, LANDMARKS_ONLY, landmarks=points)
-    assert torch.equal(one.state.subject.identity, many.state.subject.identity)
+    assert np.array_equal(one.identity, many.identity)
     assert np.array_equal(one.fitted_2d, many.views[0].fitted_2d) and one.metrics == many.metrics
 
 

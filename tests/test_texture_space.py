@@ -790,7 +790,6 @@ def test_real_photo_build_gives_a_space_the_fitter_uses(real_photos, tmp_path, m
     from flamefit.cli import main
     from flamefit.config import load_settings
     from flamefit.fitting import FitOptions, fit_photo, prepare_model
-    from flamefit.fitting.albedo import TextureSpaceAlbedo
     from flamefit.models import load_head_model
 
     monkeypatch.setenv("FLAMEFIT_CONFIG", str(tmp_path / "none.toml"))  # the default model: the open head
@@ -809,7 +808,9 @@ def test_real_photo_build_gives_a_space_the_fitter_uses(real_photos, tmp_path, m
 
     options = FitOptions(stages=("landmarks", "photometric"), photometric_schedule=((96, 15),), shape_iterations=20,
                          rigid_iterations=15)
-    result = fit_photo(real_photos / "astronaut.png", model, options, texture_space=load_texture_space(out, model))
-    assert isinstance(result.state.albedo, TextureSpaceAlbedo)
-    assert result.state.albedo.coeffs.shape[1] == space.num_components
+    fitted_space = load_texture_space(out, model)
+    result = fit_photo(real_photos / "astronaut.png", model, options, texture_space=fitted_space)
+    assert result.texture_space == fitted_space.name  # the result says which space its coefficients are of
+    assert result.albedo_coefficients.shape == (space.num_components,)
+    assert np.isfinite(result.albedo_coefficients).all() and np.abs(result.albedo_coefficients).max() > 0
     assert np.isfinite(result.texture).all() and result.metrics["psnr_db"] > 15

@@ -91,8 +91,9 @@ class FitState:
     Tensors; stages set requires_grad as needed.
 
     The one-view accessors (identity, expression, pose, translation, sh, albedo,
-    texture) read and set the subject's or the only view's fields, for the readers of a
-    single-photo result (the bundle writer)."""
+    texture) read and set the subject's or the only view's fields (a single-photo state
+    built by hand, as the tests' synthetic heads). The fit's result holds none of this:
+    pipeline._finish copies what its readers need into plain arrays."""
 
     subject: Subject
     views: list[View]
@@ -104,13 +105,6 @@ class FitState:
         if len(self.views) != 1:
             raise ValueError(f"a fit of {len(self.views)} views has no single view")
         return self.views[0]
-
-    def detached(self) -> "FitState":
-        def copy(obj):
-            return type(obj)(**{k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in obj.__dict__.items()})
-
-        return FitState(copy(self.subject), [copy(v) for v in self.views],
-                        {k: list(v) for k, v in self.history.items()})
 
 
 def _delegate(owner: str, name: str) -> property:

@@ -109,8 +109,6 @@ class FitResult:
     texture_space: str | None = None  # the albedo space's name, when the photometric stage fitted one
     albedo_coefficients: np.ndarray | None = None  # (K,) float32 of that space: mean + sum_k c_k std_k basis_k
     stages: list = field(default_factory=list)
-    state: object = None  # TEMPORARY: the readers move to the plain fields above, then it goes
-    rig: object = None  # TEMPORARY, as state
     coverage: np.ndarray | None = None  # (T, T) texel weight after the fills (texture stage)
     seen: np.ndarray | None = None  # (T, T) texel confidence from the photos' pixels alone
     same_person: dict | None = None  # several photos: the face-descriptor distances compared (same_person.py)
@@ -294,5 +292,4 @@ def _finish(ctx: FitContext, timings, stages):
                      shape_keys=keys, device=str(ctx.rig.device),
                      history={stage: [float(v) for v in values] for stage, values in state.history.items()},
                      texture_space=albedo.space.name if space else None,
-                     albedo_coefficients=_array(albedo.coeffs[0]) if space else None, stages=stages,
-                     state=ctx.state.detached(), rig=ctx.rig)
+                     albedo_coefficients=_array(albedo.coeffs[0]) if space else None, stages=stages)
