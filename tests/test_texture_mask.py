@@ -101,3 +101,30 @@ def test_the_mask_keeps_skin_and_drops_what_is_not(model):
     outline = uv_face_outline(model, SIZE).reshape(-1)[texels.texel_index.numpy()]
     albedo[outline] = (0.1, 0.2, 0.6)
     assert np.median(texture_mask(albedo, np.ones(n), model, texels)[outline]) > 0.95
+
+
+def test_hair_stays_on_the_scalp_and_goes_over_the_face(model):
+    """Hair belongs on the scalp (a bald head mesh orbited should show it where the photo
+    did), not over the upper forehead and temples: on the model's texels, brown hair on
+    the scalp keeps its weight, the same hair on the face region outside the kept outline
+    and a blue shirt on the scalp take the fill."""
+    texels = texel_map(model, SIZE, "cpu")
+    n = len(texels.face)
+    rng = np.random.default_rng(1)
+    skin, hair = np.array([0.55, 0.36, 0.27]), np.array([0.09, 0.06, 0.04])
+    albedo = np.tile(skin, (n, 1)) * rng.uniform(0.95, 1.05, (n, 1))
+    faces = np.asarray(model.faces)[texels.face.numpy()]
+    scalp = np.isin(faces, model.regions["scalp"]).all(1)
+    from flamefit.textures.texture_mask import feature_zones
+
+    kept = feature_zones(model, texels)[0] > 0  # the face inside the jaw line and raised brows, the features
+    forehead = np.isin(faces, model.regions["face"]).all(1) & ~kept  # the upper forehead, the temples
+    shirt = scalp & (np.arange(n) % 5 == 0)
+    albedo[scalp] = hair * rng.uniform(0.7, 1.4, (int(scalp.sum()), 1))  # strands lighter and darker
+    albedo[forehead] = hair
+    albedo[shirt] = (0.1, 0.2, 0.6)
+    weights = texture_mask(albedo, np.ones(n), model, texels)
+    assert forehead.sum() > 100
+    assert np.median(weights[scalp & ~shirt]) > 0.9
+    assert np.median(weights[forehead]) < 0.1
+    assert np.median(weights[shirt]) < 0.6  # smoothed with the hair around it, but down

@@ -142,3 +142,36 @@ def test_the_fill_far_from_seen_texels_is_the_reference_skin(model):
     assert np.median((toward[flat[back]] - 0.3) / (skin - 0.3)) > 0.6
     inner = face & (texels.mask.reshape(-1)[flat])  # seen face texels stay (the seam band aside)
     assert np.median(np.abs(toward[flat[inner]] - 0.3).max(1)) < 1e-3
+
+
+def test_hair_seen_on_the_scalp_stays_there_and_does_not_spread_over_the_unseen_skull(model):
+    """Hair the photo showed on the scalp keeps its colour where it was seen, but the fill
+    of the unseen back of the head is skin, not hair: on the scalp a seen texel feeds the
+    fill by how close it is to the skin colour (SeamOptions.source_chroma/brightness)."""
+    from flamefit.render.uv_raster import texel_map
+    from flamefit.textures.seams import SeamOptions, blend_seams
+
+    R = 256
+    texels = texel_map(model, R, "cpu")
+    flat, corners = texels.texel_index.numpy(), np.asarray(model.faces)[texels.face.numpy()]
+    verts = np.asarray(model.v_template)
+    face = np.isin(corners, model.regions["face"]).all(1)
+    scalp = np.isin(corners, model.regions["scalp"]).all(1)
+    y, z = verts[corners, 1].mean(1), verts[corners, 2].mean(1)
+    hair = scalp & (z > np.median(z[scalp])) & (y > np.median(y[scalp]))  # the scalp's top front: seen
+    back = scalp & (z < np.percentile(verts[:, 2], 10))  # the back of the skull: unseen
+    assert hair.sum() > 200 and back.sum() > 200
+    skin, dark = np.array([0.6, 0.42, 0.32]), np.array([0.05, 0.035, 0.025])
+    seen = np.zeros((R, R), np.float32)
+    seen.reshape(-1)[flat[face | hair]] = 1.0
+    texture = np.zeros((R, R, 3), np.float32)
+    texture.reshape(-1, 3)[flat[face]] = skin
+    texture.reshape(-1, 3)[flat[hair]] = dark
+    out = blend_seams(texture, model, seen, reference=skin).reshape(-1, 3)
+    inner = hair & texels.mask.reshape(-1)[flat]  # seen hair stays (the seam band aside)
+    assert np.median(np.abs(out[flat[inner]] - dark).max(1)) < 1e-3
+    assert np.median(np.abs(out[flat[back]] - skin).max(1)) < 0.03
+    # Every seen texel feeding the fill alike (the widths huge): the hair darkens the back.
+    alike = SeamOptions(source_chroma=1e6, source_brightness=1e6)
+    spread = blend_seams(texture, model, seen, options=alike, reference=skin).reshape(-1, 3)
+    assert np.median(np.abs(spread[flat[back]] - skin).max(1)) > 0.1

@@ -7,7 +7,9 @@ differ and a render shows a line. `blend_seams` works on the surface instead:
 - unseen texels (the back of the head, under the chin) are filled on the mesh: seen
   texels splat their colours onto their triangle's vertices, the vertices are diffused
   from those (a harmonic fill on the mesh graph) and a texel takes its vertices'
-  interpolation, the same on both sides of a cut;
+  interpolation, the same on both sides of a cut; far from seen texels the fill tends to
+  the face's skin colour, and on the scalp a seen texel feeds the fill only as far as it
+  looks like skin (hair stays where the photo showed it, the unseen skull is skin);
 - every covered texel has its surface point (the template's: the layout's geometry);
 - a texel within `band` texels of its chart's border takes a Gaussian-weighted mean of
   the texels nearest to its surface point, whichever chart holds them, blended in from
@@ -37,6 +39,12 @@ class SeamOptions:
     # instead of the average of the seen border, which is greyer and darker (grazing
     # angles, hair, shadow): this hold on every vertex sets how fast (~1/sqrt edges).
     far_hold: float = 0.03
+    # With a skin colour given, a seen texel on the scalp (the model's "scalp" region) feeds
+    # the fill by how close its colour is to it: hair kept where the photo showed it does not
+    # spread over what the photo did not show (the unseen skull of a bald head mesh).
+    # Gaussian widths: chromaticity, and log brightness (de-lit skin varies with shading).
+    source_chroma: float = 0.03
+    source_brightness: float = 0.5
 
 
 class SeamBlender:
@@ -98,12 +106,16 @@ class SeamBlender:
         self.splat = scipy.sparse.csr_matrix((bary.reshape(-1), corners.reshape(-1), np.arange(0, 3 * len(flat) + 1, 3)),
                                              shape=(len(flat), len(verts))).T
         self.share = np.asarray(self.splat.sum(1)).reshape(-1)
+        scalp = np.zeros(len(verts))
+        scalp[np.asarray(getattr(model, "regions", {}).get("scalp", []), int)] = 1.0
+        self.scalp = self.splat.T @ scalp  # (N,) each texel's share of the scalp
         # The mesh graph's Laplacian (unit edge weights) for the surface fill.
         edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1), axis=0)
         adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), tuple(edges.T)), shape=(len(verts),) * 2)
         adjacency = (adjacency + adjacency.T).tocsr()
         self.laplacian = scipy.sparse.diags(np.asarray(adjacency.sum(1)).reshape(-1)) - adjacency
         self.hold, self.far_hold = options.hold, options.far_hold
+        self.source_chroma, self.source_brightness = options.source_chroma, options.source_brightness
         self.mean = mean.tocsr()
 
         # Gutter: each uncovered texel within the margin copies its nearest covered texel.
@@ -124,20 +136,33 @@ class SeamBlender:
         vertices are diffused from them (harmonic fill on the mesh graph, seen vertices
         held), and a texel takes the interpolation of its vertices: continuous across charts.
         With a `reference` colour (C,) every vertex is also held weakly (`far_hold`) to it,
-        so far from what was seen the fill is that colour, not the seen border's mean."""
+        so far from what was seen the fill is that colour, not the seen border's mean, and
+        seen scalp texels feed the fill by how skin-like they are (`source_weight`: hair stays
+        where it was seen, the unseen skull is filled with skin)."""
         import scipy.sparse
         import scipy.sparse.linalg
 
         w = np.clip(weight, 0.0, 1.0)
-        seen = self.splat @ w
+        source = w if reference is None else w * (1.0 - self.scalp * (1.0 - self.source_weight(values, reference)))
+        seen = self.splat @ source
         confidence = np.clip(seen / np.maximum(self.share, 1e-9), 0.0, 1.0)
         held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
         far = 0.0 if reference is None else self.far_hold * (1.0 - confidence) ** 2  # seen vertices keep their own
         solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held + far)).tocsc())
-        mean = (self.splat @ (w[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
+        mean = (self.splat @ (source[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
         target = held[:, None] * mean + (0.0 if reference is None else far[:, None] * np.asarray(reference, np.float64)[None])
         fill = np.stack([solve(target[:, c]) for c in range(values.shape[1])], 1)
         return values + (1.0 - w)[:, None] * (self.splat.T @ fill - values)
+
+    def source_weight(self, values: np.ndarray, reference) -> np.ndarray:
+        """(N,) in [0, 1]: how close each texel's colour (N, 3) is to the skin colour
+        `reference` (3,), in chromaticity and log brightness (Gaussian)."""
+        reference = np.asarray(reference, np.float64)
+        total = np.maximum(values.sum(1), 1e-4)
+        ref_total = max(float(reference.sum()), 1e-4)
+        chroma = ((values[:, :2] / total[:, None] - reference[:2] / ref_total) ** 2).sum(1) / self.source_chroma ** 2
+        brightness = (np.log(total / ref_total) / self.source_brightness) ** 2
+        return np.exp(-0.5 * (chroma + brightness))
 
     def __call__(self, texture: np.ndarray, weight: np.ndarray | None = None, reference=None) -> np.ndarray:
         """(size, size, C) texture -> the same with its poorly seen texels filled on the

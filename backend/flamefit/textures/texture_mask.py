@@ -16,6 +16,12 @@ soft weight:
   and around the eyebrows, the eyes and the lips, found from the model's iBUG-68
   embedding on the template; so the mask acts on the upper forehead, the temples, the
   ears, the scalp and the neck;
+- hair where hair belongs: on the model's "scalp" region (top, back and sides of the
+  skull above the ears) colours close to this photo's hair (the well-seen scalp's
+  hair-hued texels that are not skin: `hair_hue`) stay, so a head orbited shows the hair
+  the photo saw there; background and clothing, far from both skin and hair, still go.
+  Hair over the face region (upper forehead, temples) takes the fill as before. A model
+  without a "scalp" region masks hair everywhere outside the kept face;
 - the mouth's inside does not land on the lips: in the lip zone a texel much paler and
   greyer than the lips (teeth) or much darker (the mouth cavity) is dropped.
 
@@ -51,6 +57,12 @@ class MaskOptions:
     # profile's far cheek, the ear in the jaw's shadow: de-lit, they stay darker), the hue
     # and chromaticity tests unchanged; hair there is far darker still.
     face_brightness: float = 0.4
+    # On the scalp (the model's "scalp" region: top, back and sides of the skull above the
+    # ears) hair is where it belongs: colours close to this photo's hair (the well-seen
+    # scalp's hair-hued, not skin-coloured texels) stay too; background and clothing,
+    # far from both, still go. Hair varies in brightness (shine, shade): a wide floor.
+    hair_brightness: float = 0.6
+    hair_tolerance: float = 4.0
     blur: float = 1.5  # Gaussian sigma (texels at 1024, scaled) of the final weights
 
 
@@ -81,11 +93,12 @@ def feature_zones(model, texels, options: MaskOptions = MaskOptions()):
 
 
 def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
-    """(keep, lips, core, face) (N,) in [0, 1] at the texels: zones whose colours stay (brows,
-    eyes, lips, beard), the lip zone alone, the skin core whose colours define the
-    skin (inside the jaw line and brows, outside those zones: cheeks, nose), and the
-    model's face and ear regions (where the skin test allows darker skin). Decided on the template's vertices (the
-    face's are 2-3 mm apart, finer than the zones' fade) and interpolated to the texels."""
+    """(keep, lips, core, face, scalp) (N,) in [0, 1] at the texels: zones whose colours stay
+    (brows, eyes, lips, beard), the lip zone alone, the skin core whose colours define the
+    skin (inside the jaw line and brows, outside those zones: cheeks, nose), the model's
+    face and ear regions (where the skin test allows darker skin) and its scalp region
+    (where hair stays). Decided on the template's vertices (the face's are 2-3 mm apart,
+    finer than the zones' fade) and interpolated to the texels."""
     verts = np.asarray(model.v_template, np.float64)
     faces = np.asarray(model.faces)
     marks = model.landmarks["ibug68"].points(model.v_template, model.faces)
@@ -120,7 +133,9 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     face = np.zeros(len(verts))
     for name in ("face", "ears"):
         face[np.asarray(regions.get(name, []), int)] = 1.0
-    zones = np.stack([keep, lips, core, face], 1)  # interpolated all at once: (N, 4)
+    scalp = np.zeros(len(verts))
+    scalp[np.asarray(regions.get("scalp", []), int)] = 1.0
+    zones = np.stack([keep, lips, core, face, scalp], 1)  # interpolated all at once: (N, 5)
     return tuple(sum(zones[corners[:, k]] * bary[:, k:k + 1] for k in range(3)).T)
 
 
@@ -134,7 +149,7 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
         return np.ones(len(confidence), np.float32)
     albedo = np.asarray(albedo, np.float64)
     confidence = np.asarray(confidence, np.float64)
-    keep, lips, core, face = feature_zones(model, texels, options)
+    keep, lips, core, face, scalp = feature_zones(model, texels, options)
     core = core > 0.99
     plausible = skin_hue(albedo)
     trusted = (confidence * plausible) > 0.5
@@ -145,6 +160,8 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
     skin = plausible * (tight + face * (loose - tight))
     skin = smoothstep(skin, *options.skin_ramp)  # the estimator's tail is long: pale background kept ~0.3
     weight = np.maximum(skin, keep)
+    hair = scalp * _hair_weight(albedo, confidence, scalp > 0.99, skin, options)
+    weight = np.maximum(weight, smoothstep(hair, *options.skin_ramp))
     seen_lips = (lips > 0.5) & (confidence > 0.5)
     if int(seen_lips.sum()) >= MIN_REFERENCE:
         r, g, b = albedo.T  # per channel: numpy's reductions over a length-3 axis are slow
@@ -159,10 +176,35 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
     return _blur(weight, texels, options.blur * texels.size / 1024).astype(np.float32)
 
 
-def skin_colour(albedo: np.ndarray, confidence: np.ndarray, model, texels, well_seen: float = 0.8):
-    """(3,) the face's skin colour: the median de-lit albedo of the well-seen (confidence >
-    `well_seen`: facing the camera, lit) skin-hued texels of the skin core (cheeks, nose);
-    None when too few. The fill far from seen texels takes it (textures/seams.py)."""
+def hair_hue(colours: np.ndarray) -> np.ndarray:
+    """(...) in [0, 1]: a hue hair can have. Hair's pigments (black-brown and red-yellow
+    melanin) give red and green above blue, or a grey (black, grey, white hair); ash-blonde
+    strands de-lit come out a little greener than red (chromaticity up to ~0.07): no
+    blue cast (shirts, sky) and no clear green (grass, shirts)."""
+    total = np.maximum(colours.sum(-1), 1e-4)
+    r, g, b = np.moveaxis(colours / total[..., None], -1, 0)
+    return smoothstep(r - b, -0.04, -0.01) * smoothstep(g - b, -0.06, -0.03) * smoothstep(r - g, -0.12, -0.08)
+
+
+def _hair_weight(albedo, confidence, scalp, skin, options: MaskOptions) -> np.ndarray:
+    """(N,) how much each texel's colour looks like this photo's hair: the estimator of
+    skin.py with the well-seen scalp's hair-hued, not skin-coloured texels as the
+    reference; 0 where too few (a bald head: its scalp's skin passes the skin test)."""
+    plausible = hair_hue(albedo)
+    reference = scalp & (confidence > 0.5) & (plausible > 0.5) & (skin < 0.5)
+    if int(reference.sum()) < MIN_REFERENCE:
+        return np.zeros(len(albedo))
+    return plausible * skin_colour_weight(albedo, reference, brightness=options.hair_brightness,
+                                          tolerance=options.hair_tolerance)
+
+
+def skin_colour(albedo: np.ndarray, confidence: np.ndarray, model, texels, well_seen: float = 0.5):
+    """(3,) the face's skin colour: the median de-lit albedo of the seen (confidence >
+    `well_seen`) skin-hued texels of the skin core (cheeks, nose); None when too few. The
+    fill far from seen texels takes it (textures/seams.py). Not only the best-seen texels
+    (> 0.8 faces the camera and its light, where the photo's highlights are): still, this
+    median is a few L* lighter than the lower cheeks on most photos (their shading,
+    stubble and folds; benchmarks/appearance.py)."""
     albedo = np.asarray(albedo, np.float64)
     core = feature_zones(model, texels)[2] > 0.99
     good = core & (np.asarray(confidence) > well_seen) & (skin_hue(albedo) > 0.5)
