@@ -63,6 +63,9 @@ class MaskOptions:
     # far from both, still go. Hair varies in brightness (shine, shade): a wide floor.
     hair_brightness: float = 0.6
     hair_tolerance: float = 4.0
+    # Hair stays only where well seen: at grazing angles a few photo pixels stretch over
+    # many texels (streaks); there it fades into the fill over this confidence ramp.
+    hair_seen: tuple = (0.4, 0.9)
     blur: float = 1.5  # Gaussian sigma (texels at 1024, scaled) of the final weights
 
 
@@ -160,7 +163,7 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
     skin = plausible * (tight + face * (loose - tight))
     skin = smoothstep(skin, *options.skin_ramp)  # the estimator's tail is long: pale background kept ~0.3
     weight = np.maximum(skin, keep)
-    hair = scalp * _hair_weight(albedo, confidence, scalp > 0.99, skin, options)
+    hair = scalp * _hair_weight(albedo, confidence, scalp > 0.99, skin, options) * smoothstep(confidence, *options.hair_seen)
     weight = np.maximum(weight, smoothstep(hair, *options.skin_ramp))
     seen_lips = (lips > 0.5) & (confidence > 0.5)
     if int(seen_lips.sum()) >= MIN_REFERENCE:
