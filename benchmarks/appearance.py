@@ -28,7 +28,10 @@ when present. Reported per photo:
   |difference| of the sRGB albedo between a border texel and the nearest texel of another
   chart within 2 mm on the surface: textures.seams.seam_pairs);
 - back / sides ΔE: ΔE2000 of the albedo's median colour on the back of the head and on the
-  sides (above the jaw) against the cheeks' (what a white light shows);
+  sides (above the jaw) against the cheeks' (what a white light shows); "filled b/s": the
+  same over the texels that hold the fill only (the photo's weight < 0.05), the fill's own
+  colour: where the photo showed hair on the scalp it stays (texture_mask.py), and the
+  first measure counts it;
 - PSNR of the front view (the fit's own metric) and the fit's CPU seconds.
 
     python benchmarks/appearance.py [--afw-every 25] [--json]
@@ -211,10 +214,23 @@ def seam_score(result) -> tuple | None:
     return float(np.median(step)), float(np.percentile(step, 90))
 
 
+FILLED = 0.05  # a texel whose photo weight (result.seen) is below this holds the fill
+
+
 def appearance(result, areas) -> dict:
+    """ΔE2000 of the back's and the sides' median colour against the cheeks': over all their
+    texels (the target's measure: where the photo showed hair there, it counts), and over
+    the texels that hold the fill only ("_filled": the fill's own colour; None when fewer
+    than 50 or no seen map)."""
     flat = srgb(result.texture).reshape(-1, 3)
     cheeks = np.median(flat[areas["cheeks"]], axis=0)
-    return {name: float(delta_e(np.median(flat[areas[name]], axis=0), cheeks)[0]) for name in ("back", "sides")}
+    out = {name: float(delta_e(np.median(flat[areas[name]], axis=0), cheeks)[0]) for name in ("back", "sides")}
+    seen = None if getattr(result, "seen", None) is None else np.asarray(result.seen).reshape(-1)
+    for name in ("back", "sides"):
+        filled = None if seen is None else areas[name][seen[areas[name]] < FILLED]
+        out[f"{name}_filled"] = None if filled is None or len(filled) < 50 else \
+            float(delta_e(np.median(flat[filled], axis=0), cheeks)[0])
+    return out
 
 
 def real_photos(every: int):
@@ -295,7 +311,8 @@ def run_photos(model, options, every: int) -> dict:
                       "face_share": None if outline is None else round(float(outline.mean()), 4),
                       "seam_median": None if seam is None else round(seam[0], 4),
                       "seam_p90": None if seam is None else round(seam[1], 4),
-                      **{f"{k}_delta_e": round(v, 2) for k, v in appearance(result, areas[1]).items()},
+                      **{f"{k}_delta_e": None if v is None else round(v, 2)
+                         for k, v in appearance(result, areas[1]).items()},
                       "psnr_db": result.metrics.get("psnr_db"), "seconds": round(seconds, 1)}
     return rows
 
@@ -371,7 +388,7 @@ def main() -> int:
                   f"{r['psnr_db']:6.2f} {r['seconds']:5.1f}")
         print("\nreal photos (chroma: max |channel/mean - 1|; seam: colour step across UV borders)")
         print(f"{'photo':22s} {'light':>6s} {'import':>6s} {'face %':>6s} {'seam med/p90':>13s} "
-              f"{'ΔE back':>7s} {'ΔE side':>7s} {'PSNR':>6s} {'before':>6s} {'s':>5s}")
+              f"{'ΔE back':>7s} {'ΔE side':>7s} {'filled b/s':>11s} {'PSNR':>6s} {'before':>6s} {'s':>5s}")
         for name, r in photos.items():
             if "error" in r:
                 print(f"{name:22s} {r['error']}")
@@ -380,7 +397,9 @@ def main() -> int:
             seam = "-" if r["seam_median"] is None else f"{r['seam_median']:.3f}/{r['seam_p90']:.3f}"
             print(f"{name:22s} {min(r['chroma'], 99):6.3f} {min(r['imported']['worst'], 99):6.3f} "
                   f"{fmt(None if r['face_share'] is None else 100 * r['face_share'], '6.1f')} {seam:>13s} "
-                  f"{r['back_delta_e']:7.2f} {r['sides_delta_e']:7.2f} {r['psnr_db']:6.2f} "
+                  f"{r['back_delta_e']:7.2f} {r['sides_delta_e']:7.2f} "
+                  f"{fmt(r.get('back_filled_delta_e'), '5.2f'):>5s}/{fmt(r.get('sides_filled_delta_e'), '5.2f'):<5s} "
+                  f"{r['psnr_db']:6.2f} "
                   f"{fmt((before or {}).get(name), '6.2f')} {r['seconds']:5.1f}")
         if before:
             for label, names in psnr_groups({k: r for k, r in photos.items() if "error" not in r}, before).items():
