@@ -29,7 +29,7 @@ from .preferences import (
     resolve_backend,
     user_data_dir,
 )
-from .props import ImportOptions, clear_faces, fit_photos, picked_face
+from .props import ImportOptions, clear_faces, fit_landmarks, fit_photos, picked_face
 
 TIMER_STEP = 0.1
 
@@ -84,16 +84,20 @@ def import_result(context, path, options) -> tuple:
     return True, note, result.collection.name
 
 
-def fit_command(context, photo, out_dir: str, python: str) -> list:
-    """`photo`: one path, or the list of several photos of one person (one head from all)."""
+def fit_command(context, photo, out_dir: str, python: str, landmarks=None) -> list:
+    """`photo`: one path, or the list of several photos of one person (one head from all).
+    `landmarks`: one file per photo ('' for none: all or none, start_fit checks); None: the
+    Landmarks field of the one photo."""
     prefs = get_prefs(context)
     s = context.scene.flamefit
     several = not isinstance(photo, str) and len(photo) > 1
     if not isinstance(photo, str) and not several:
         photo = photo[0]
-    landmarks = bpy.path.abspath(s.landmarks_file) if s.landmarks_file else ""
+    if landmarks is None:
+        landmarks = [] if several else [bpy.path.abspath(s.landmarks_file) if s.landmarks_file else ""]
     face = -1 if several else picked_face(s, photo)  # given points name their face: no --face then
-    extra = ["--landmarks", landmarks] if landmarks else ["--face", str(face)] if face >= 0 else None
+    given = [arg for m in landmarks if m for arg in ("--landmarks", m)]  # once per photo, in order
+    extra = given or (["--face", str(face)] if face >= 0 else None)
     return backend_process.backend_command(
         python, photo, out_dir, device=prefs.device, detector=detector_flag(prefs),
         texture_size=prefs.texture_size, model_files=model_file_flags(prefs), extra=extra,
@@ -118,10 +122,15 @@ def start_fit(context, photo="", env=None):
             return None, f"choose a photo first (not found: {path})"
     if len(set(photos)) < len(photos):
         return None, "the same photo is chosen twice; choose each photo once"
-    if s.landmarks_file and len(photos) > 1:
-        return None, "a Landmarks file holds one photo's points: clear it to fit several photos"
-    if s.landmarks_file and not os.path.isfile(bpy.path.abspath(s.landmarks_file)):
-        return None, f"the landmarks file {bpy.path.abspath(s.landmarks_file)} does not exist"
+    # each photo's own Landmarks file (the one field for one photo): for every photo or none,
+    # as the backend takes them
+    landmarks = fit_landmarks(s) if photos == fit_photos(s) else [""] * len(photos)
+    unmarked = [os.path.basename(p) for p, m in zip(photos, landmarks) if not m]
+    if len(unmarked) < len(photos) and unmarked:
+        return None, f"give a Landmarks file for every photo or for none (none for {', '.join(unmarked)})"
+    for path in landmarks:
+        if path and not os.path.isfile(path):
+            return None, f"the landmarks file {path} does not exist"
     python, source = resolve_backend(context)
     if not python:
         state.error_kind = "backend"  # disappears once a backend is usable
@@ -136,7 +145,7 @@ def start_fit(context, photo="", env=None):
         n += 1
         out_dir = os.path.join(base, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
     os.makedirs(base, exist_ok=True)
-    job = FitJob(fit_command(context, photos if len(photos) > 1 else photos[0], out_dir, python), out_dir,
+    job = FitJob(fit_command(context, photos if len(photos) > 1 else photos[0], out_dir, python, landmarks), out_dir,
                  env=backend_process.child_env(env))
     if job.finished is not None:
         return None, job.finished.message
@@ -443,12 +452,26 @@ class IMPORT_SCENE_OT_flamefit(ImportOptions, Operator, ImportHelper):
     filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
 
     def execute(self, context):
-        ok, message, _ = import_result(context, self.filepath, self.import_options())
+        ok, message, name = import_result(context, self.filepath, self.import_options())
+        show_import(context, ok, message, name)
         if not ok:
             self.report({"ERROR"}, f"FlameFit: {message}")
             return {"CANCELLED"}
         self.report({"INFO"}, message)
         return {"FINISHED"}
+
+
+def show_import(context, ok: bool, message: str, name: str) -> None:
+    """An import is the user's next action: the panel says what it did (gone again with Ctrl-Z)
+    instead of an earlier fit's "Fit failed" and its error."""
+    state = context.window_manager.flamefit
+    if job_runner.is_running("fit"):
+        return  # the panel shows the running fit
+    state.error_kind = ""
+    if ok:
+        state.status, state.imported, state.error = message, name, ""
+    else:
+        state.status, state.imported, state.error = "", "", message
 
 
 def menu_import(self, context):
@@ -467,8 +490,9 @@ class FLAMEFIT_OT_import_last(Operator):
         return bool(context.scene.flamefit.last_result)
 
     def execute(self, context):
-        ok, message, _ = import_result(context, context.scene.flamefit.last_result,
-                                       context.scene.flamefit.import_options())
+        ok, message, name = import_result(context, context.scene.flamefit.last_result,
+                                          context.scene.flamefit.import_options())
+        show_import(context, ok, message, name)
         self.report({"INFO"} if ok else {"ERROR"}, message)
         return {"FINISHED"} if ok else {"CANCELLED"}
 

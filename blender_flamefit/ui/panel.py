@@ -87,8 +87,16 @@ class FLAMEFIT_PT_main(Panel):
             names = ", ".join(os.path.basename(p) for p in photos)
             for i, line in enumerate(wrap_for(context, f"{len(photos)} photos, one head: {names}")):
                 col.label(text=line, icon="IMAGE_DATA" if i == 0 else "BLANK1")
-        col.label(text="Landmarks (optional)")
-        col.prop(settings, "landmarks_file", text="")
+        if len(photos) > 1:  # a profile has no detectable points: each photo's own file
+            for line in wrap_for(context, "Landmarks (optional: for every photo or none)"):
+                col.label(text=line)
+            for item in settings.photos:
+                for line in wrap_for(context, os.path.basename(bpy.path.abspath(item.path))):
+                    col.label(text=line, icon="BLANK1")
+                col.prop(item, "landmarks", text="")
+        else:
+            col.label(text="Landmarks (optional)")
+            col.prop(settings, "landmarks_file", text="")
         draw_faces(layout, context, settings, ready)
         col = layout.column(align=True)
         for option in FIT_OPTIONS:  # one per row: labels are never cut

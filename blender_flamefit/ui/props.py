@@ -59,6 +59,14 @@ def fit_photos(settings) -> list:
     return [bpy.path.abspath(settings.photo)] if settings.photo else []
 
 
+def fit_landmarks(settings) -> list:
+    """The Landmarks files of the photos fit_photos gives (absolute paths, '' where none): one per
+    chosen photo, or the Landmarks field of the one photo."""
+    if len(settings.photos) > 1:
+        return [bpy.path.abspath(p.landmarks) if p.landmarks else "" for p in settings.photos]
+    return [bpy.path.abspath(settings.landmarks_file) if settings.landmarks_file else ""] if settings.photo else []
+
+
 def _photo_changed(self, context):
     if bpy.path.abspath(self.photo) != self.faces_photo:
         clear_faces(self)
@@ -68,6 +76,10 @@ def _photo_changed(self, context):
 
 class FlameFitPhoto(PropertyGroup):
     path: StringProperty(name="Photo", subtype="FILE_PATH")
+    # this photo's 68 points (a profile: no detector finds them); given for every photo or none
+    landmarks: StringProperty(name="Landmarks", subtype="FILE_PATH",
+                              description="This photo's 68 iBUG points (.pts, .json or .npy) instead of the detector; "
+                                          "give one for every photo or for none")
 
 
 class FlameFitSceneSettings(ImportOptions, FitOptions, PropertyGroup):

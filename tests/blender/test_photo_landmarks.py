@@ -1,0 +1,124 @@
+"""Several photos with a profile among them: no detector finds a profile's 68 points, so each chosen
+photo has its own Landmarks file in the panel, passed to the backend once per photo in the photos'
+order (`flamefit fit a b c --landmarks A --landmarks B --landmarks C`); for every photo or none.
+And an import from the File menu replaces an earlier fit's "Fit failed" in the panel."""
+
+import os
+
+import bpy
+import synth_bundle
+import synth_views
+from helpers import Recorder
+
+
+def _three_photos(tmp_path, settings):
+    photos = [tmp_path / f"{n}.png" for n in ("front", "left", "right")]
+    for p in photos:
+        synth_bundle.write_png(str(p), synth_bundle.albedo_texture(64))
+    assert bpy.ops.flamefit.choose_photos(directory=str(tmp_path) + os.sep,
+                                          files=[{"name": p.name} for p in photos]) == {"FINISHED"}
+    return photos
+
+
+def _points(tmp_path, name):
+    path = tmp_path / f"{name}.pts"
+    rows = "\n".join(f"{100 + i} {200 + i}" for i in range(68))
+    path.write_text(f"version: 1\nn_points: 68\n{{\n{rows}\n}}\n")
+    return path
+
+
+def _run(addon, job):
+    import time
+
+    deadline = time.monotonic() + 60
+    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return res
+
+
+def test_each_photo_has_its_landmarks_field(addon, empty_scene, tmp_path):
+    s = empty_scene.flamefit
+    _three_photos(tmp_path, s)
+    rec = Recorder()
+    addon.ui.panel.FLAMEFIT_PT_main.draw(type("P", (), {"layout": rec})(), bpy.context)
+    props = [v for kind, v in rec.log if kind == "prop"]
+    assert props.count("landmarks") == 3 and "landmarks_file" not in props  # one field per photo
+    texts = rec.texts()
+    assert [t for t in texts if t in ("front.png", "left.png", "right.png")] == ["front.png", "left.png", "right.png"]
+    # one photo again: the one Landmarks field
+    s.photo = str(tmp_path / "other.png")
+    rec = Recorder()
+    addon.ui.panel.FLAMEFIT_PT_main.draw(type("P", (), {"layout": rec})(), bpy.context)
+    props = [v for kind, v in rec.log if kind == "prop"]
+    assert "landmarks" not in props and props.count("landmarks_file") == 1
+
+
+def test_landmarks_go_to_the_backend_once_per_photo_in_order(addon, empty_scene, tmp_path, env_patch):
+    from testenv import backend_env
+
+    env_patch(backend_env(fake=True))
+    s = empty_scene.flamefit
+    s.output_dir = str(tmp_path / "results")
+    photos = _three_photos(tmp_path, s)
+    files = [_points(tmp_path, p.stem) for p in photos]
+    for item, path in zip(s.photos, files):
+        item.landmarks = str(path)
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is not None, error
+    argv = job.argv
+    assert argv[argv.index("fit") + 1:argv.index("-o")] == [str(p) for p in photos]
+    given = [argv[i + 1] for i, a in enumerate(argv) if a == "--landmarks"]
+    assert given == [str(f) for f in files] and "--face" not in argv
+    assert _run(addon, job).state == "DONE"
+
+
+def test_landmarks_for_some_photos_only_are_refused(addon, empty_scene, tmp_path, env_patch):
+    from testenv import backend_env
+
+    env_patch(backend_env(fake=True))
+    s = empty_scene.flamefit
+    s.output_dir = str(tmp_path / "results")
+    photos = _three_photos(tmp_path, s)
+    s.photos[1].landmarks = str(_points(tmp_path, "left"))
+    before = sorted(os.listdir(tmp_path))
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is None
+    assert error == "give a Landmarks file for every photo or for none (none for front.png, right.png)"
+    assert sorted(os.listdir(tmp_path)) == before  # nothing started, nothing written
+    s.photos[0].landmarks = s.photos[2].landmarks = str(tmp_path / "missing.pts")
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is None and error == f"the landmarks file {tmp_path / 'missing.pts'} does not exist"
+    assert len(photos) == 3
+
+
+def test_an_import_replaces_a_failed_fit_in_the_panel(addon, empty_scene, tmp_path):
+    """The File menu's import after a failed fit: the panel says what was imported, not "Fit failed"
+    and the old error; Ctrl-Z (the collection gone) takes that line away as after a fit."""
+    state = bpy.context.window_manager.flamefit
+    state.status, state.error = "Fit failed", "left.png: no face found"
+    folder = tmp_path / "person"
+    synth_views.write_views_bundle(str(folder), photos_dir=str(tmp_path))
+    assert bpy.ops.import_scene.flamefit(filepath=str(folder / "result.json")) == {"FINISHED"}
+
+    def shown():
+        rec = Recorder()
+        addon.ui.panel.FLAMEFIT_PT_main.draw(type("P", (), {"layout": rec})(), bpy.context)
+        return " ".join(rec.texts())
+
+    text = shown()
+    assert "Fit failed" not in text and "no face found" not in text and "Error" not in text
+    assert "Imported person" in text, text
+    coll = bpy.data.collections["person"]
+    for obj in list(coll.objects):
+        bpy.data.objects.remove(obj)
+    bpy.data.collections.remove(coll)
+    assert "Imported" not in shown()
+    # a bundle that cannot be read: its one sentence is the panel's error
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "result.json").write_text("{}")
+    try:
+        bpy.ops.import_scene.flamefit(filepath=str(tmp_path / "broken" / "result.json"))
+    except RuntimeError as exc:  # bpy raises an operator's ERROR report
+        assert "not a FlameFit result bundle" in str(exc)
+    assert "not a FlameFit result bundle" in state.error and "Error" in shown()
