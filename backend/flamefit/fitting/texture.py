@@ -190,6 +190,9 @@ def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, s
 
     tex = torch.zeros(T * T, 3, dtype=albedo.dtype, device=albedo.device)
     tex[texels.texel_index] = albedo
+    # Bilinear lookups at a chart's border reach into the gutter: there it holds the nearest
+    # texel's colour, not black (a darker render would brighten the border at every step).
+    tex = tex[_gutter_source(texels, albedo.device)]
     tex = tex.view(1, T, T, 3).permute(0, 3, 1, 2)
     R = photo.shape[0]
     rendering = render_rgb(camera, verts, rig.faces, rig.face_uvs, tex, sh, RasterizationSettings((R, R), cull_backfaces=True))
@@ -199,6 +202,32 @@ def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, s
     covered[rendering.fragments.pixel_index] = 1.0
     residual = (residual * covered[:, None]).view(R, R, 3)
     return _sample(residual, screen[:, :2]) / shading
+
+
+def _gutter_source(texels, device) -> torch.Tensor:
+    """(T * T,) for each texel of the map, itself where covered, else the nearest covered
+    texel within GUTTER texels (itself beyond); cached per texel map."""
+    import cv2
+
+    from ..render.uv_raster import _cached
+
+    def make():
+        T = texels.size
+        covered = texels.mask.reshape(-1)
+        dist, labels = cv2.distanceTransformWithLabels((~covered).reshape(T, T).astype(np.uint8), cv2.DIST_L2, 5,
+                                                       labelType=cv2.DIST_LABEL_PIXEL)
+        dist, labels = dist.reshape(-1), labels.reshape(-1)
+        source = np.zeros(labels.max() + 1, np.int64)
+        source[labels[covered]] = np.nonzero(covered)[0]  # each covered texel is its own label
+        out = np.arange(T * T)
+        near = (dist > 0) & (dist <= GUTTER)
+        out[near] = source[labels[near]]
+        return torch.as_tensor(out, device=device)
+
+    return _cached(("gutter_source", id(texels), str(device)), texels, make)
+
+
+GUTTER = 3  # texels: more than a bilinear lookup at a chart's border reaches
 
 
 def albedo_texture(state: FitState, size: int) -> np.ndarray:
