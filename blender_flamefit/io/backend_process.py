@@ -426,6 +426,9 @@ class FacesJob(FitJob):
         return res
 
 
+NOT_SET_UP = "the backend is not set up"
+
+
 def resolve_python(preference_path: str = "", managed_python: str = "") -> tuple:
     """(interpreter, where it came from) by precedence: FLAMEFIT_PYTHON, the preference
     path, the venv made by Set up backend. ('', reason) when none is usable."""
@@ -441,7 +444,7 @@ def resolve_python(preference_path: str = "", managed_python: str = "") -> tuple
         return "", f"the backend interpreter {path} does not exist"
     if managed_python and os.path.isfile(managed_python):
         return managed_python, "set-up environment"
-    return "", "the backend is not set up"
+    return "", NOT_SET_UP
 
 
 def venv_python(venv_dir: str) -> str:

@@ -169,6 +169,22 @@ def check_interpreter(python: str) -> tuple:
     return _CHECKED[key]
 
 
+def pip_doing(verb: str, rest: str) -> str:
+    """What a pip line says, short enough for the status (pip's own lines are shown under it):
+    "Processing /opt/wheels/scipy-1.17.1-cp311-...whl" -> "Processing scipy 1.17.1",
+    "Installing collected packages: a, b, c" -> "Installing 3 packages"."""
+    verb = verb.rstrip(":")
+    if verb in ("Installing collected packages", "Successfully installed"):
+        count = len([p for p in re.split(r"[,\s]+", rest) if p])
+        return f"{'Installing' if verb.startswith('Installing') else 'Installed'} {count} package{'s' * (count != 1)}"
+    what = rest.split()[0] if rest.split() else ""
+    name = what.rstrip("/").rsplit("/", 1)[-1]  # a path or URL: its file
+    wheel = re.match(r"([A-Za-z0-9_.]+)-(\d[^-]*)-.*\.whl$|([A-Za-z0-9_.-]+?)-(\d[^-]*)\.(?:tar\.gz|zip)$", name)
+    if wheel:
+        name = " ".join(g for g in wheel.groups() if g)
+    return f"{verb} {name[:40]}".strip()
+
+
 class SetupJob:
     """Create `venv_dir` and pip-install the backend into it, step by step."""
 
@@ -308,7 +324,7 @@ class SetupJob:
             if m:
                 if m.group(1) in ("Collecting", "Requirement already satisfied:", "Processing"):
                     self.collected += 1
-                self.status = f"{self.steps[self.index][0]}: {m.group(1).rstrip(':')} {m.group(2)[:80]}".strip()
+                self.status = f"{self.steps[self.index][0]}: {pip_doing(m.group(1), m.group(2))}"
             if self.steps[self.index][0] == "Checking the backend" and text.startswith("flamefit"):
                 self.version_line = text
 

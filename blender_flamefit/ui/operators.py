@@ -55,6 +55,12 @@ def _redraw(context):
                 area.tag_redraw()
 
 
+def no_backend(source: str) -> str:
+    """Why Fit Photo / Find Faces cannot start: the reason only when it adds something."""
+    why = "" if source == backend_process.NOT_SET_UP else f" ({source})"
+    return f"FlameFit backend not set up{why}: press Set up backend above"
+
+
 def record_result(scene, result) -> None:
     """Remember the last import on the scene (the panel shows it)."""
     s = scene.flamefit
@@ -134,7 +140,7 @@ def start_fit(context, photo="", env=None):
     python, source = resolve_backend(context)
     if not python:
         state.error_kind = "backend"  # disappears once a backend is usable
-        return None, f"FlameFit backend not set up ({source}): press Set up backend above"
+        return None, no_backend(source)
     base = bpy.path.abspath(s.output_dir) if s.output_dir else default_results_dir()
     stem = os.path.splitext(os.path.basename(photos[0]))[0] or "photo"
     if len(photos) > 1:
@@ -190,7 +196,8 @@ def fit_step(context, job: FitJob) -> StepResult:
     if res.state == RUNNING:
         state.progress = job.progress.fraction
         state.status = running_status(job, res.message)
-        _status_bar(context, f"FlameFit: {state.status} ({int(100 * state.progress)}%) — Esc to cancel")
+        _status_bar(context, f"FlameFit: {state.status}" if job.cancelled else
+                    f"FlameFit: {state.status} ({int(100 * state.progress)}%) — Esc to cancel")
         _redraw(context)
         return res
     state.running = False
@@ -329,7 +336,7 @@ def start_faces(context, env=None):
     python, source = resolve_backend(context)
     if not python:
         state.error_kind = "backend"
-        return None, f"FlameFit backend not set up ({source}): press Set up backend above"
+        return None, no_backend(source)
     folder = faces_folder()
     os.makedirs(folder, exist_ok=True)
     stem = os.path.splitext(os.path.basename(photo))[0] or "photo"

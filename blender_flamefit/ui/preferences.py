@@ -171,7 +171,10 @@ def draw_backend_box(layout, context, show_path=True, in_preferences=False):
         col = box.column(align=True)
         col.alert = not state.setup_running
         col.label(text="Backend not set up", icon="ERROR")
-        for line in wrap_for(context, source[:1].upper() + source[1:]):
+        reason = "" if source == backend_process.NOT_SET_UP else source[:1].upper() + source[1:]
+        if not reason and not state.setup_running:  # the header says it already: say what to do
+            reason = "Set up backend installs it (a few minutes); or choose a Backend interpreter in Preferences"
+        for line in wrap_for(context, reason) if reason else []:
             col.label(text=line)
         if not in_preferences:
             draw_setup_status(box, context)

@@ -80,3 +80,47 @@ def test_model_name_is_shown_whole(addon, empty_scene):
         if t.endswith("anny)"):
             break
     assert " ".join(shown) == s.last_model and all(len(t) <= WIDTH for t in shown), rows
+
+
+# What Set up backend showed in Blender 3.4 (s3 walk-through): the status repeated pip's line, a
+# wheel's file name wrapped over five rows and cut at 80 characters ("...manylinux_2_28_x8"), above
+# the same line again in pip's rows; the box said "Backend not set up" / "The backend is not set up".
+PIP_LINES = [
+    ("Processing /opt/pypi/files/scipy-1.17.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl "
+     "(from flamefit==0.1.0)", "Processing scipy 1.17.1"),
+    ("Installing collected packages: mpmath, flatbuffers, face_recognition_models, dlib-bin, urllib3, tzdata",
+     "Installing 6 packages"),
+    ("Downloading https://download.pytorch.org/whl/cpu/torch-2.5.1%2Bcpu-cp311-cp311-linux_x86_64.whl (174.7 MB)",
+     "Downloading torch 2.5.1%2Bcpu"),
+    ("Requirement already satisfied: torch in /home/a/venv/lib/python3.11/site-packages (from flamefit==0.1.0)",
+     "Requirement already satisfied torch"),
+    ("Collecting numpy>=1.24", "Collecting numpy>=1.24"),
+]
+
+
+def test_setup_status_names_the_package_not_pips_whole_line(tmp_path):
+    from blender_flamefit.io.setup_backend import SetupJob
+
+    job = SetupJob.__new__(SetupJob)  # only its line reader: no process
+    job.steps, job.index, job.collected, job.progress, job.log = [("Installing the FlameFit backend", None)], 0, 0, None, []
+    job.status, job.version_line, job._log_file, job.log_path = "", "", None, str(tmp_path / "setup-log.txt")
+    for line, said in PIP_LINES:
+        job.process = type("P", (), {"read_lines": lambda self, line=line: [line + "\n"]})()
+        job._read()
+        assert job.status == f"Installing the FlameFit backend: {said}", line
+        assert len(job.status) <= 2 * WIDTH  # two rows at most, where the file name took five
+
+
+def test_no_backend_box_says_what_to_do(addon, empty_scene, monkeypatch, tmp_path):
+    monkeypatch.delenv("FLAMEFIT_PYTHON", raising=False)
+    monkeypatch.setattr(addon.ui.preferences, "managed_venv_dir", lambda: str(tmp_path / "no-venv"))
+    rec = Recorder()
+    addon.ui.panel.FLAMEFIT_PT_main.draw(type("P", (), {"layout": rec})(), bpy.context)
+    shown = " ".join(rec.texts())
+    assert shown.count("not set up") == 1, shown  # the header, not a second line saying it again
+    assert "Set up backend installs it" in shown and "flamefit.setup_backend" in rec.operators()
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is None and error.startswith("choose a photo")
+    empty_scene.flamefit.photo = __file__
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert error == "FlameFit backend not set up: press Set up backend above"
