@@ -25,7 +25,12 @@ Reported per number of views (mean over the subjects):
   before). CPU time, not wall time: on a shared machine the wall time of the same fit
   varied 3x between runs; "wall" is printed beside it.
 
-    python benchmarks/subject.py [--subjects 3] [--model FLAME.npz] [--json]
+    python benchmarks/subject.py [--subjects 3] [--model FLAME.npz] [--json] [--bound]
+
+--bound fits nothing: it prints the geometric upper bound of texels_seen per number of
+views (texels_bound: the true head in the true poses, the share of its skin surface
+unoccluded and facing a camera above a few cosines in at least one view, and above the
+cosine where the texture stage's confidence passes SEEN_CONFIDENCE).
 
 With --json the last line is {"face_mm": {"1": .., "2": .., "3": .., "5": ..},
 "head_mm": {...}, "texels_seen": {...}, "seconds": {...}}.
@@ -177,27 +182,69 @@ def aligned_error_mm(fitted: np.ndarray, truth: np.ndarray, index=None) -> float
     return float(np.linalg.norm(similarity_align(a, b) - b, axis=1).mean() * 1000)
 
 
-def texels_seen(result) -> float:
-    """Share of the head's skin surface (the UV map's texels less eyeballs, teeth, mouth
-    interior and overlapping charts: textures.uv_masks.uv_skin_prior) seen in a photo,
-    each texel weighted by the surface area it covers (mesh area / UV area of its
-    triangle), so the figure does not depend on how much texture a layout gives the face."""
+def skin_surface(model, size: int):
+    """The head's skin texels (the UV map's texels less eyeballs, teeth, mouth interior and
+    overlapping charts: textures.uv_masks.uv_skin_prior) of a size x size map: their flat
+    indices (M,) and the surface area each covers (M,: mesh area / UV area of its triangle)."""
     from flamefit.render.uv_raster import texel_map
     from flamefit.textures.uv_masks import uv_skin_prior
 
-    size = result.seen.shape[0]
-    texels = texel_map(result.model, size, "cpu")
+    texels = texel_map(model, size, "cpu")
     index = texels.texel_index.numpy()
-    skin = uv_skin_prior(result.model, size).reshape(-1)[index] > 0.5
-    model = result.model
+    skin = uv_skin_prior(model, size).reshape(-1)[index] > 0.5
     corners = np.asarray(model.v_template, np.float64)[np.asarray(model.faces)]
     area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     uv = np.asarray(model.uv_coords, np.float64)[np.asarray(model.uv_faces)]
     e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
     uv_area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
-    per_texel = (area / np.maximum(uv_area, 1e-12))[texels.face.numpy()][skin]
-    seen = result.seen.reshape(-1)[index[skin]] > SEEN_CONFIDENCE
+    return index[skin], (area / np.maximum(uv_area, 1e-12))[texels.face.numpy()][skin]
+
+
+def texels_seen(result) -> float:
+    """Share of the head's skin surface (skin_surface) seen in a photo, each texel weighted
+    by the surface area it covers, so the figure does not depend on how much texture a
+    layout gives the face."""
+    index, per_texel = skin_surface(result.model, result.seen.shape[0])
+    seen = result.seen.reshape(-1)[index] > SEEN_CONFIDENCE
     return float((per_texel * seen).sum() / per_texel.sum())
+
+
+def texels_bound(model, truth, yaws, min_cosines, size: int = 1024) -> dict:
+    """The geometric upper bound of texels_seen for a subject seen from `yaws`: the share
+    of the skin surface (same weighting) whose point, on the TRUE head in each view's true
+    pose, is inside the photo, unoccluded and faces the camera at a cosine above each of
+    `min_cosines` in at least one view -> {min_cosine: share}."""
+    from flamefit.fitting.geometry import CameraFrame, HeadRig, initial_state
+    from flamefit.image import Crop
+    from flamefit.render.rasterizer import RasterizationSettings, rasterize_mesh
+    from flamefit.render.shading import vertex_normals
+    from flamefit.render.uv_raster import texel_map, texel_visibility
+
+    rig = HeadRig(model, "cpu", 100, 100)
+    state = initial_state(rig, 1)
+    state.subject.identity[:] = truth["identity"]
+    R = 2 * SIZE  # the z-buffer finer than the photo
+    camera = CameraFrame(SIZE, SIZE, Crop(0, 0, SIZE, SIZE)).camera(R, "cpu")
+    texels = texel_map(model, size, "cpu")
+    index, per_texel = skin_surface(model, size)
+    position = np.full(size * size, -1)
+    position[texels.texel_index.numpy()] = np.arange(len(texels.texel_index))
+    rows = position[index]  # the skin texels in the texel list
+    best = np.full(len(index), -1.0)
+    for k in range(len(yaws)):
+        view = state.views[0]
+        for name in ("expression", "pose", "translation"):
+            getattr(view, name)[:] = truth["views"][k][name]
+        with torch.no_grad():
+            verts = rig.vertices(state)
+            points = texels.points(verts, rig.faces)[rows]
+            normals = torch.nn.functional.normalize(texels.points(vertex_normals(verts, rig.faces), rig.faces)[rows], dim=-1)
+            screen = camera.transform_points(points[None])[0]
+            frags = rasterize_mesh(camera, verts, rig.faces, RasterizationSettings((R, R), cull_backfaces=True))
+            visible = texel_visibility(screen[None], frags, (0.004 + 0.002 * screen[:, 2])[None])[0].numpy()
+            cosine = (normals * torch.nn.functional.normalize(-points, dim=-1)).sum(-1).numpy()
+        best = np.maximum(best, np.where(visible, cosine, -1.0))
+    return {c: float((per_texel * (best > c)).sum() / per_texel.sum()) for c in min_cosines}
 
 
 def main() -> int:
@@ -206,6 +253,8 @@ def main() -> int:
     parser.add_argument("--views", default="1,2,3,5", help="view counts to run (of 1, 2, 3, 5)")
     parser.add_argument("--model", help="FLAME model file (default: the configured model, else the open head)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--bound", action="store_true",
+                        help="no fits: the geometric upper bound of texels seen (texels_bound) per number of views")
     args = parser.parse_args()
     os.environ.setdefault("FLAMEFIT_THREADS", "1")
     from flamefit.app.session import configure_threads, load_model, settings_from
@@ -215,6 +264,8 @@ def main() -> int:
     model = load_model(settings_from({"flame_model": args.model}))
     face = face_vertices(model)
     counts = [int(c) for c in args.views.split(",")]
+    if args.bound:
+        return print_bound(model, counts, args)
     rows = {c: [] for c in counts}
     for seed in range(args.subjects):
         for count in counts:
@@ -240,6 +291,31 @@ def main() -> int:
             print(f"{c:>5} {summary['face_mm'][str(c)]:8.2f} {summary['head_mm'][str(c)]:8.2f} "
                   f"{100 * summary['texels_seen'][str(c)]:7.1f} {summary['seconds'][str(c)]:6.1f}")
     print(json.dumps(summary))
+    return 0
+
+
+def print_bound(model, counts, args) -> int:
+    """texels_bound per number of views, mean over the subjects: at cosines 0, 0.1, 0.2, 0.3
+    and at the texture stage's own rule (its viewing-angle ramp reaches SEEN_CONFIDENCE)."""
+    from flamefit.fitting import FitOptions
+
+    lo = FitOptions().texture_min_cosine
+    rule = lo * (1 + 1.5 * SEEN_CONFIDENCE)  # unwrap_view: (cos - lo) / (1.5 lo) > SEEN_CONFIDENCE
+    cosines = (0.0, 0.1, 0.2, 0.3, round(rule, 4))
+    shares = {c: [] for c in counts}
+    for seed in range(args.subjects):
+        for count in counts:
+            _, _, truth = make_subject(model, seed, VIEW_SETS[count])
+            shares[count].append(texels_bound(model, truth, VIEW_SETS[count], cosines))
+    summary = {f"cos>{c}": {str(n): round(float(np.mean([s[c] for s in shares[n]])), 4) for n in counts}
+               for c in cosines}
+    if not args.json:
+        print(f"{model.name}, {args.subjects} subjects: skin surface unoccluded and facing a camera in at least "
+              f"one view (true geometry), % (cos > {rule:.3f}: the texture stage's confidence > {SEEN_CONFIDENCE})")
+        print(f"{'views':>5} " + " ".join(f"{'cos>' + str(c):>10}" for c in cosines))
+        for n in counts:
+            print(f"{n:>5} " + " ".join(f"{100 * summary['cos>' + str(c)][str(n)]:10.1f}" for c in cosines))
+    print(json.dumps({"texels_bound": summary}))
     return 0
 
 
