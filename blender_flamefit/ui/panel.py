@@ -103,9 +103,11 @@ class FLAMEFIT_PT_main(Panel):
             col.prop(settings, option.name)
 
         running = job_runner.is_running("fit")
-        if running:
+        if running:  # Cancel where Fit Photo was: it does not move as the status below wraps
+            row = layout.row()
+            row.scale_y = 1.4
+            row.operator("flamefit.cancel_fit", icon="CANCEL")
             draw_progress(layout, state.progress, state.status or "Fitting…", context)
-            layout.operator("flamefit.cancel_fit", icon="CANCEL")
         else:
             row = layout.row()
             row.scale_y = 1.4

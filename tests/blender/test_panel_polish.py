@@ -2,6 +2,8 @@
 paths break at their separators, the progress says what improves (not "loss 112.4"), an undone
 import's "Imported ..." goes away, and the head model's name is not cut off."""
 
+import time
+
 import bpy
 from helpers import Recorder
 from test_operator import _drive, _panel_text, fit_setup  # noqa: F401  (fit_setup: a fixture)
@@ -124,3 +126,27 @@ def test_no_backend_box_says_what_to_do(addon, empty_scene, monkeypatch, tmp_pat
     empty_scene.flamefit.photo = __file__
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert error == "FlameFit backend not set up: press Set up backend above"
+
+
+def test_cancel_stays_where_fit_photo_was(addon, fit_setup, tmp_path):  # noqa: F811
+    """While a fit runs, Cancel Fit takes the Fit Photo button's place, above the progress and the
+    status: in Blender 3.4 it sat under the status, moved as the status wrapped into 1-3 rows and
+    was seen covered by the Import Options header (s3 screenshots)."""
+    job = fit_setup("hang", FAKE_FLAMEFIT_PIDFILE=tmp_path / "pids.json")
+    try:
+        deadline = time.monotonic() + 30
+        while job.progress.stage != "photometric":
+            assert addon.ui.operators.fit_step(bpy.context, job).state == "RUNNING"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        log = _panel_text(addon).log
+        cancel = log.index(("operator", "flamefit.cancel_fit"))
+        status = bpy.context.window_manager.flamefit.status
+        first_status_row = next(i for i, item in enumerate(log) if item[0] == "label" and item[1]
+                                and status.startswith(item[1]))
+        progress = next(i for i, item in enumerate(log) if item[0] in ("progress", "label") and "%" in item[1])
+        assert cancel < progress < first_status_row
+        assert not [i for i, item in enumerate(log) if item[0] == "prop"][-1] > cancel  # after the options
+    finally:
+        job.cancel()
+        _drive(addon, job, timeout=15)
