@@ -162,15 +162,19 @@ def test_hair_seen_on_the_scalp_stays_there_and_does_not_spread_over_the_unseen_
     back = scalp & (z < np.percentile(verts[:, 2], 10))  # the back of the skull: unseen
     assert hair.sum() > 200 and back.sum() > 200
     skin, dark = np.array([0.6, 0.42, 0.32]), np.array([0.05, 0.035, 0.025])
+    grazing = hair & (y < np.percentile(y[hair], 30))  # the hair's lower edge, seen at an angle
     seen = np.zeros((R, R), np.float32)
     seen.reshape(-1)[flat[face | hair]] = 1.0
+    seen.reshape(-1)[flat[grazing]] = 0.5
     texture = np.zeros((R, R, 3), np.float32)
     texture.reshape(-1, 3)[flat[face]] = skin
     texture.reshape(-1, 3)[flat[hair]] = dark
     out = blend_seams(texture, model, seen, reference=skin).reshape(-1, 3)
-    inner = hair & texels.mask.reshape(-1)[flat]  # seen hair stays (the seam band aside)
+    inner = hair & ~grazing & texels.mask.reshape(-1)[flat]  # seen hair stays (the seam band aside)
     assert np.median(np.abs(out[flat[inner]] - dark).max(1)) < 1e-3
     assert np.median(np.abs(out[flat[back]] - skin).max(1)) < 0.03
+    # Hair seen at an angle keeps the fill of its own surroundings (hair), not the skin's.
+    assert np.median(np.abs(out[flat[grazing]] - dark).max(1)) < 0.05
     # Every seen texel feeding the fill alike (the widths huge): the hair darkens the back.
     alike = SeamOptions(source_chroma=1e6, source_brightness=1e6)
     spread = blend_seams(texture, model, seen, options=alike, reference=skin).reshape(-1, 3)

@@ -45,6 +45,7 @@ class SeamOptions:
     # Gaussian widths: chromaticity, and log brightness (de-lit skin varies with shading).
     source_chroma: float = 0.03
     source_brightness: float = 0.5
+    unseen: float = 0.3  # texels seen less than this take that skin-fed fill (blended in below it)
 
 
 class SeamBlender:
@@ -106,9 +107,9 @@ class SeamBlender:
         self.splat = scipy.sparse.csr_matrix((bary.reshape(-1), corners.reshape(-1), np.arange(0, 3 * len(flat) + 1, 3)),
                                              shape=(len(flat), len(verts))).T
         self.share = np.asarray(self.splat.sum(1)).reshape(-1)
-        scalp = np.zeros(len(verts))
-        scalp[np.asarray(getattr(model, "regions", {}).get("scalp", []), int)] = 1.0
-        self.scalp = self.splat.T @ scalp  # (N,) each texel's share of the scalp
+        from .uv_masks import hair_vertices
+
+        self.scalp = self.splat.T @ hair_vertices(model)  # (N,) each texel's share of the scalp (hair's place)
         # The mesh graph's Laplacian (unit edge weights) for the surface fill.
         edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1), axis=0)
         adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), tuple(edges.T)), shape=(len(verts),) * 2)
@@ -116,6 +117,7 @@ class SeamBlender:
         self.laplacian = scipy.sparse.diags(np.asarray(adjacency.sum(1)).reshape(-1)) - adjacency
         self.hold, self.far_hold = options.hold, options.far_hold
         self.source_chroma, self.source_brightness = options.source_chroma, options.source_brightness
+        self.unseen = options.unseen
         self.mean = mean.tocsr()
 
         # Gutter: each uncovered texel within the margin copies its nearest covered texel.
@@ -136,14 +138,31 @@ class SeamBlender:
         vertices are diffused from them (harmonic fill on the mesh graph, seen vertices
         held), and a texel takes the interpolation of its vertices: continuous across charts.
         With a `reference` colour (C,) every vertex is also held weakly (`far_hold`) to it,
-        so far from what was seen the fill is that colour, not the seen border's mean, and
-        seen scalp texels feed the fill by how skin-like they are (`source_weight`: hair stays
-        where it was seen, the unseen skull is filled with skin)."""
+        so far from what was seen the fill is that colour, not the seen border's mean; and
+        the unseen texels (weight below `unseen`) take a fill fed by the seen scalp texels
+        only as far as they look like skin (`source_weight`: hair stays where it was seen,
+        the unseen skull is skin), while partly seen ones keep the fill of their own
+        surroundings (hair at a hairline seen at an angle stays hair)."""
+        w = np.clip(weight, 0.0, 1.0)
+        local = self.splat.T @ self._diffuse(values, w, reference)
+        if reference is not None and self.scalp.any():
+            skin = w.copy()
+            hair = np.nonzero((w > 0) & (self.scalp > 0))[0]  # only seen scalp texels change
+            skin[hair] *= 1.0 - self.scalp[hair] * (1.0 - self.source_weight(values[hair], reference))
+            unseen = np.nonzero(w < self.unseen)[0]  # only these take the skin-fed fill
+            ramp = w[unseen] / self.unseen
+            ramp = (ramp * ramp * (3 - 2 * ramp))[:, None]
+            fill = self.splat.T[unseen] @ self._diffuse(values, skin, reference)
+            local[unseen] = ramp * local[unseen] + (1.0 - ramp) * fill
+        return values + (1.0 - w)[:, None] * (local - values)
+
+    def _diffuse(self, values: np.ndarray, source: np.ndarray, reference) -> np.ndarray:
+        """(V, C) vertex colours: the harmonic fill on the mesh from the texels' values
+        weighted by `source`, every vertex held weakly to `reference` (when given) as far
+        as it is unseen."""
         import scipy.sparse
         import scipy.sparse.linalg
 
-        w = np.clip(weight, 0.0, 1.0)
-        source = w if reference is None else w * (1.0 - self.scalp * (1.0 - self.source_weight(values, reference)))
         seen = self.splat @ source
         confidence = np.clip(seen / np.maximum(self.share, 1e-9), 0.0, 1.0)
         held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
@@ -151,16 +170,16 @@ class SeamBlender:
         solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held + far)).tocsc())
         mean = (self.splat @ (source[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
         target = held[:, None] * mean + (0.0 if reference is None else far[:, None] * np.asarray(reference, np.float64)[None])
-        fill = np.stack([solve(target[:, c]) for c in range(values.shape[1])], 1)
-        return values + (1.0 - w)[:, None] * (self.splat.T @ fill - values)
+        return np.stack([solve(target[:, c]) for c in range(values.shape[1])], 1)
 
     def source_weight(self, values: np.ndarray, reference) -> np.ndarray:
         """(N,) in [0, 1]: how close each texel's colour (N, 3) is to the skin colour
         `reference` (3,), in chromaticity and log brightness (Gaussian)."""
         reference = np.asarray(reference, np.float64)
-        total = np.maximum(values.sum(1), 1e-4)
+        total = np.maximum(values[:, 0] + values[:, 1] + values[:, 2], 1e-4)  # not .sum(1): slow on 3 columns
         ref_total = max(float(reference.sum()), 1e-4)
-        chroma = ((values[:, :2] / total[:, None] - reference[:2] / ref_total) ** 2).sum(1) / self.source_chroma ** 2
+        chroma = ((values[:, 0] / total - reference[0] / ref_total) ** 2
+                  + (values[:, 1] / total - reference[1] / ref_total) ** 2) / self.source_chroma ** 2
         brightness = (np.log(total / ref_total) / self.source_brightness) ** 2
         return np.exp(-0.5 * (chroma + brightness))
 

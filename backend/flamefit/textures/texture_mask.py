@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .skin import MIN_REFERENCE, skin_colour_weight, skin_hue, smoothstep
-from .uv_masks import JAW_AND_BROWS, inside_polygon
+from .uv_masks import JAW_AND_BROWS, hair_vertices, inside_polygon
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     face = np.zeros(len(verts))
     for name in ("face", "ears"):
         face[np.asarray(regions.get(name, []), int)] = 1.0
-    scalp = np.zeros(len(verts))
-    scalp[np.asarray(regions.get("scalp", []), int)] = 1.0
+    scalp = hair_vertices(model)
     zones = np.stack([keep, lips, core, face, scalp], 1)  # interpolated all at once: (N, 5)
     return tuple(sum(zones[corners[:, k]] * bary[:, k:k + 1] for k in range(3)).T)
 
@@ -163,8 +162,10 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
     skin = plausible * (tight + face * (loose - tight))
     skin = smoothstep(skin, *options.skin_ramp)  # the estimator's tail is long: pale background kept ~0.3
     weight = np.maximum(skin, keep)
-    hair = scalp * _hair_weight(albedo, confidence, scalp > 0.99, skin, options) * smoothstep(confidence, *options.hair_seen)
-    weight = np.maximum(weight, smoothstep(hair, *options.skin_ramp))
+    on = np.nonzero((scalp > 0) & (confidence > options.hair_seen[0]))[0]  # where hair can stay
+    hair = scalp[on] * _hair_weight(albedo[on], confidence[on], scalp[on] > 0.99, skin[on], options) \
+        * smoothstep(confidence[on], *options.hair_seen)
+    weight[on] = np.maximum(weight[on], smoothstep(hair, *options.skin_ramp))
     seen_lips = (lips > 0.5) & (confidence > 0.5)
     if int(seen_lips.sum()) >= MIN_REFERENCE:
         r, g, b = albedo.T  # per channel: numpy's reductions over a length-3 axis are slow
