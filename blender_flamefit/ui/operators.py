@@ -224,9 +224,27 @@ def fit_step(context, job: FitJob) -> StepResult:
         state.status, state.error = "Fit cancelled" + ("; its result folder was removed" if removed else ""), ""
     else:
         state.status = "Fit failed"
-        state.error = in_panel_words(res.message)
+        state.error = in_panel_words(res.message) + landmarks_hint(job.argv, res.message)
     _redraw(context)
     return res
+
+
+NO_POINTS = ("not a human face", "no face found")  # what the backend says when it finds no 68 points
+
+
+def landmarks_hint(argv, message: str) -> str:
+    """Several photos fitted with the detector, one of them refused for its face: most likely a
+    profile (no detector finds its 68 points; the backend calls it "not a human face"): point
+    to the photos' Landmarks fields."""
+    try:
+        photos = argv[argv.index("fit") + 1:argv.index("-o")]
+    except ValueError:
+        return ""
+    named = any(message.startswith(f"{os.path.basename(p)}: ") for p in photos)
+    if len(photos) < 2 or "--landmarks" in argv or not named or not any(w in message for w in NO_POINTS):
+        return ""
+    return (". A profile or a strongly turned head: no detector finds its 68 points; give each photo's "
+            "Landmarks file (below the photos)")
 
 
 # --- Fit Photo ----------------------------------------------------------------------------

@@ -73,6 +73,33 @@ def test_landmarks_go_to_the_backend_once_per_photo_in_order(addon, empty_scene,
     assert _run(addon, job).state == "DONE"
 
 
+def test_a_refused_profile_points_to_the_landmarks_fields(addon, empty_scene, tmp_path, env_patch):
+    """Fit 3 Photos with the detector on a profile: the backend says "left.png: not a human face: ...";
+    the panel adds what to do. With each photo's points the same photos fit."""
+    from testenv import backend_env
+
+    env_patch(backend_env(fake=True, FAKE_FLAMEFIT_MODE="profile"))
+    s = empty_scene.flamefit
+    s.output_dir = str(tmp_path / "results")
+    photos = _three_photos(tmp_path, s)
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is not None, error
+    assert _run(addon, job).state == "FAILED"
+    state = bpy.context.window_manager.flamefit
+    assert state.error.startswith("left.png: not a human face: the face mesh finds no face")
+    assert state.error.endswith("give each photo's Landmarks file (below the photos)")
+    for item, path in zip(s.photos, [_points(tmp_path, p.stem) for p in photos]):
+        item.landmarks = str(path)
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is not None, error
+    assert _run(addon, job).state == "DONE" and state.error == ""
+    # one photo refused for another reason, or one photo alone: the backend's words only
+    assert addon.ui.operators.landmarks_hint(["py", "-m", "flamefit.cli", "fit", "a.png", "-o", "x"],
+                                             "a.png: not a human face: ...") == ""
+    assert addon.ui.operators.landmarks_hint(["py", "fit", "a.png", "b.png", "-o", "x"],
+                                             "b.png: another person than a.png") == ""
+
+
 def test_landmarks_for_some_photos_only_are_refused(addon, empty_scene, tmp_path, env_patch):
     from testenv import backend_env
 

@@ -1,5 +1,6 @@
 """Fake `flamefit` CLI. FAKE_FLAMEFIT_MODE selects the behaviour:
-ok | noface | crash | segv | hang | hang-ignore-term | schema-new | missing-albedo | garbage;
+ok | noface | crash | segv | hang | hang-ignore-term | schema-new | missing-albedo | garbage | profile
+(several photos without --landmarks: the second is refused as the real backend refuses a profile);
 `batch` knows ok | noface | noface-first.
 FAKE_FLAMEFIT_PIDFILE: where `hang*` modes write the pids of themselves and their child.
 FAKE_FLAMEFIT_CALLS: a file that gets one line (the arguments) per process started."""
@@ -71,6 +72,12 @@ def main(argv=None):
         emit(event="stage", stage="image", index=1, count=len(STAGES))
         if not os.path.isfile(args.photo):
             raise SystemExit(f"flamefit: error: photo not found: {args.photo}")
+        if mode == "profile" and len(args.photos) > 1 and not args.landmarks:  # what the real one says
+            msg = (f"{os.path.basename(args.photos[1])}: not a human face: the face mesh finds no face in the "
+                   "RetinaFace box (143x239 px, score 0.56)")
+            emit(event="error", message=msg)
+            print(f"flamefit: error: {msg}", file=sys.stderr)
+            return 2
         if mode == "noface":
             msg = f"no face found in {os.path.basename(args.photo)}: the detector saw no face; try another photo"
             emit(event="error", message=msg)
