@@ -12,6 +12,8 @@ from . import job_runner
 from .preferences import draw_backend_box, draw_progress, wrap_for
 from .props import current_faces, fit_photos
 
+STATUS_ROWS = 3  # a running fit's status at the default sidebar width ("Matching the photo's / colours and light (5/7) · / 63/90 · 68% closer")
+
 
 def format_metrics(metrics: dict) -> list:
     labels = {"landmark_error_px": ("Landmarks", "{:.2f} px"),
@@ -107,7 +109,7 @@ class FLAMEFIT_PT_main(Panel):
             row = layout.row()
             row.scale_y = 1.4
             row.operator("flamefit.cancel_fit", icon="CANCEL")
-            draw_progress(layout, state.progress, state.status or "Fitting…", context)
+            draw_progress(layout, state.progress, state.status or "Fitting…", context, rows=STATUS_ROWS)
         else:
             row = layout.row()
             row.scale_y = 1.4

@@ -200,13 +200,17 @@ def draw_setup_status(layout, context):
                 col.label(text=line)
 
 
-def draw_progress(layout, fraction, text, context=None):
+def draw_progress(layout, fraction, text, context=None, rows=0):
+    """The progress and its status; `rows`: at least that many status rows (blank ones below),
+    so the panel keeps its height while the status wraps into fewer or more rows (Blender 3.4
+    was seen drawing the next panel's header over the status's last row for seconds after it grew)."""
     if hasattr(layout, "progress"):  # Blender 4.0+
         layout.progress(factor=fraction, type="BAR", text=f"{int(fraction * 100)}%")
     else:
         layout.label(text=f"{int(fraction * 100)}% done")
     col = layout.column(align=True)
-    for line in wrap_for(context, text) if context is not None else wrap(text):
+    lines = wrap_for(context, text) if context is not None else wrap(text)
+    for line in lines + [""] * (rows - len(lines)):
         col.label(text=line)
 
 

@@ -150,3 +150,24 @@ def test_cancel_stays_where_fit_photo_was(addon, fit_setup, tmp_path):  # noqa: 
     finally:
         job.cancel()
         _drive(addon, job, timeout=15)
+
+
+def test_running_status_keeps_its_height(addon, fit_setup, tmp_path):  # noqa: F811
+    """The running fit's status takes the same number of rows whether it says "Starting the
+    backend…" (one) or a stage with its step and improvement (three): the panel does not change
+    height as the stages go by."""
+    job = fit_setup("hang", FAKE_FLAMEFIT_PIDFILE=tmp_path / "pids.json")
+    state = bpy.context.window_manager.flamefit
+    try:
+        heights = {}
+        deadline = time.monotonic() + 30
+        while job.progress.stage != "photometric" or "closer" not in state.status:
+            assert addon.ui.operators.fit_step(bpy.context, job).state == "RUNNING"
+            log = _panel_text(addon).log
+            heights[state.status] = len(log)
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert len(heights) >= 2 and len(set(heights.values())) == 1, heights
+    finally:
+        job.cancel()
+        _drive(addon, job, timeout=15)
