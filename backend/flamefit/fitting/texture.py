@@ -14,7 +14,8 @@ the head, under the chin) are filled by pull-push diffusion from their neighbour
 the chart borders are blended on the surface (textures/seams.py) so no seam shows.
 
 Several photos: each view is unwrapped and refined as above with its own camera and
-light, and the views are merged by per-texel confidence (textures/merge.py: colour
+light, from a crop around the whole head it shows (its landmark crop is centred on the
+face), and the views are merged by per-texel confidence (textures/merge.py: colour
 matched, feathered, blended) before the mirror and pull-push fills.
 """
 
