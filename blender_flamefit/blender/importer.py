@@ -64,7 +64,7 @@ def _free_place(scene, cams, location, half, head, others):
     scene hides the head from any of its cameras or shows over their photos, and no earlier
     result's camera sees the new one nor a new camera an earlier result. `cams`: [(camera
     object, CameraSpec)], placed for the head at `location`."""
-    right = (cams[0][0].matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))).normalized()
+    right = step_axis([cam_obj for cam_obj, _ in cams])
     looks = []  # (camera position, far points over its photo)
     for cam_obj, spec in cams:
         pos = cam_obj.matrix_world.translation.copy()
@@ -86,6 +86,20 @@ def _free_place(scene, cams, location, half, head, others):
         return hidden
 
     return free_offset(blocked, right)
+
+
+UP = Vector((0.0, 0.0, 1.0))
+
+
+def step_axis(cam_objs) -> Vector:
+    """Where the head steps aside: along the first camera's right, unless another camera looks
+    along that line (the profiles of a front photo): stepping along it would keep whatever is
+    behind the head in that camera's view at any distance, so then up (beside the default cube
+    means above it)."""
+    right = (cam_objs[0].matrix_world.to_3x3() @ Vector((1.0, 0.0, 0.0))).normalized()
+    looks = [(c.matrix_world.to_3x3() @ Vector((0.0, 0.0, -1.0))).normalized() for c in cam_objs]
+    along = max(abs(d.dot(right)) for d in looks)
+    return right if along < 0.5 or along <= max(abs(d.dot(UP)) for d in looks) else UP.copy()
 
 
 def _view_points(cam_obj, camera, depth: float, n: int = 5) -> list:
@@ -180,8 +194,9 @@ def import_bundle(context, path, *, faithful_lighting: bool = True, fill_light: 
             offset, blockers = _free_place(scene, pairs, location, half, head, others)
             if blockers:
                 location += Vector(offset)
-                how = f"moved {Vector(offset).length:.2f} m sideways" if Vector(offset).length else \
-                    "could not find a free place nearby"
+                off = Vector(offset)
+                way = "sideways" if abs(off.normalized().dot(UP)) < 0.5 else "up" if off.z > 0 else "down"
+                how = f"moved {off.length:.2f} m {way}" if off.length else "could not find a free place nearby"
                 changes.append(f"{', '.join(blockers[:3])} in the way of its camera: {how}")
         head.location = location
         head["flamefit_centre"] = list(centre)  # fit coordinates (Blender axes) of the origin
