@@ -86,16 +86,19 @@ def uv_overlap(model, size: int) -> np.ndarray:
 
 def hair_vertices(model) -> np.ndarray:
     """(V,) float {0, 1}: where hair belongs on the head: the model's "scalp" region (top,
-    back and sides of the skull above the ears) grown by one ring of triangles, so the
-    hairline's triangles (between the face's vertices and the scalp's) count whole, not
-    half (a profile's hair at the temples' hairline: AFW 4400753623 30.3 -> 36.2 dB).
-    All zeros for a model without a "scalp" region."""
+    back and sides of the skull above the ears) grown by one ring of triangles into the
+    face region, so the hairline's triangles (between the face's vertices and the scalp's)
+    count whole, not half (a profile's hair at the temples' hairline: AFW 4400753623 30.3
+    -> 36.2 dB); not into the ears and the neck (an earring, a collar behind them). All
+    zeros for a model without a "scalp" region."""
     faces = np.asarray(model.faces)
+    regions = getattr(model, "regions", {})
     scalp = np.zeros(model.num_vertices)
-    scalp[np.asarray(getattr(model, "regions", {}).get("scalp", []), int)] = 1.0
+    scalp[np.asarray(regions.get("scalp", []), int)] = 1.0
     ring = np.zeros(model.num_vertices)
     np.maximum.at(ring, faces.reshape(-1), np.repeat(scalp[faces].max(1), 3))
-    return ring
+    ring[np.asarray(regions.get("face", []), int)] += 1.0  # the face's hairline vertices: 2 there
+    return np.maximum(scalp, ring > 1.5).astype(np.float64)
 
 
 JAW_AND_BROWS = list(range(17)) + list(range(26, 16, -1))  # iBUG-68 outline: jaw 0-16, brows 26 back to 17
