@@ -492,20 +492,17 @@ def test_bundle_writes_sh_only_for_a_camera_without_rotation(tmp_path):
     from flamefit.render.lighting import ambient_light_sh
 
     class RotatedFrame(CameraFrame):
-        def camera(self, resolution, device, dtype=torch.float32):
-            camera = super().camera(resolution, device, dtype)
+        def extrinsics(self):
             a = math.radians(10)
-            camera.R = torch.tensor([[[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]]],
-                                    dtype=dtype)
-            return camera
+            return np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]]), np.zeros(3)
 
     crop = Crop(100, 50, 300, 256)
-    view = types.SimpleNamespace(expression=torch.zeros(1, 2), pose=torch.zeros(1, 5, 3),
-                                 translation=torch.tensor([[0.0, 0.0, -1.0]]), sh=ambient_light_sh(torch.ones(1, 3)))
-    state = types.SimpleNamespace(subject=types.SimpleNamespace(identity=torch.zeros(1, 3)), views=[view])
+    sh = ambient_light_sh(torch.ones(1, 3))[0].numpy()
 
-    def result(frame):  # schema 3: the parameters per view, the first view's camera is the world
-        return types.SimpleNamespace(state=state, views=[types.SimpleNamespace(frame=frame)])
+    def result(frame):  # schema 3, plain arrays: the parameters per view, the first view's camera is the world
+        view = types.SimpleNamespace(frame=frame, expression=np.zeros(2), pose=np.zeros((5, 3)),
+                                     translation=np.array([0.0, 0.0, -1.0]), sh=sh)
+        return types.SimpleNamespace(identity=np.zeros(3), views=[view])
 
     write_params(result(CameraFrame(640, 480, crop)), tmp_path / "params.npz")
     with np.load(tmp_path / "params.npz") as params:
