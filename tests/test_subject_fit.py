@@ -25,6 +25,7 @@ from PIL import Image
 from flamefit.errors import FlameFitError
 from flamefit.fitting import FitOptions, fit_photo, fit_photos
 from flamefit.fitting.geometry import yaw_degrees
+from flamefit.landmarks import DETECTORS, default_detector
 from flamefit.textures.merge import MergeOptions, merge_views
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,12 +119,21 @@ def test_the_cli_refuses_it_with_one_line_and_writes_nothing(two_people, tmp_pat
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def _cli_fit(*args):
+    return subprocess.run([sys.executable, "-m", "flamefit.cli", "fit", *map(str, args)], capture_output=True,
+                          text=True, env={"PYTHONPATH": str(REPO / "backend"), "PATH": "/usr/bin:/bin",
+                                          "FLAMEFIT_THREADS": "1", "HOME": str(Path.home())})
+
+
 def test_landmark_files_must_match_the_photos(two_people, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flamefit.cli", "fit", str(two_people / "astronaut.png"),
-                           str(two_people / "mirrored.png"), "--landmarks", str(two_people / "x.pts"), "-o",
-                           str(tmp_path / "out")], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO / "backend"), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    photos = [two_people / "astronaut.png", two_people / "mirrored.png"]
+    proc = _cli_fit(*photos, "--landmarks", two_people / "x.pts", "-o", tmp_path / "out")
     assert proc.returncode == 2 and "1 --landmarks file(s) for 2 photos" in proc.stderr
+    assert "(- for a photo whose points the detector finds)" in proc.stderr
+    # One per photo, '-' for one of them: a missing file is named before anything is written.
+    proc = _cli_fit(*photos, "--landmarks", "-", "--landmarks", tmp_path / "missing.npy", "-o", tmp_path / "out")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"flamefit: error: {tmp_path / 'missing.npy'}: landmark file not found"], proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -190,3 +200,27 @@ def test_the_cli_fits_three_photos_with_their_landmark_files(open_head, tmp_path
     assert [v["name"] for v in result["views"]] == ["front", "left", "right"]
     assert all(v["metrics"]["landmark_error_px"] < 2.0 for v in result["views"])
     assert {"photo-3.png", "overlay-3.png", "report-3.png"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.skipif(bool(DETECTORS[default_detector()].missing()), reason="no face detector installed")
+def test_the_cli_detects_the_photos_given_as_dash(open_head, tmp_path):
+    """A front photo and a profile: the profile's points from a file, the front's from the
+    detector (`--landmarks -`), one head from both."""
+    from flamefit.bundle.reader import read_subject, validate_bundle
+
+    photos, points, _ = subject.make_subject(open_head, 7, (0, 90))
+    for name, photo in zip(("front", "left"), photos):
+        Image.fromarray(photo.rgb).save(tmp_path / f"{name}.png")
+    np.save(tmp_path / "left.npy", points[1])
+    out = tmp_path / "person"
+    proc = _cli_fit(tmp_path / "front.png", tmp_path / "left.png", "--landmarks", "-", "--landmarks",
+                    tmp_path / "left.npy", "-o", out, "--stages", "landmarks", "--texture-size", "64")
+    assert proc.returncode == 0, proc.stderr
+    assert validate_bundle(out) == []
+    views = read_subject(out)["views"]
+    assert [v["fit"]["landmarks"]["source"] for v in views] == ["detector", "file"]
+    assert views[1]["fit"]["landmarks"]["path"] == str(tmp_path / "left.npy")
+    # the detected front lies on the true points: the detector, not the file, placed them
+    detected = np.asarray(views[0]["detected_landmarks_2d"], float)
+    assert np.linalg.norm(detected[17:] - points[0][17:], axis=1).mean() < 4.0
+    assert all(v["metrics"]["landmark_error_px"] < 2.0 for v in views)

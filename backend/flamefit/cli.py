@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_flags(p)
     p.add_argument("--landmarks", metavar="FILE", action="append",
                    help="68 iBUG points (.pts, .json or .npy) instead of the detector; with several photos give it "
-                        "once per photo, in the photos' order")
+                        "once per photo, in the photos' order, '-' for a photo whose points the detector finds "
+                        "(e.g. a front photo beside profiles, which need their points)")
     p.add_argument("--face", type=int, metavar="N", help="which face when there are several (0 = leftmost; default: the one a person means: large, sharp, central, whole; result.json says why)")
     p.set_defaults(run=cmd_fit)
 

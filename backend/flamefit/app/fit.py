@@ -17,12 +17,34 @@ class FitRequest:
     photos: list  # paths, one or more photos of one person
     output: Path
     fit_options: object  # fitting.FitOptions
-    landmarks: list | None = None  # None, or one file per photo, in order
+    landmarks: list | None = None  # None, or one per photo, in order: a file, or DETECT
     detector: str | None = None  # None: landmarks.default_detector()
     face_index: int | None = None
     device: str = "auto"
     overwrite: bool = False
     settings: dict = field(default_factory=dict)
+
+
+DETECT = "-"  # `--landmarks -`: this photo's points come from the detector
+
+
+def landmark_sources(given, photos) -> list | None:
+    """--landmarks as fit_photos takes them: None (detect every photo), or one entry per photo,
+    in the photos' order, a file or None for DETECT. Each file is read here, so a missing or
+    unreadable one is refused before anything is written."""
+    from ..landmarks import load_landmarks_file
+
+    given = list(given or [])
+    if not given:
+        return None
+    if len(given) != len(photos):
+        raise FlameFitError(f"{len(given)} --landmarks file(s) for {len(photos)} photos: give one per photo, "
+                            f"in the photos' order ({DETECT} for a photo whose points the detector finds)")
+    sources = [None if g == DETECT else g for g in given]
+    for path in sources:
+        if path is not None:
+            load_landmarks_file(path)
+    return None if all(s is None for s in sources) else sources
 
 
 def internal_error(exc: BaseException) -> FlameFitError:
@@ -40,12 +62,9 @@ def run_fit(request: FitRequest, progress):
     from ..image import load_photo
 
     photos = [Path(p) for p in request.photos]
-    landmarks = list(request.landmarks or [])
-    if landmarks and len(landmarks) != len(photos):
-        raise FlameFitError(f"{len(landmarks)} --landmarks file(s) for {len(photos)} photos: give one per photo, "
-                            "in the photos' order")
     for photo in photos:
         check_path_text(photo.absolute(), "photo file")
+    landmarks = landmark_sources(request.landmarks, photos)
     target = check_output(request.output, request.overwrite)
     try:
         device = resolve_device(request.device)
@@ -55,7 +74,7 @@ def run_fit(request: FitRequest, progress):
         loaded = [load_photo(photo) for photo in photos]  # bad photos fail before the model loads
         image_seconds = time.perf_counter() - start
         model, space, model_seconds = load_fit_inputs(settings)
-        result = fit_photos(loaded, model, request.fit_options, landmarks=landmarks or None, detector=request.detector,
+        result = fit_photos(loaded, model, request.fit_options, landmarks=landmarks, detector=request.detector,
                             face_index=request.face_index, texture_space=space, device=device, progress=progress)
         result.timings["image"] = round(result.timings.get("image", 0.0) + image_seconds, 3)
         path = write_bundle(result, target, request.overwrite, progress, extra_timings={"model": model_seconds},
