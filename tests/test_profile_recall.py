@@ -68,3 +68,23 @@ def test_what_retinaface_boxes_without_a_face_is_still_refused(name):
     """RetinaFace boxes a chessboard (0.91) and a sheet of handwritten digits (0.97)."""
     with pytest.raises(FlameFitError, match="not a human face"):
         detect_landmarks(read_rgb(OPENCV_DATA / name))
+
+
+def test_a_profile_no_source_finds_is_refused_for_its_turn_not_as_not_human():
+    """A synthetic 90-degree profile (benchmarks/subject.py, the left view of seeds 0 and 7)
+    that neither the mesh nor dlib's CNN finds in RetinaFace's box: refused, as before, but
+    for what it is, a face at profile, and with the fix (its points); the same path keeps
+    refusing the chessboard and the digits above as "not a human face"."""
+    import subject
+    import test_fit_photos as photos_tests
+
+    model = photos_tests.prepared_model()
+    for seed in (0, 7):
+        photos, _, _ = subject.make_subject(model, seed, (0, 90, -90))
+        with pytest.raises(FlameFitError) as refused:
+            detect_landmarks(photos[1].rgb, image_name="left.png")
+        message = str(refused.value)
+        assert message.startswith("left.png: no landmark source finds this face's points (RetinaFace's five points "
+                                  "put it at "), message
+        assert "at or past profile" in message and "give them with --landmarks FILE" in message
+        assert "not a human face" not in message

@@ -146,10 +146,13 @@ class RetinaFaceDetector(FaceDetector):
         crop, matrix = mesh.upright_crop(image_rgb, center, face_size(box), roll_of(face.extra["five"]))
         try:
             found = self._mesh_and_dlib(crop, matrix, face)
-        except FlameFitError:
+        except FlameFitError as error:
             # A strongly turned face (the mesh and dlib are frontal-trained), or no human face.
             if not profile.human_face_in(crop):
-                raise
+                turned = turned_face_error(face, image_rgb.shape) if isinstance(error, NoMeshFace) else None
+                if turned is None:
+                    raise
+                raise turned from None
             return self._posed_template(image_rgb, face)
         # Near profile the mesh and dlib flatten the face they do find (its fit came out ~27
         # degrees short of the true yaw); the five points still give the turn.
@@ -184,8 +187,8 @@ class RetinaFaceDetector(FaceDetector):
         if mesh.available():
             dense = mesh.mesh_points(crop)
             if dense is None:
-                raise FlameFitError("not a human face: the face mesh finds no face in the RetinaFace box "
-                                    f"({box[2] - box[0]:.0f}x{box[3] - box[1]:.0f} px, score {face.score:.2f})")
+                raise NoMeshFace("not a human face: the face mesh finds no face in the RetinaFace box "
+                                 f"({box[2] - box[0]:.0f}x{box[3] - box[1]:.0f} px, score {face.score:.2f})")
         # dlib on the upright crop, in a box of the size its HOG detector would give.
         guide = mesh.inner_ibug(dense) if dense is not None else None
         crop_box = dlib_box_in_crop(guide, crop.shape[0])
@@ -266,6 +269,27 @@ def box_iou(a, b) -> float:
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
     return float(w * h / union) if union > 0 else 0.0
+
+
+class NoMeshFace(FlameFitError):
+    """The face mesh finds no face in RetinaFace's box."""
+
+
+def turned_face_error(face: Face, image_shape) -> FlameFitError | None:
+    """The refusal when no landmark source finds a face in RetinaFace's box (the mesh sees
+    none, nor dlib's CNN) although its five points pose a head at or past profile: the
+    frontal-trained sources miss such faces (a synthetic 90-degree profile), so this says
+    the turn and the fix, the user's points. None when the five points pose no turned head:
+    a chessboard or a sheet of digits boxed as a face poses a frontal one (0 to 13 degrees),
+    and stays "not a human face"."""
+    _, residual, yaw = profile.posed_points(face.extra["five"], face.box, image_shape)
+    if not (residual <= profile.MAX_FIVE_RESIDUAL and abs(yaw) >= profile.TEMPLATE_FROM_YAW):
+        return None
+    box = face.box
+    return FlameFitError(f"no landmark source finds this face's points (RetinaFace's five points put it at "
+                         f"{abs(yaw):.0f} degrees of yaw, at or past profile; box {box[2] - box[0]:.0f}x"
+                         f"{box[3] - box[1]:.0f} px, score {face.score:.2f}): give them with --landmarks FILE "
+                         "(several photos: one per photo, in order, - for those the detector finds)")
 
 
 def five_of(points: np.ndarray) -> np.ndarray:
