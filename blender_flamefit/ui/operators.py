@@ -92,8 +92,8 @@ def import_result(context, path, options) -> tuple:
 
 def fit_command(context, photo, out_dir: str, python: str, landmarks=None) -> list:
     """`photo`: one path, or the list of several photos of one person (one head from all).
-    `landmarks`: one file per photo ('' for none: all or none, start_fit checks); None: the
-    Landmarks field of the one photo."""
+    `landmarks`: one file per photo ('' for none: the backend detects that photo's points,
+    `--landmarks -`); None: the Landmarks field of the one photo."""
     prefs = get_prefs(context)
     s = context.scene.flamefit
     several = not isinstance(photo, str) and len(photo) > 1
@@ -102,7 +102,8 @@ def fit_command(context, photo, out_dir: str, python: str, landmarks=None) -> li
     if landmarks is None:
         landmarks = [] if several else [bpy.path.abspath(s.landmarks_file) if s.landmarks_file else ""]
     face = -1 if several else picked_face(s, photo)  # given points name their face: no --face then
-    given = [arg for m in landmarks if m for arg in ("--landmarks", m)]  # once per photo, in order
+    # once per photo, in order, '-' for those the detector finds; none when every photo is detected
+    given = [arg for m in landmarks for arg in ("--landmarks", m or "-")] if any(landmarks) else []
     extra = given or (["--face", str(face)] if face >= 0 else None)
     return backend_process.backend_command(
         python, photo, out_dir, device=prefs.device, detector=detector_flag(prefs),
@@ -128,12 +129,8 @@ def start_fit(context, photo="", env=None):
             return None, f"choose a photo first (not found: {path})"
     if len(set(photos)) < len(photos):
         return None, "the same photo is chosen twice; choose each photo once"
-    # each photo's own Landmarks file (the one field for one photo): for every photo or none,
-    # as the backend takes them
+    # each photo's own Landmarks file (the one field for one photo); a photo without one is detected
     landmarks = fit_landmarks(s) if photos == fit_photos(s) else [""] * len(photos)
-    unmarked = [os.path.basename(p) for p, m in zip(photos, landmarks) if not m]
-    if len(unmarked) < len(photos) and unmarked:
-        return None, f"give a Landmarks file for every photo or for none (none for {', '.join(unmarked)})"
     for path in landmarks:
         if path and not os.path.isfile(path):
             return None, f"the landmarks file {path} does not exist"
@@ -184,8 +181,14 @@ def remove_result(out_dir: str) -> bool:
 def in_panel_words(message: str) -> str:
     """A backend message as the panel says it: the panel has a field for what the backend
     calls --landmarks FILE."""
-    return message.replace("with --landmarks FILE", "as a Landmarks file (below the photo)") \
+    return message.replace(f" {SEVERAL_LANDMARKS}", "") \
+        .replace("with --landmarks FILE", "as a Landmarks file (below the photo)") \
         .replace("pass --landmarks FILE", "give a Landmarks file (below the photo)")
+
+
+# how the backend's refusal of a profile says to give its points with several photos; the panel
+# has a field per photo and passes '-' itself
+SEVERAL_LANDMARKS = "(several photos: one per photo, in order, - for those the detector finds)"
 
 
 def fit_step(context, job: FitJob) -> StepResult:
@@ -233,18 +236,19 @@ NO_POINTS = ("not a human face", "no face found")  # what the backend says when 
 
 
 def landmarks_hint(argv, message: str) -> str:
-    """Several photos fitted with the detector, one of them refused for its face: most likely a
-    profile (no detector finds its 68 points; the backend calls it "not a human face"): point
-    to the photos' Landmarks fields."""
+    """Several photos, one of them detected and refused for its face with a message that does not
+    say to give its points (e.g. "not a human face" for a strongly turned head): point to its
+    Landmarks field."""
     try:
         photos = argv[argv.index("fit") + 1:argv.index("-o")]
     except ValueError:
         return ""
-    named = any(message.startswith(f"{os.path.basename(p)}: ") for p in photos)
-    if len(photos) < 2 or "--landmarks" in argv or not named or not any(w in message for w in NO_POINTS):
-        return ""
-    return (". A profile or a strongly turned head: no detector finds its 68 points; give each photo's "
-            "Landmarks file (below the photos)")
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--landmarks"] or ["-"] * len(photos)
+    refused = [m for p, m in zip(photos, given) if message.startswith(f"{os.path.basename(p)}: ")]
+    if len(photos) < 2 or refused != ["-"] or "--landmarks" in message or not any(w in message for w in NO_POINTS):
+        return ""  # one photo, a photo with points, or a message that already says to give them
+    return (". A profile or a strongly turned head: no detector finds its 68 points; give them as its "
+            "Landmarks file (below the photo's name; photos without one are detected)")
 
 
 # --- Fit Photo ----------------------------------------------------------------------------

@@ -22,6 +22,8 @@ def format_metrics(metrics: dict) -> list:
               "psnr_db": ("PSNR", "{:.1f} dB")}
     out = []
     for key, value in metrics.items():
+        if key == "views" and value == 1:
+            continue  # a one-photo result: "Views 1" says nothing
         label, fmt = labels.get(key, (key.replace("_", " ").capitalize(), "{:.4g}"))
         try:
             out.append((label, fmt.format(value)))
@@ -90,7 +92,7 @@ class FLAMEFIT_PT_main(Panel):
             for i, line in enumerate(wrap_for(context, f"{len(photos)} photos, one head: {names}")):
                 col.label(text=line, icon="IMAGE_DATA" if i == 0 else "BLANK1")
         if len(photos) > 1:  # a profile has no detectable points: each photo's own file
-            for line in wrap_for(context, "Landmarks (optional: for every photo or none)"):
+            for line in wrap_for(context, "Landmarks (optional; empty: detected)"):
                 col.label(text=line)
             for item in settings.photos:
                 for line in wrap_for(context, os.path.basename(bpy.path.abspath(item.path))):

@@ -76,10 +76,10 @@ def _photo_changed(self, context):
 
 class FlameFitPhoto(PropertyGroup):
     path: StringProperty(name="Photo", subtype="FILE_PATH")
-    # this photo's 68 points (a profile: no detector finds them); given for every photo or none
+    # this photo's 68 points (a profile: no detector finds them); none: the detector's
     landmarks: StringProperty(name="Landmarks", subtype="FILE_PATH",
                               description="This photo's 68 iBUG points (.pts, .json or .npy) instead of the detector; "
-                                          "give one for every photo or for none")
+                                          "leave it empty to detect them (a profile needs them)")
 
 
 class FlameFitSceneSettings(ImportOptions, FitOptions, PropertyGroup):

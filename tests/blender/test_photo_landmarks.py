@@ -1,6 +1,7 @@
 """Several photos with a profile among them: no detector finds a profile's 68 points, so each chosen
 photo has its own Landmarks file in the panel, passed to the backend once per photo in the photos'
-order (`flamefit fit a b c --landmarks A --landmarks B --landmarks C`); for every photo or none.
+order (`flamefit fit a b c --landmarks A --landmarks B --landmarks C`), `-` for a photo without one
+(the detector finds its points); none at all when no photo has one.
 And an import from the File menu replaces an earlier fit's "Fit failed" in the panel."""
 
 import os
@@ -73,9 +74,11 @@ def test_landmarks_go_to_the_backend_once_per_photo_in_order(addon, empty_scene,
     assert _run(addon, job).state == "DONE"
 
 
-def test_a_refused_profile_points_to_the_landmarks_fields(addon, empty_scene, tmp_path, env_patch):
-    """Fit 3 Photos with the detector on a profile: the backend says "left.png: not a human face: ...";
-    the panel adds what to do. With each photo's points the same photos fit."""
+def test_a_refused_profile_says_to_give_its_landmarks_file(addon, empty_scene, tmp_path, env_patch):
+    """Fit 3 Photos with the detector on a profile: the backend says why ("left.png: no landmark
+    source finds this face's points (... at or past profile ...): give them with --landmarks FILE
+    (several photos: ...)"); the panel says it in its own words. With the profile's points alone
+    (the other photos detected) the same photos fit."""
     from testenv import backend_env
 
     env_patch(backend_env(fake=True, FAKE_FLAMEFIT_MODE="profile"))
@@ -84,39 +87,68 @@ def test_a_refused_profile_points_to_the_landmarks_fields(addon, empty_scene, tm
     photos = _three_photos(tmp_path, s)
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
+    assert "--landmarks" not in job.argv  # no photo has points: no flag at all
     assert _run(addon, job).state == "FAILED"
     state = bpy.context.window_manager.flamefit
-    assert state.error.startswith("left.png: not a human face: the face mesh finds no face")
-    assert state.error.endswith("give each photo's Landmarks file (below the photos)")
-    for item, path in zip(s.photos, [_points(tmp_path, p.stem) for p in photos]):
-        item.landmarks = str(path)
+    assert state.error.startswith("left.png: no landmark source finds this face's points (RetinaFace's five "
+                                  "points put it at 98 degrees of yaw, at or past profile;"), state.error
+    assert state.error.endswith("): give them as a Landmarks file (below the photo)"), state.error
+    assert "--landmarks" not in state.error and "several photos" not in state.error
+    s.photos[1].landmarks = str(_points(tmp_path, "left"))
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
     assert _run(addon, job).state == "DONE" and state.error == ""
-    # one photo refused for another reason, or one photo alone: the backend's words only
-    assert addon.ui.operators.landmarks_hint(["py", "-m", "flamefit.cli", "fit", "a.png", "-o", "x"],
-                                             "a.png: not a human face: ...") == ""
-    assert addon.ui.operators.landmarks_hint(["py", "fit", "a.png", "b.png", "-o", "x"],
-                                             "b.png: another person than a.png") == ""
+    assert [p.name for p in photos] == ["front.png", "left.png", "right.png"]
 
 
-def test_landmarks_for_some_photos_only_are_refused(addon, empty_scene, tmp_path, env_patch):
+def test_an_old_backends_refusal_points_to_the_photos_field(addon, empty_scene, tmp_path, env_patch):
+    """A backend that still calls a profile "not a human face" (and says nothing of its points):
+    the panel adds where to give them; not when that photo had points, nor for one photo."""
+    from testenv import backend_env
+
+    env_patch(backend_env(fake=True, FAKE_FLAMEFIT_MODE="profile-old"))
+    s = empty_scene.flamefit
+    s.output_dir = str(tmp_path / "results")
+    _three_photos(tmp_path, s)
+    s.photos[2].landmarks = str(_points(tmp_path, "right"))  # the refused left.png has none: '-'
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is not None, error
+    assert _run(addon, job).state == "FAILED"
+    state = bpy.context.window_manager.flamefit
+    assert state.error.startswith("left.png: not a human face: the face mesh finds no face")
+    assert state.error.endswith("give them as its Landmarks file (below the photo's name; photos without one "
+                                "are detected)"), state.error
+    hint = addon.ui.operators.landmarks_hint
+    refusal = "b.png: not a human face: ..."
+    assert hint(["py", "fit", "a.png", "b.png", "-o", "x"], refusal) != ""
+    assert hint(["py", "fit", "a.png", "b.png", "-o", "x", "--landmarks", "-", "--landmarks", "b.pts"], refusal) == ""
+    assert hint(["py", "-m", "flamefit.cli", "fit", "b.png", "-o", "x"], refusal) == ""
+    assert hint(["py", "fit", "a.png", "b.png", "-o", "x"], "b.png: another person than a.png") == ""
+
+
+def test_photos_without_landmarks_are_detected(addon, empty_scene, tmp_path, env_patch):
+    """Points for the profile only: the others go as `--landmarks -` (the backend detects them),
+    one per photo in order; a missing file is refused before anything starts."""
     from testenv import backend_env
 
     env_patch(backend_env(fake=True))
     s = empty_scene.flamefit
     s.output_dir = str(tmp_path / "results")
     photos = _three_photos(tmp_path, s)
-    s.photos[1].landmarks = str(_points(tmp_path, "left"))
-    before = sorted(os.listdir(tmp_path))
+    left = _points(tmp_path, "left")
+    s.photos[1].landmarks = str(left)
     job, error = addon.ui.operators.start_fit(bpy.context)
-    assert job is None
-    assert error == "give a Landmarks file for every photo or for none (none for front.png, right.png)"
-    assert sorted(os.listdir(tmp_path)) == before  # nothing started, nothing written
-    s.photos[0].landmarks = s.photos[2].landmarks = str(tmp_path / "missing.pts")
+    assert job is not None, error
+    argv = job.argv
+    assert argv[argv.index("fit") + 1:argv.index("-o")] == [str(p) for p in photos]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--landmarks"] == ["-", str(left), "-"]
+    assert "--face" not in argv
+    assert _run(addon, job).state == "DONE"
+    before = sorted(os.listdir(tmp_path))
+    s.photos[0].landmarks = str(tmp_path / "missing.pts")
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is None and error == f"the landmarks file {tmp_path / 'missing.pts'} does not exist"
-    assert len(photos) == 3
+    assert sorted(os.listdir(tmp_path)) == before  # nothing started, nothing written
 
 
 def test_an_import_replaces_a_failed_fit_in_the_panel(addon, empty_scene, tmp_path):
@@ -149,3 +181,21 @@ def test_an_import_replaces_a_failed_fit_in_the_panel(addon, empty_scene, tmp_pa
     except RuntimeError as exc:  # bpy raises an operator's ERROR report
         assert "not a FlameFit result bundle" in str(exc)
     assert "not a FlameFit result bundle" in state.error and "Error" in shown()
+
+
+def test_views_count_is_shown_for_several_photos_only(addon, empty_scene, tmp_path):
+    """result.json's metrics count the views; "Views 1" under a one-photo result says nothing."""
+
+    def last_result(views, name):
+        folder = tmp_path / name
+        synth_views.write_views_bundle(str(folder), views, photos_dir=str(tmp_path / f"{name}-photos"))
+        assert bpy.ops.import_scene.flamefit(filepath=str(folder / "result.json")) == {"FINISHED"}
+        rec = Recorder()
+        addon.ui.panel.FLAMEFIT_PT_result.draw(type("P", (), {"layout": rec})(), bpy.context)
+        texts = rec.texts()
+        return texts[texts.index("Landmarks"):]  # the metrics' rows, label then value
+
+    one = last_result(synth_views.DEFAULT_VIEWS[:1], "one")
+    assert "Views" not in one and "PSNR" in one, one
+    three = last_result(synth_views.DEFAULT_VIEWS, "three")
+    assert three[three.index("Views") + 1] == "3", three

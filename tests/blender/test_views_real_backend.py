@@ -99,3 +99,39 @@ def _without_view_arrays(folder, out):
         mesh[name] = mesh[name][keep]
     np.savez(out / "mesh.npz", **{n: a for n, a in mesh.items() if not n.startswith("view_")})
     return out
+
+
+def test_front_detected_beside_a_profile_with_points(addon, empty_scene, real_backend, tmp_path, env_patch):
+    """A synthetic person (benchmarks/subject.py) seen from the front and at a 90-degree profile the
+    detector refuses: with the profile's Landmarks file alone (the front's field empty, passed as
+    `--landmarks -`) the real backend fits both, the front's points detected."""
+    from testenv import REPO, backend_env
+
+    code = ("import sys; sys.path[:0] = [sys.argv[2] + '/backend', sys.argv[2] + '/benchmarks', sys.argv[2] + '/tests']\n"
+            "import numpy as np, subject, test_fit_photos as t; from PIL import Image\n"
+            "photos, points, _ = subject.make_subject(t.prepared_model(), 7, (0, 90, -90))\n"
+            "Image.fromarray(photos[0].rgb).save(sys.argv[1] + '/front.png')\n"
+            "Image.fromarray(photos[1].rgb).save(sys.argv[1] + '/left.png')\n"
+            "np.save(sys.argv[1] + '/left.npy', points[1])\n")
+    out = subprocess.run([str(real_backend), "-c", code, str(tmp_path), str(REPO)], capture_output=True, text=True,
+                         env=dict(os.environ, FLAMEFIT_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    env_patch(backend_env(fake=False))
+    settings = empty_scene.flamefit
+    addon.ui.operators.set_photos(settings, [str(tmp_path / "front.png"), str(tmp_path / "left.png")])
+    settings.photos[1].landmarks = str(tmp_path / "left.npy")
+    settings.stage_photometric = settings.stage_texture = False  # the landmarks are what is tested
+    settings.output_dir = str(tmp_path / "results")
+    job, error = addon.ui.operators.start_fit(bpy.context)
+    assert job is not None, error
+    assert [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--landmarks"] == ["-", str(tmp_path / "left.npy")]
+    deadline = time.monotonic() + float(os.environ.get("FLAMEFIT_TEST_FIT_TIMEOUT", "900"))
+    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
+        assert time.monotonic() < deadline, "the real backend fit took too long"
+        time.sleep(0.1)
+    assert res.state == "DONE", res.message
+    coll = bpy.data.collections["front+1"]
+    result = json.loads(open(os.path.join(os.path.dirname(bpy.path.abspath(coll["flamefit_result"])),
+                                          "result.json")).read())
+    assert [v["fit"]["landmarks"]["source"] for v in result["views"]] == ["detector", "file"]
+    assert all(v["metrics"]["landmark_error_px"] < 2.0 for v in result["views"])

@@ -1,6 +1,8 @@
 """Fake `flamefit` CLI. FAKE_FLAMEFIT_MODE selects the behaviour:
-ok | noface | crash | segv | hang | hang-ignore-term | schema-new | missing-albedo | garbage | profile
-(several photos without --landmarks: the second is refused as the real backend refuses a profile);
+ok | noface | crash | segv | hang | hang-ignore-term | schema-new | missing-albedo | garbage | profile |
+profile-old
+(several photos, the second without its points (no --landmarks, or '-'): refused as the real backend
+refuses a profile; profile-old: as it did before it said why);
 `batch` knows ok | noface | noface-first.
 FAKE_FLAMEFIT_PIDFILE: where `hang*` modes write the pids of themselves and their child.
 FAKE_FLAMEFIT_CALLS: a file that gets one line (the arguments) per process started."""
@@ -35,8 +37,9 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-expression", action="store_true")
     for flag in ("--model", "--texture-space", "--uv-template", "--landmark-embedding", "--detector",
-                 "--device", "--stages", "--texture-size", "--landmarks", "--face"):
+                 "--device", "--stages", "--texture-size", "--face"):
         p.add_argument(flag)
+    p.add_argument("--landmarks", action="append")  # once per photo, '-': detect (as the real one)
     b = sub.add_parser("batch")
     b.add_argument("photos")
     b.add_argument("-o", dest="out", required=True)
@@ -72,9 +75,18 @@ def main(argv=None):
         emit(event="stage", stage="image", index=1, count=len(STAGES))
         if not os.path.isfile(args.photo):
             raise SystemExit(f"flamefit: error: photo not found: {args.photo}")
-        if mode == "profile" and len(args.photos) > 1 and not args.landmarks:  # what the real one says
-            msg = (f"{os.path.basename(args.photos[1])}: not a human face: the face mesh finds no face in the "
-                   "RetinaFace box (143x239 px, score 0.56)")
+        given = args.landmarks or ["-"] * len(args.photos)
+        if len(given) != len(args.photos) or any(m != "-" and not os.path.isfile(m) for m in given):
+            msg = f"{len(given)} --landmarks file(s) for {len(args.photos)} photos, or one not found"
+            print(f"flamefit: error: {msg}", file=sys.stderr)
+            return 2
+        if mode in ("profile", "profile-old") and len(args.photos) > 1 and given[1] == "-":  # as the real one
+            msg = f"{os.path.basename(args.photos[1])}: " + (
+                "not a human face: the face mesh finds no face in the RetinaFace box (143x239 px, score 0.56)"
+                if mode == "profile-old" else
+                "no landmark source finds this face's points (RetinaFace's five points put it at 98 degrees of "
+                "yaw, at or past profile; box 143x239 px, score 0.56): give them with --landmarks FILE (several "
+                "photos: one per photo, in order, - for those the detector finds)")
             emit(event="error", message=msg)
             print(f"flamefit: error: {msg}", file=sys.stderr)
             return 2
