@@ -179,3 +179,39 @@ def test_hair_seen_on_the_scalp_stays_there_and_does_not_spread_over_the_unseen_
     alike = SeamOptions(source_chroma=1e6, source_brightness=1e6)
     spread = blend_seams(texture, model, seen, options=alike, reference=skin).reshape(-1, 3)
     assert np.median(np.abs(spread[flat[back]] - skin).max(1)) > 0.1
+
+
+def test_the_chins_shadow_stays_where_seen_and_does_not_tint_the_necks_fill(model):
+    """A front photo shows the chin's underside in the shadow it casts on the neck (no SH
+    light explains it) and the neck below it masked (a collar): the shadow keeps its colour
+    where seen, but the neck's fill is the skin's, not the shadow's (the astronaut's neck
+    was a grey band under a hard edge): under the jaw a seen texel feeds the fill by how
+    close its colour is to the skin (SeamOptions.under_rings)."""
+    from flamefit.render.uv_raster import texel_map
+    from flamefit.textures.seams import SeamOptions, blend_seams
+    from flamefit.textures.uv_masks import under_jaw_vertices
+
+    R = 256
+    texels = texel_map(model, R, "cpu")
+    flat, corners = texels.texel_index.numpy(), np.asarray(model.faces)[texels.face.numpy()]
+    verts = np.asarray(model.v_template)
+    face = np.isin(corners, model.regions["face"]).all(1)
+    neck = np.isin(corners, model.regions["neck"]).all(1)
+    under = face & (under_jaw_vertices(model, SeamOptions().under_rings)[corners].max(1) > 0)
+    front = neck & (verts[corners, 2].mean(1) > np.median(verts[model.regions["neck"], 2]))
+    assert under.sum() > 20 and front.sum() > 50
+    skin, shadow = np.array([0.6, 0.42, 0.32]), np.array([0.12, 0.08, 0.05])
+    seen = np.zeros((R, R), np.float32)
+    seen.reshape(-1)[flat[face]] = 1.0
+    texture = np.zeros((R, R, 3), np.float32)
+    texture.reshape(-1, 3)[flat[face]] = skin
+    texture.reshape(-1, 3)[flat[under]] = shadow
+    out = blend_seams(texture, model, seen, reference=skin).reshape(-1, 3)
+    inner = under & texels.mask.reshape(-1)[flat]
+    assert np.median(np.abs(out[flat[inner]] - shadow).max(1)) < 0.02  # seen: the photo's colour stays
+    toward = np.median((out[flat[front]] - shadow) / (skin - shadow))
+    # Every seen texel feeding the fill alike (no under-jaw rule): the shadow darkens the neck.
+    alike = np.median((blend_seams(texture, model, seen, options=SeamOptions(source_chroma=1e6, source_brightness=1e6),
+                                   reference=skin)
+                       .reshape(-1, 3)[flat[front]] - shadow) / (skin - shadow))
+    assert toward > 0.6 and toward > alike + 0.3, (toward, alike)  # measured 0.67 vs 0.28

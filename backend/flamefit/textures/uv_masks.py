@@ -101,6 +101,18 @@ def hair_vertices(model) -> np.ndarray:
     return np.maximum(scalp, ring > 1.5).astype(np.float64)
 
 
+def under_jaw_vertices(model, rings: int) -> np.ndarray:
+    """(V,) float {0, 1}: the model's "neck" region grown by `rings` rings of triangles
+    (into the chin's and jaw's underside, where a front photo holds the chin's shadow on
+    the neck). All zeros for a model without a "neck" region."""
+    faces = np.asarray(model.faces)
+    grown = np.zeros(model.num_vertices)
+    grown[np.asarray(getattr(model, "regions", {}).get("neck", []), int)] = 1.0
+    for _ in range(rings):
+        np.maximum.at(grown, faces.reshape(-1), np.repeat(grown[faces].max(1), 3))
+    return grown
+
+
 JAW_AND_BROWS = list(range(17)) + list(range(26, 16, -1))  # iBUG-68 outline: jaw 0-16, brows 26 back to 17
 
 
