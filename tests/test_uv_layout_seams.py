@@ -211,7 +211,7 @@ def test_the_chins_shadow_stays_where_seen_and_does_not_tint_the_necks_fill(mode
     assert np.median(np.abs(out[flat[inner]] - shadow).max(1)) < 0.02  # seen: the photo's colour stays
     toward = np.median((out[flat[front]] - shadow) / (skin - shadow))
     # Every seen texel feeding the fill alike (no under-jaw rule): the shadow darkens the neck.
-    alike = np.median((blend_seams(texture, model, seen, options=SeamOptions(source_chroma=1e6, source_brightness=1e6),
+    alike = np.median((blend_seams(texture, model, seen, options=SeamOptions(under_chroma=1e6, under_brightness=1e6),
                                    reference=skin)
                        .reshape(-1, 3)[flat[front]] - shadow) / (skin - shadow))
     assert toward > 0.6 and toward > alike + 0.3, (toward, alike)  # measured 0.67 vs 0.28

@@ -48,8 +48,13 @@ class SeamOptions:
     # Under the jaw likewise: on the model's "neck" region grown by `under_rings` rings of
     # triangles (the chin's and jaw's underside) a seen texel feeds the fill by how close
     # its colour is to the skin: the chin's shadow on the neck and a collar's last faint
-    # weights do not tint the neck's fill (the astronaut's neck: 10.3 -> 7.3 dE from the chin).
+    # weights do not tint the neck's fill (the astronaut's neck: 6.7 -> 1.5 dE from the cheeks)
     under_rings: int = 3
+    # ... with tighter widths than the scalp's: a shadowed neck or a skin-toned collar de-lit is
+    # a greyer, darker beige that the scalp's widths pass (the astronaut's neck: 4.7 -> 1.5 dE
+    # from the cheeks).
+    under_chroma: float = 0.015
+    under_brightness: float = 0.25
     unseen: float = 0.3  # texels seen less than this take that skin-fed fill (blended in below it)
 
 
@@ -124,6 +129,7 @@ class SeamBlender:
         self.hold, self.far_hold = options.hold, options.far_hold
         self.source_chroma, self.source_brightness = options.source_chroma, options.source_brightness
         self.unseen = options.unseen
+        self.under_widths = (options.under_chroma, options.under_brightness)
         self.mean = mean.tocsr()
 
         # Gutter: each uncovered texel within the margin copies its nearest covered texel.
@@ -158,7 +164,7 @@ class SeamBlender:
             # Under the jaw the photo shows the chin's shadow on the neck: it stays where
             # seen but feeds the neck's fill only as far as it looks like skin.
             under = np.nonzero((w > 0) & (self.under > 0))[0]
-            skin[under] *= 1.0 - self.under[under] * (1.0 - self.source_weight(values[under], reference))
+            skin[under] *= 1.0 - self.under[under] * (1.0 - self.source_weight(values[under], reference, *self.under_widths))
             unseen = np.nonzero(w < self.unseen)[0]  # only these take the skin-fed fill
             ramp = w[unseen] / self.unseen
             ramp = (ramp * ramp * (3 - 2 * ramp))[:, None]
@@ -182,15 +188,16 @@ class SeamBlender:
         target = held[:, None] * mean + (0.0 if reference is None else far[:, None] * np.asarray(reference, np.float64)[None])
         return np.stack([solve(target[:, c]) for c in range(values.shape[1])], 1)
 
-    def source_weight(self, values: np.ndarray, reference) -> np.ndarray:
+    def source_weight(self, values: np.ndarray, reference, chroma: float | None = None,
+                      brightness: float | None = None) -> np.ndarray:
         """(N,) in [0, 1]: how close each texel's colour (N, 3) is to the skin colour
         `reference` (3,), in chromaticity and log brightness (Gaussian)."""
         reference = np.asarray(reference, np.float64)
         total = np.maximum(values[:, 0] + values[:, 1] + values[:, 2], 1e-4)  # not .sum(1): slow on 3 columns
         ref_total = max(float(reference.sum()), 1e-4)
         chroma = ((values[:, 0] / total - reference[0] / ref_total) ** 2
-                  + (values[:, 1] / total - reference[1] / ref_total) ** 2) / self.source_chroma ** 2
-        brightness = (np.log(total / ref_total) / self.source_brightness) ** 2
+                  + (values[:, 1] / total - reference[1] / ref_total) ** 2) / (chroma or self.source_chroma) ** 2
+        brightness = (np.log(total / ref_total) / (brightness or self.source_brightness)) ** 2
         return np.exp(-0.5 * (chroma + brightness))
 
     def __call__(self, texture: np.ndarray, weight: np.ndarray | None = None, reference=None) -> np.ndarray:
