@@ -97,3 +97,19 @@ def test_the_refinement_does_not_brighten_chart_borders():
     assert (seen & border).sum() > 100
     # Measured: 0 at every such border texel (95th percentile 0.16 with a black gutter).
     assert np.percentile(error[seen & border], 95) < 0.05, np.percentile(error[seen & border], 95)
+
+
+def test_the_photo_fades_out_toward_its_border():
+    """Hair or skin that a photo's border cuts fades into the fill over PHOTO_EDGE x the
+    face's size, not at one pixel (a hard line in the texture): a texel's weight from
+    the photo is 0 past the border and rises smoothly, with the distance inside it, to 1."""
+    from flamefit.fitting.texture import _inside_photo
+
+    frame = CameraFrame(200, 100, Crop(-50, -50, 200, 100))  # a crop past the photo's top-left
+    R, edge = 100, 8.0
+    x = torch.linspace(-20, 40, 121)  # photo pixels along a row in the photo's middle
+    screen = torch.stack([(x + 50) * R / 200, torch.full_like(x, 50 + 50) * R / 200, torch.ones_like(x)], -1)
+    ramp = _inside_photo(frame, screen, R, edge).numpy()
+    assert ramp[x.numpy() < -0.5].max() == 0.0 and ramp[x.numpy() > edge].min() == 1.0
+    between = ramp[(x.numpy() > 0) & (x.numpy() < edge - 0.5)]
+    assert len(between) > 10 and (np.diff(ramp) >= 0).all() and 0.0 < between.min() and between.max() < 1.0

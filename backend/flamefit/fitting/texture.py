@@ -67,11 +67,13 @@ def unwrap_view(ctx: FitContext, k: int, texels, report=lambda i: None):
     frags = rasterize_mesh(camera, verts, rig.faces, RasterizationSettings((R, R), cull_backfaces=True))
     report(2)
     tolerance = 0.004 + 0.002 * screen[:, 2]  # metres: a few mm at portrait distance
-    visible = texel_visibility(screen[None], frags, tolerance[None])[0] & _inside_photo(frame, screen, R)
+    visible = texel_visibility(screen[None], frags, tolerance[None])[0]
     to_camera = torch.nn.functional.normalize(-points, dim=-1)  # camera at the origin
     cosine = (texel_normals * to_camera).sum(-1)
     lo = options.texture_min_cosine
-    confidence = visible.to(dtype) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
+    # Toward the photo's border its colour fades into the fill (PHOTO_EDGE).
+    edge = PHOTO_EDGE * view.frame.crop.side
+    confidence = visible.to(dtype) * _inside_photo(frame, screen, R, edge) * ((cosine - lo) / (1.5 * lo)).clamp(0, 1)
     if len(ctx.views) > 1:
         # The margin is a share of the landmark crop (the face's size), not of the head's crop.
         margin = options.texture_silhouette_margin * view.frame.crop.side * R / frame.crop.side
@@ -111,13 +113,16 @@ def _head_frame(frame: CameraFrame, verts: torch.Tensor) -> CameraFrame:
     return CameraFrame(frame.width, frame.height, Crop(int(x0), int(y0), side, crop.size))
 
 
-def _inside_photo(frame: CameraFrame, screen: torch.Tensor, R: int) -> torch.Tensor:
-    """(M,) bool: the texel projects inside the photo (a crop past its border holds
-    replicated edge pixels, not the surface)."""
+def _inside_photo(frame: CameraFrame, screen: torch.Tensor, R: int, edge: float) -> torch.Tensor:
+    """(M,) in [0, 1]: 0 where the texel projects outside the photo (a crop past its border
+    holds replicated edge pixels, not the surface), rising to 1 (smoothstep) over `edge`
+    photo pixels inside its border."""
     crop = frame.crop
     x = screen[:, 0] * (crop.side / R) + crop.x0
     y = screen[:, 1] * (crop.side / R) + crop.y0
-    return (x >= 0) & (x < frame.width) & (y >= 0) & (y < frame.height)
+    inside = torch.minimum(torch.minimum(x + 0.5, frame.width - 0.5 - x), torch.minimum(y + 0.5, frame.height - 0.5 - y))
+    ramp = (inside / max(edge, 1e-6)).clamp(0, 1)
+    return ramp * ramp * (3 - 2 * ramp)
 
 
 def _inside_outline(mask: torch.Tensor, screen: torch.Tensor, margin: float) -> torch.Tensor:
@@ -228,6 +233,9 @@ def _gutter_source(texels, device) -> torch.Tensor:
     return _cached(("gutter_source", id(texels), str(device)), texels, make)
 
 
+# Fade width at a photo's border, x its landmark crop's side (~4 mm on the face): hair or
+# skin the border cuts fades into the fill instead of ending in a line.
+PHOTO_EDGE = 0.02
 GUTTER = 3  # texels: more than a bilinear lookup at a chart's border reaches
 
 
