@@ -128,3 +128,33 @@ def test_hair_stays_on_the_scalp_and_goes_over_the_face(model):
     assert np.median(weights[scalp & ~shirt]) > 0.9
     assert np.median(weights[forehead]) < 0.1
     assert np.median(weights[shirt]) < 0.6  # smoothed with the hair around it, but down
+
+
+def test_teeth_are_dropped_inside_the_lips_and_pale_skin_around_clipped_lips_stays(model):
+    """An overexposed photo (AFW 2417212918): the lips clip to a saturated red (chroma ~1),
+    so near-white skin just outside their outline is 'much paler and greyer than the
+    lips' as teeth are. Teeth land inside the fitted lips' outline (a smile on closed
+    lips): only there does the teeth rule drop texels; the skin ring around the lips stays."""
+    from flamefit.textures.texture_mask import OUTER_LIPS, feature_zones
+    from flamefit.textures.uv_masks import inside_polygon
+
+    texels = texel_map(model, SIZE, "cpu")
+    n = len(texels.face)
+    faces = np.asarray(model.faces)[texels.face.numpy()]
+    verts = np.asarray(model.v_template)
+    points = (verts[faces] * texels.bary.numpy()[:, :, None]).sum(1)
+    marks = model.landmarks["ibug68"].points(model.v_template, model.faces)
+    front = points[:, 2] > marks[OUTER_LIPS, 2].min() - 0.01
+    lips = feature_zones(model, texels)[1] > 0.5
+    inner = inside_polygon(points[:, :2], marks[OUTER_LIPS, :2]) & front
+    centre = marks[OUTER_LIPS, :2].mean(0)
+    rng = np.random.default_rng(2)
+    albedo = np.tile([0.8, 0.7, 0.62], (n, 1)) * rng.uniform(0.97, 1.03, (n, 1))  # pale, near-white skin
+    middle = inner & (np.abs(points[:, 1] - centre[1]) < 0.002)  # along the lip line: the teeth
+    below = lips & ~inner & (points[:, 1] < centre[1])  # the lip zone's skin ring under the lower lip
+    albedo[lips & ~middle & ~below] = (0.6, 0.02, 0.01)  # clipped red lips: most of the lip zone
+    albedo[middle] = (0.85, 0.83, 0.8)  # teeth: grey and bright
+    assert below.sum() > 50 and middle.sum() > 20
+    weights = texture_mask(albedo, np.ones(n), model, texels)
+    assert np.median(weights[below]) > 0.9  # the skin around the lips keeps the photo's colour (0.07 before)
+    assert np.median(weights[middle]) < 0.5  # the teeth on the lips take the fill

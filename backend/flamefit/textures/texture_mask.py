@@ -22,8 +22,11 @@ soft weight:
   the photo saw there; background and clothing, far from both skin and hair, still go.
   Hair over the face region (upper forehead, temples) takes the fill as before. A model
   without a "scalp" region masks hair everywhere outside the kept face;
-- the mouth's inside does not land on the lips: in the lip zone a texel much paler and
-  greyer than the lips (teeth) or much darker (the mouth cavity) is dropped.
+- the mouth's inside does not land on the lips: in the lip zone a texel much darker than
+  the lips (the mouth cavity) is dropped, and inside the lips' outline one much paler and
+  greyer than them (teeth; not in the skin ring around the lips: clipped lips in an
+  overexposed photo make pale skin there look like teeth, AFW 2417212918). The lips'
+  colour is the median inside their outline.
 
 The weights are smoothed over a few texels so the fill blends in. The bundle's
 `texture_mask.png` is the final per-texel weight of the photo's colour in albedo.png
@@ -118,7 +121,8 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     def inside(polygon):  # vertices inside a landmark polygon seen from the front
         return (inside_polygon(verts[:, :2], polygon[:, :2]) & (verts[:, 2] > polygon[:, 2].min() - 0.01)).astype(float)
 
-    lips = np.maximum(zone([OUTER_LIPS + [48]], options.lips), inside(marks[OUTER_LIPS])) * front
+    mouth = inside(marks[OUTER_LIPS]) * front
+    lips = np.maximum(zone([OUTER_LIPS + [48]], options.lips), mouth)
     keep = np.maximum.reduce([zone(BROWS, options.brows), zone(EYES, options.eyes), lips, inside(marks[BEARD])]) * front
     core = inside(marks[JAW_AND_BROWS]) * front * (keep < 0.01)
     # Inside the jaw line and brows (raised by `forehead` x the eye-corner distance) the
@@ -137,7 +141,7 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     for name in ("face", "ears"):
         face[np.asarray(regions.get(name, []), int)] = 1.0
     scalp = hair_vertices(model)
-    zones = np.stack([keep, lips, core, face, scalp], 1)  # interpolated all at once: (N, 5)
+    zones = np.stack([keep, lips, core, face, scalp, mouth], 1)  # interpolated all at once: (N, 6)
     return tuple(sum(zones[corners[:, k]] * bary[:, k:k + 1] for k in range(3)).T)
 
 
@@ -151,7 +155,7 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
         return np.ones(len(confidence), np.float32)
     albedo = np.asarray(albedo, np.float64)
     confidence = np.asarray(confidence, np.float64)
-    keep, lips, core, face, scalp = feature_zones(model, texels, options)
+    keep, lips, core, face, scalp, mouth = feature_zones(model, texels, options)
     core = core > 0.99
     plausible = skin_hue(albedo)
     trusted = (confidence * plausible) > 0.5
@@ -166,7 +170,7 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
     hair = scalp[on] * _hair_weight(albedo[on], confidence[on], scalp[on] > 0.99, skin[on], options) \
         * smoothstep(confidence[on], *options.hair_seen)
     weight[on] = np.maximum(weight[on], smoothstep(hair, *options.skin_ramp))
-    seen_lips = (lips > 0.5) & (confidence > 0.5)
+    seen_lips = (mouth > 0.5) & (confidence > 0.5)  # the lips themselves, not the skin ring around them
     if int(seen_lips.sum()) >= MIN_REFERENCE:
         r, g, b = albedo.T  # per channel: numpy's reductions over a length-3 axis are slow
         brightness, top = r + g + b, np.maximum(np.maximum(r, g), b)
@@ -176,7 +180,7 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
             * smoothstep(brightness / max(lip_brightness, 1e-6), options.teeth_brightness, options.teeth_brightness + 0.3)
         cavity = 1 - smoothstep(brightness / max(lip_brightness, 1e-6), options.cavity_brightness - 0.1,
                                 options.cavity_brightness)
-        weight = weight * (1 - lips * np.maximum(teeth, cavity))
+        weight = weight * (1 - lips * np.maximum(teeth * mouth, cavity))
     return _blur(weight, texels, options.blur * texels.size / 1024).astype(np.float32)
 
 
