@@ -8,8 +8,9 @@ differ and a render shows a line. `blend_seams` works on the surface instead:
   texels splat their colours onto their triangle's vertices, the vertices are diffused
   from those (a harmonic fill on the mesh graph) and a texel takes its vertices'
   interpolation, the same on both sides of a cut; far from seen texels the fill tends to
-  the face's skin colour, and on the scalp a seen texel feeds the fill only as far as it
-  looks like skin (hair stays where the photo showed it, the unseen skull is skin);
+  the face's skin colour, and on the scalp and under the jaw a seen texel feeds the fill
+  only as far as it looks like skin (hair stays where the photo showed it, the unseen skull
+  is skin; the chin's shadow and a collar do not tint the neck);
 - every covered texel has its surface point (the template's: the layout's geometry);
 - a texel within `band` texels of its chart's border takes a Gaussian-weighted mean of
   the texels nearest to its surface point, whichever chart holds them, blended in from
