@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import FlameFitError
+from ..models.derived import use_cache_dir
 from ..models.head_model import HeadModel
 from ..models.uv_layout import PROVENANCE as UV_PROVENANCE
 from ..models.uv_layout import cylindrical_uv_layout
@@ -30,8 +31,11 @@ def prepare_model(model: HeadModel, cache_dir=None, *, detector: str | None = No
     """The model with an iBUG-68 embedding, UVs and a dynamic jaw line, read-only.
 
     cache_dir: where the automatic embedding is cached (needed only when the model has
-    no iBUG-68 embedding of its own; computing it takes several seconds, once).
+    no iBUG-68 embedding of its own; computing it takes several seconds, once), and from
+    now on the data derived from a model alone (models/derived.py: texel maps, seam graph).
     """
+    if cache_dir is not None:
+        use_cache_dir(cache_dir)  # the texel maps, zones and seam graph kept between processes too
     if is_prepared(model):
         return model
     landmarks = dict(model.landmarks)

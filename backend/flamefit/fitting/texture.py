@@ -215,7 +215,7 @@ def _gutter_source(texels, device) -> torch.Tensor:
     texel within GUTTER texels (itself beyond); cached per texel map."""
     import cv2
 
-    from ..render.uv_raster import _cached
+    from ..models.derived import derived
 
     def make():
         T = texels.size
@@ -230,7 +230,7 @@ def _gutter_source(texels, device) -> torch.Tensor:
         out[near] = source[labels[near]]
         return torch.as_tensor(out, device=device)
 
-    return _cached(("gutter_source", id(texels), str(device)), texels, make)
+    return derived("gutter_source", texels, (str(device),), make, disk=False)
 
 
 # Fade width at a photo's border, x its landmark crop's side (~4 mm on the face): hair or

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..models.derived import derived
 from .cameras import PinholeCamera
 from .rasterizer import Fragments, rasterize, rasterize_mesh, require_finite, topology
 from .shading import sample_image, vertex_normals
@@ -145,20 +146,6 @@ def unwrap_image(camera, verts: torch.Tensor, faces: torch.Tensor, uv_fragments:
 
 # ----------------------------------------------------------------------------- head-model texel maps
 
-_CACHE: dict = {}  # (kind, id(model), ...) -> (model, value): the model kept, so an id is never reused
-_CACHE_SIZE = 16
-
-
-def _cached(key, model, make):
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is model:
-        return hit[1]
-    value = make()
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = (model, value)
-    return value
-
 
 @dataclass
 class TexelMap:
@@ -173,6 +160,9 @@ class TexelMap:
         corners = faces[self.face]  # (N, 3); summed per corner: no (N, 3, 3) temporary
         return sum(verts[0][corners[:, k]] * self.bary[:, k:k + 1] for k in range(3))
 
+    def to(self, device) -> "TexelMap":
+        return TexelMap(self.size, self.texel_index.to(device), self.face.to(device), self.bary.to(device), self.mask)
+
     def on_map(self, index: torch.Tensor) -> np.ndarray:
         """(size * size,) the same texel-to-texel index (N,) into the texel list (e.g.
         `mirror_texels`), between flat texels of whole maps; -1 where none or uncovered."""
@@ -185,8 +175,12 @@ class TexelMap:
 
 def texel_map(model, size: int, device) -> TexelMap:
     """Which triangle covers each texel of a size x size texture of the model's UV layout
-    (outer surfaces win where charts overlap); cached per model."""
-    return _cached(("texels", id(model), size, str(device)), model, lambda: _texel_map(model, size, device))
+    (outer surfaces win where charts overlap); built on the CPU once per model and size
+    (models/derived.py: in memory, and on disk with a cache folder)."""
+    cpu = derived("texels", model, (size,), lambda: _texel_map(model, size, "cpu"))
+    if torch.device(device).type == "cpu":
+        return cpu
+    return derived("texels-on", model, (size, str(device)), lambda: cpu.to(device), disk=False)
 
 
 def _texel_map(model, size: int, device) -> TexelMap:
@@ -214,7 +208,7 @@ def mirror_texels(model, texels: TexelMap, max_distance: float = 0.004) -> torch
     (<= MIRROR_RESOLUTION) is found with a k-d tree; a texel of the full map takes the
     mirror UV of its coarse texel (an error below one coarse texel).
     """
-    return _cached(("mirror", id(model), texels.size), model,
+    return derived("mirror", model, (texels.size, max_distance),
                    lambda: _mirror_texels(model, texels, max_distance)).to(texels.face.device)
 
 

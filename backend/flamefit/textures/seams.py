@@ -217,23 +217,17 @@ class SeamBlender:
         return out.reshape(texture.shape)
 
 
-_CACHE: dict = {}
-
-
 def blend_seams(texture: np.ndarray, model, weight: np.ndarray | None = None,
                 options: SeamOptions = SeamOptions(), reference=None) -> np.ndarray:
     """(T, T, C) texture of `model`'s layout with its poorly seen texels (weight (T, T) in
     [0, 1], optional) filled on the surface, its chart borders blended on the surface and
     its gutter filled (the blender is built once per model, size and options); far from
     seen texels the fill tends to `reference` (C,), the face's skin colour, when given."""
+    from ..models.derived import derived
+
     size = texture.shape[0]
-    key = (id(model), size, options)
-    hit = _CACHE.get(key)
-    if hit is None or hit[0] is not model:
-        if len(_CACHE) >= 4:
-            _CACHE.pop(next(iter(_CACHE)))
-        hit = _CACHE[key] = (model, SeamBlender(model, size, options))
-    return hit[1](texture, weight, reference)
+    blender = derived("seams", model, (size, options), lambda: SeamBlender(model, size, options))
+    return blender(texture, weight, reference)
 
 
 def seam_pairs(model, size: int, max_distance: float = 0.002) -> tuple[np.ndarray, np.ndarray]:

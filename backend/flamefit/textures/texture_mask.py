@@ -93,9 +93,9 @@ def _distance_to_polylines(points: np.ndarray, lines, reach: float) -> np.ndarra
 
 def feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     """`_feature_zones`, cached per model, texture size and options (no photo in it)."""
-    from ..render.uv_raster import _cached
+    from ..models.derived import derived
 
-    return _cached(("zones", id(model), texels.size, options), model, lambda: _feature_zones(model, texels, options))
+    return derived("zones", model, (texels.size, options), lambda: _feature_zones(model, texels, options))
 
 
 def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
