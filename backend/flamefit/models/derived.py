@@ -5,7 +5,8 @@ fresh `flamefit fit` process does not rebuild them: ~0.4 s of the texture stage 
 on the 2-core CPU, against ~0.05 s to read them back.
 
 On disk: CACHE_DIR/derived/<kind>-<key>.npz, key = SHA-256 of the model's geometry, UVs,
-regions and iBUG-68 embedding, the kind's parameters and DERIVED_VERSION. Written
+regions and iBUG-68 embedding, the kind's parameters and the source of the modules that
+build them (BUILDERS: a changed builder never reads an older build). Written
 atomically (parallel processes never see half a file), read with allow_pickle=False; a
 file that cannot be read is built again. Values are arrays, torch tensors, scipy sparse
 matrices, numbers and tuples of them, or objects of the classes in DECODABLE holding
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-DERIVED_VERSION = 1  # bump when a builder's output changes
+# The modules whose code builds what is kept: their source is part of every file's key.
+BUILDERS = ("flamefit.render.uv_raster", "flamefit.textures.seams", "flamefit.textures.texture_mask",
+            "flamefit.textures.uv_masks", "flamefit.models.derived")
 # Classes a cache file may name (module, class): built with __new__ and their saved fields.
 DECODABLE = {("flamefit.render.uv_raster", "TexelMap"), ("flamefit.textures.seams", "SeamBlender")}
 
@@ -70,7 +73,19 @@ def _file_key(model, params: tuple) -> str:
             digest.update(np.ascontiguousarray(embedding.face_idx, np.int64).tobytes())
             digest.update(np.ascontiguousarray(embedding.bary, np.float32).tobytes())
         hit = _DIGESTS[id(model)] = (model, digest.hexdigest())
-    return hashlib.sha256(f"{hit[1]} {params!r} v{DERIVED_VERSION}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{hit[1]} {params!r} {_code_digest()}".encode()).hexdigest()[:24]
+
+
+_CODE: list = []
+
+
+def _code_digest() -> str:
+    if not _CODE:
+        digest = hashlib.sha256()
+        for name in BUILDERS:
+            digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+        _CODE.append(digest.hexdigest())
+    return _CODE[0]
 
 
 # --- a value as named arrays and back ---------------------------------------------------
