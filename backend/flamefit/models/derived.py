@@ -49,7 +49,7 @@ def derived(kind: str, owner, params: tuple, make, *, disk: bool = True):
     if hit is not None and hit[0] is owner:
         return hit[1]
     path = _disk / f"{kind}-{_file_key(owner, params)}.npz" if disk and _disk is not None else None
-    value = _read(path) if path is not None and path.exists() else None
+    value = _read(path) if path is not None and path.is_file() else None  # is_file: never open a FIFO
     if value is None:
         value = make()
         if path is not None:
