@@ -31,6 +31,16 @@ def model():
     return prepare_model(load_head_model(settings), settings.cache_dir)
 
 
+def _texels_by_region(model, size: int):
+    """(texel map, flat texel indices, each texel's triangle corners (N, 3), in_region(name)):
+    in_region gives the texels whose triangle lies wholly in one of the model's regions."""
+    from flamefit.render.uv_raster import texel_map
+
+    texels = texel_map(model, size, "cpu")
+    corners = np.asarray(model.faces)[texels.face.numpy()]
+    return texels, texels.texel_index.numpy(), corners, lambda name: np.isin(corners, model.regions[name]).all(1)
+
+
 def test_face_gets_a_quarter_of_the_texels(model):
     from flamefit.models.uv_pack import quarter_turns_upright
     from flamefit.render import rasterize_uv
@@ -119,15 +129,13 @@ def test_a_texture_space_meets_at_its_seams(model):
 def test_the_fill_far_from_seen_texels_is_the_reference_skin(model):
     """The back of the head, far from what the photo saw, takes the face's skin colour
     (`reference`), not the seen border's; seen texels keep their own colour."""
-    from flamefit.render.uv_raster import texel_map
     from flamefit.textures.seams import blend_seams
 
     R = 256
-    texels = texel_map(model, R, "cpu")
-    flat, corners = texels.texel_index.numpy(), np.asarray(model.faces)[texels.face.numpy()]
-    face = np.isin(corners, model.regions["face"]).all(1)
+    texels, flat, corners, in_region = _texels_by_region(model, R)
+    face = in_region("face")
     z = np.asarray(model.v_template)[:, 2]
-    back = np.isin(corners, model.regions["scalp"]).all(1) & (z[corners].mean(1) < np.percentile(z, 10))
+    back = in_region("scalp") & (z[corners].mean(1) < np.percentile(z, 10))
     assert back.sum() > 200
     seen = np.zeros((R, R), np.float32)
     seen.reshape(-1)[flat[face]] = 1.0
@@ -148,15 +156,12 @@ def test_hair_seen_on_the_scalp_stays_there_and_does_not_spread_over_the_unseen_
     """Hair the photo showed on the scalp keeps its colour where it was seen, but the fill
     of the unseen back of the head is skin, not hair: on the scalp a seen texel feeds the
     fill by how close it is to the skin colour (SeamOptions.source_chroma/brightness)."""
-    from flamefit.render.uv_raster import texel_map
     from flamefit.textures.seams import SeamOptions, blend_seams
 
     R = 256
-    texels = texel_map(model, R, "cpu")
-    flat, corners = texels.texel_index.numpy(), np.asarray(model.faces)[texels.face.numpy()]
+    texels, flat, corners, in_region = _texels_by_region(model, R)
     verts = np.asarray(model.v_template)
-    face = np.isin(corners, model.regions["face"]).all(1)
-    scalp = np.isin(corners, model.regions["scalp"]).all(1)
+    face, scalp = in_region("face"), in_region("scalp")
     y, z = verts[corners, 1].mean(1), verts[corners, 2].mean(1)
     hair = scalp & (z > np.median(z[scalp])) & (y > np.median(y[scalp]))  # the scalp's top front: seen
     back = scalp & (z < np.percentile(verts[:, 2], 10))  # the back of the skull: unseen
@@ -187,16 +192,13 @@ def test_the_chins_shadow_stays_where_seen_and_does_not_tint_the_necks_fill(mode
     where seen, but the neck's fill is the skin's, not the shadow's (the astronaut's neck
     was a grey band under a hard edge): under the jaw a seen texel feeds the fill by how
     close its colour is to the skin (SeamOptions.under_rings)."""
-    from flamefit.render.uv_raster import texel_map
     from flamefit.textures.seams import SeamOptions, blend_seams
     from flamefit.textures.uv_masks import under_jaw_vertices
 
     R = 256
-    texels = texel_map(model, R, "cpu")
-    flat, corners = texels.texel_index.numpy(), np.asarray(model.faces)[texels.face.numpy()]
+    texels, flat, corners, in_region = _texels_by_region(model, R)
     verts = np.asarray(model.v_template)
-    face = np.isin(corners, model.regions["face"]).all(1)
-    neck = np.isin(corners, model.regions["neck"]).all(1)
+    face, neck = in_region("face"), in_region("neck")
     under = face & (under_jaw_vertices(model, SeamOptions().under_rings)[corners].max(1) > 0)
     front = neck & (verts[corners, 2].mean(1) > np.median(verts[model.regions["neck"], 2]))
     assert under.sum() > 20 and front.sum() > 50
