@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import bpy
 import numpy as np
 from bpy_extras.object_utils import world_to_camera_view
@@ -23,6 +25,15 @@ def scene_snapshot(scene=None) -> dict:
         children=sorted(c.name for c in scene.collection.children),
         last=scene.flamefit.last_result if hasattr(scene, "flamefit") else None,
     )
+
+
+def finish_fit(addon, job, timeout: float):
+    """Step a started fit job (as the panel's timer does) until it ends; its last result."""
+    deadline = time.monotonic() + timeout
+    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
+        assert time.monotonic() < deadline, f"the fit did not end within {timeout:.0f} s"
+        time.sleep(0.05)
+    return res
 
 
 def project_px(scene, camera, points):

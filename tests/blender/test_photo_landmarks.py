@@ -9,7 +9,7 @@ import os
 import bpy
 import synth_bundle
 import synth_views
-from helpers import Recorder
+from helpers import Recorder, finish_fit
 
 
 def _three_photos(tmp_path, settings):
@@ -26,16 +26,6 @@ def _points(tmp_path, name):
     rows = "\n".join(f"{100 + i} {200 + i}" for i in range(68))
     path.write_text(f"version: 1\nn_points: 68\n{{\n{rows}\n}}\n")
     return path
-
-
-def _run(addon, job):
-    import time
-
-    deadline = time.monotonic() + 60
-    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return res
 
 
 def test_each_photo_has_its_landmarks_field(addon, empty_scene, tmp_path):
@@ -71,7 +61,7 @@ def test_landmarks_go_to_the_backend_once_per_photo_in_order(addon, empty_scene,
     assert argv[argv.index("fit") + 1:argv.index("-o")] == [str(p) for p in photos]
     given = [argv[i + 1] for i, a in enumerate(argv) if a == "--landmarks"]
     assert given == [str(f) for f in files] and "--face" not in argv
-    assert _run(addon, job).state == "DONE"
+    assert finish_fit(addon, job, 60).state == "DONE"
 
 
 def test_a_refused_profile_says_to_give_its_landmarks_file(addon, empty_scene, tmp_path, env_patch):
@@ -88,7 +78,7 @@ def test_a_refused_profile_says_to_give_its_landmarks_file(addon, empty_scene, t
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
     assert "--landmarks" not in job.argv  # no photo has points: no flag at all
-    assert _run(addon, job).state == "FAILED"
+    assert finish_fit(addon, job, 60).state == "FAILED"
     state = bpy.context.window_manager.flamefit
     assert state.error.startswith("left.png: no landmark source finds this face's points (RetinaFace's five "
                                   "points put it at 98 degrees of yaw, at or past profile;"), state.error
@@ -97,7 +87,7 @@ def test_a_refused_profile_says_to_give_its_landmarks_file(addon, empty_scene, t
     s.photos[1].landmarks = str(_points(tmp_path, "left"))
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
-    assert _run(addon, job).state == "DONE" and state.error == ""
+    assert finish_fit(addon, job, 60).state == "DONE" and state.error == ""
     assert [p.name for p in photos] == ["front.png", "left.png", "right.png"]
 
 
@@ -113,7 +103,7 @@ def test_an_old_backends_refusal_points_to_the_photos_field(addon, empty_scene, 
     s.photos[2].landmarks = str(_points(tmp_path, "right"))  # the refused left.png has none: '-'
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
-    assert _run(addon, job).state == "FAILED"
+    assert finish_fit(addon, job, 60).state == "FAILED"
     state = bpy.context.window_manager.flamefit
     assert state.error.startswith("left.png: not a human face: the face mesh finds no face")
     assert state.error.endswith("give them as its Landmarks file (below the photo's name; photos without one "
@@ -143,7 +133,7 @@ def test_photos_without_landmarks_are_detected(addon, empty_scene, tmp_path, env
     assert argv[argv.index("fit") + 1:argv.index("-o")] == [str(p) for p in photos]
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--landmarks"] == ["-", str(left), "-"]
     assert "--face" not in argv
-    assert _run(addon, job).state == "DONE"
+    assert finish_fit(addon, job, 60).state == "DONE"
     before = sorted(os.listdir(tmp_path))
     s.photos[0].landmarks = str(tmp_path / "missing.pts")
     job, error = addon.ui.operators.start_fit(bpy.context)

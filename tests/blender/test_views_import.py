@@ -12,7 +12,7 @@ import pytest
 import synth_bundle
 import synth_views
 from bpy_extras.object_utils import world_to_camera_view
-from helpers import project_px, scene_snapshot
+from helpers import finish_fit, project_px, scene_snapshot
 from mathutils import Vector
 
 from blender_flamefit.blender import importer, views
@@ -140,7 +140,6 @@ def test_views_panel_lists_the_photos(addon, empty_scene, person):
 def test_fit_several_photos_with_the_panel(addon, empty_scene, tmp_path, env_patch):
     """Choose Photos with three photos -> the panel says so and offers Fit 3 Photos -> one backend
     run with the three -> one head with three cameras (the fake backend writes a schema-3 bundle)."""
-    import time
 
     from helpers import Recorder
     from testenv import backend_env
@@ -161,10 +160,7 @@ def test_fit_several_photos_with_the_panel(addon, empty_scene, tmp_path, env_pat
     assert any(t.startswith("3 photos, one head: front.png") for t in rec.texts()), rec.texts()
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
-    deadline = time.monotonic() + 60
-    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    res = finish_fit(addon, job, 60)
     assert res.state == "DONE", res.message
     argv = json.loads(argv_file.read_text())
     assert argv[argv.index("fit") + 1:argv.index("-o")] == [str(p) for p in photos]

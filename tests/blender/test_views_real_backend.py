@@ -7,11 +7,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import bpy
 import numpy as np
 import pytest
+from helpers import finish_fit
 from test_views_import import _landmarks_px
 
 from blender_flamefit.blender import importer, views
@@ -52,10 +52,7 @@ def test_fit_three_photos_one_head(addon, empty_scene, real_backend, three_photo
     assert job is not None, error
     photo_args = job.argv[job.argv.index("fit") + 1:job.argv.index("-o")]
     assert photo_args == [str(p) for p in three_photos]  # one backend run with all three
-    deadline = time.monotonic() + float(os.environ.get("FLAMEFIT_TEST_FIT_TIMEOUT", "900"))
-    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
-        assert time.monotonic() < deadline, "the real backend fit took too long"
-        time.sleep(0.1)
+    res = finish_fit(addon, job, float(os.environ.get("FLAMEFIT_TEST_FIT_TIMEOUT", "900")))
     assert res.state == "DONE", res.message
     coll = bpy.data.collections["astronaut+2"]
     heads = [o for o in coll.objects if o.type == "MESH"]
@@ -125,10 +122,7 @@ def test_front_detected_beside_a_profile_with_points(addon, empty_scene, real_ba
     job, error = addon.ui.operators.start_fit(bpy.context)
     assert job is not None, error
     assert [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--landmarks"] == ["-", str(tmp_path / "left.npy")]
-    deadline = time.monotonic() + float(os.environ.get("FLAMEFIT_TEST_FIT_TIMEOUT", "900"))
-    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
-        assert time.monotonic() < deadline, "the real backend fit took too long"
-        time.sleep(0.1)
+    res = finish_fit(addon, job, float(os.environ.get("FLAMEFIT_TEST_FIT_TIMEOUT", "900")))
     assert res.state == "DONE", res.message
     coll = bpy.data.collections["front+1"]
     result = json.loads(open(os.path.join(os.path.dirname(bpy.path.abspath(coll["flamefit_result"])),
