@@ -8,7 +8,7 @@ import bpy
 import numpy as np
 import pytest
 import render_compare
-from helpers import project_px
+from helpers import finish_fit, project_px
 from mathutils import Vector
 
 FACE_REL_RMSE_MAX = 0.10  # lights vs the backend's SH shading on the face; see the test's docstring
@@ -138,8 +138,6 @@ def test_real_backend_cancel_leaves_nothing(addon, empty_scene, real_backend, as
 
 
 def test_real_backend_photo_without_face(addon, empty_scene, real_backend, tmp_path, env_patch):
-    import time
-
     import synth_bundle
     from helpers import scene_snapshot
 
@@ -148,10 +146,7 @@ def test_real_backend_photo_without_face(addon, empty_scene, real_backend, tmp_p
     synth_bundle.write_png(str(photo), np.stack([xx % 256, yy % 256, np.full_like(xx, 128)], -1).astype(np.uint8))
     before = scene_snapshot()
     job = _start_real(addon, empty_scene, photo, tmp_path, env_patch)
-    deadline = time.monotonic() + 120
-    while (res := addon.ui.operators.fit_step(bpy.context, job)).state == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    res = finish_fit(addon, job, 120)
     print(f"\nno-face message: {res.message}")
     assert res.state == "FAILED" and "face" in res.message.lower() and "\n" not in res.message
     shown = bpy.context.window_manager.flamefit.error  # the backend's sentence, its advice worded for the panel
