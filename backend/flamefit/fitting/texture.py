@@ -32,6 +32,7 @@ from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
 from ..textures.merge import merge_views
 from ..textures.seams import blend_seams
+from ..textures.skin import smoothstep
 from ..textures.texture_mask import skin_colour, texture_mask
 from .context import FitContext, Stage
 from .geometry import CameraFrame, FitState
@@ -121,8 +122,7 @@ def _inside_photo(frame: CameraFrame, screen: torch.Tensor, R: int, edge: float)
     x = screen[:, 0] * (crop.side / R) + crop.x0
     y = screen[:, 1] * (crop.side / R) + crop.y0
     inside = torch.minimum(torch.minimum(x + 0.5, frame.width - 0.5 - x), torch.minimum(y + 0.5, frame.height - 0.5 - y))
-    ramp = (inside / max(edge, 1e-6)).clamp(0, 1)
-    return ramp * ramp * (3 - 2 * ramp)
+    return smoothstep(inside, 0.0, max(edge, 1e-6))
 
 
 def _inside_outline(mask: torch.Tensor, screen: torch.Tensor, margin: float) -> torch.Tensor:
@@ -134,8 +134,7 @@ def _inside_outline(mask: torch.Tensor, screen: torch.Tensor, margin: float) -> 
     R = inside.shape[0]
     x = screen[:, 0].round().long().clamp(0, R - 1).cpu().numpy()
     y = screen[:, 1].round().long().clamp(0, R - 1).cpu().numpy()
-    ramp = np.clip(inside[y, x] / max(margin, 1e-6), 0.0, 1.0)
-    return torch.as_tensor(ramp * ramp * (3 - 2 * ramp), dtype=screen.dtype, device=screen.device)
+    return torch.as_tensor(smoothstep(inside[y, x], 0.0, max(margin, 1e-6)), dtype=screen.dtype, device=screen.device)
 
 
 def unwrap(ctx: FitContext):

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .skin import smoothstep
+
 
 @dataclass(frozen=True)
 class SeamOptions:
@@ -91,8 +93,7 @@ class SeamBlender:
                 same &= np.roll(label, shift, axis) == label
         inner = same & (label >= 0)
         distance = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L1, 3).reshape(-1)[flat].astype(np.float64)
-        alpha = np.clip(1.0 - (distance - 0.5) / options.band, 0.0, 1.0)
-        alpha = alpha * alpha * (3 - 2 * alpha)  # smooth start inside the chart
+        alpha = smoothstep(1.0 - (distance - 0.5) / options.band, 0.0, 1.0)  # smooth start inside the chart
         blended = np.nonzero(alpha > 0)[0]
 
         # The surface mean: the `neighbours` texels nearest to the blended texel's point,
@@ -167,8 +168,7 @@ class SeamBlender:
             under = np.nonzero((w > 0) & (self.under > 0))[0]
             skin[under] *= 1.0 - self.under[under] * (1.0 - self.source_weight(values[under], reference, *self.under_widths))
             unseen = np.nonzero(w < self.unseen)[0]  # only these take the skin-fed fill
-            ramp = w[unseen] / self.unseen
-            ramp = (ramp * ramp * (3 - 2 * ramp))[:, None]
+            ramp = smoothstep(w[unseen], 0.0, self.unseen)[:, None]
             fill = self.splat.T[unseen] @ self._diffuse(values, skin, reference)
             local[unseen] = ramp * local[unseen] + (1.0 - ramp) * fill
         return values + (1.0 - w)[:, None] * (local - values)
