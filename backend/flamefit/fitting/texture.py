@@ -28,7 +28,7 @@ from ..image import Crop
 from ..render.lighting import sh_basis
 from ..render.rasterizer import RasterizationSettings, rasterize_mesh
 from ..render.shading import sample_image, vertex_normals
-from ..render.uv_raster import mirror_texels, texel_map, texel_visibility
+from ..render.uv_raster import gutter_texels, mirror_texels, texel_map, texel_visibility
 from ..textures.fill import mirror_fill, pull_push
 from ..textures.merge import merge_views
 from ..textures.seams import blend_seams
@@ -212,21 +212,12 @@ def _residual_at_texels(rig, verts, albedo, texels, sh, camera, photo, screen, s
 def _gutter_source(texels, device) -> torch.Tensor:
     """(T * T,) for each texel of the map, itself where covered, else the nearest covered
     texel within GUTTER texels (itself beyond); cached per texel map."""
-    import cv2
-
     from ..models.derived import derived
 
     def make():
-        T = texels.size
-        covered = texels.mask.reshape(-1)
-        dist, labels = cv2.distanceTransformWithLabels((~covered).reshape(T, T).astype(np.uint8), cv2.DIST_L2, 5,
-                                                       labelType=cv2.DIST_LABEL_PIXEL)
-        dist, labels = dist.reshape(-1), labels.reshape(-1)
-        source = np.zeros(labels.max() + 1, np.int64)
-        source[labels[covered]] = np.nonzero(covered)[0]  # each covered texel is its own label
-        out = np.arange(T * T)
-        near = (dist > 0) & (dist <= GUTTER)
-        out[near] = source[labels[near]]
+        gutter, source = gutter_texels(texels, GUTTER)
+        out = np.arange(texels.size * texels.size)
+        out[gutter] = source
         return torch.as_tensor(out, device=device)
 
     return derived("gutter_source", texels, (str(device),), make, disk=False)

@@ -70,7 +70,7 @@ class SeamBlender:
         from scipy.spatial import cKDTree
 
         from ..models.uv_pack import uv_islands
-        from ..render.uv_raster import texel_map
+        from ..render.uv_raster import gutter_texels, texel_map
 
         self.size = size
         texels = texel_map(model, size, "cpu")
@@ -135,16 +135,7 @@ class SeamBlender:
         self.mean = mean.tocsr()
 
         # Gutter: each uncovered texel within the margin copies its nearest covered texel.
-        covered = np.zeros(size * size, bool)
-        covered[flat] = True
-        dist, labels = cv2.distanceTransformWithLabels((~covered).reshape(size, size).astype(np.uint8), cv2.DIST_L2, 5,
-                                                       labelType=cv2.DIST_LABEL_PIXEL)
-        dist, labels = dist.reshape(-1), labels.reshape(-1)
-        source = np.zeros(labels.max() + 1, np.int64)
-        source[labels[covered]] = np.nonzero(covered)[0]  # each covered texel is its own label
-        margin = max(2, int(round(options.margin * size / 1024)))
-        gutter = np.nonzero((dist > 0) & (dist <= margin))[0]
-        self.gutter, self.gutter_source = gutter, source[labels[gutter]]
+        self.gutter, self.gutter_source = gutter_texels(texels, max(2, int(round(options.margin * size / 1024))))
 
     def surface_fill(self, values: np.ndarray, weight: np.ndarray, reference=None) -> np.ndarray:
         """(N, C) texel values with their poorly seen part (1 - weight) filled on the
