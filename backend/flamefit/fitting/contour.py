@@ -68,12 +68,13 @@ VISIBLE_OUTLINE_SHARE = 0.7
 # The set's jaw line behaves like an arc deeper than the head's surface at the same lateral
 # reach (turned heads put every jaw point too far toward the side turned away: +2..12 % of
 # the box on AFLW dev 30-60), which no surface point gives: the jaw points other than the
-# chin (6..10) are taken this far (m) straight back in the head's frame from their surface
-# point. 10 / 15 / 20 mm, with or without the chin, picked on AFLW dev photos index % 3 != 0
-# (a hyper-parameter, not a statistic of the annotation); on index % 3 == 0, both found:
-# fitted NME68 3.10 / 5.31 / 9.02 -> 3.11 / 4.92 / 8.14 % (0-30 / 30-60 / 60+).
+# chin (7..9) are taken this far (m) straight back in the head's frame from their surface
+# point. 10 / 15 / 20 mm, with the chin 6..10, 7..9, 8 or none left in place, picked on AFLW
+# dev photos index % 3 != 0 (hyper-parameters, not a statistic of the annotation); on
+# index % 3 == 0, both found: fitted NME68 3.10 / 5.31 / 9.02 -> 3.11 / 4.83 / 8.08 %
+# (0-30 / 30-60 / 60+; 3.12 / 4.92 / 8.15 with the chin 6..10 left in place).
 HIDDEN_JAW_DEPTH = 0.015
-CHIN = (6, 7, 8, 9, 10)
+CHIN = (7, 8, 9)
 
 
 def deepen_jaw(points: np.ndarray, head_rotation: np.ndarray) -> np.ndarray:
