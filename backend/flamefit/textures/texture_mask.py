@@ -38,7 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from ..render.shading import vertex_normals
 from .skin import MIN_REFERENCE, skin_colour_weight, skin_hue, smoothstep
 from .uv_masks import JAW_AND_BROWS, hair_vertices, inside_polygon
 
@@ -108,11 +110,7 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     verts = np.asarray(model.v_template, np.float64)
     faces = np.asarray(model.faces)
     marks = model.landmarks["ibug68"].points(model.v_template, model.faces)
-    normals = np.zeros_like(verts)
-    face_normals = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_normals)
-    front = normals[:, 2] > 0
+    front = vertex_normals(torch.as_tensor(verts[None]), torch.as_tensor(faces))[0, :, 2].numpy() > 0
 
     def zone(lines, radius):
         d = _distance_to_polylines(verts, [marks[i] for i in lines], radius + options.feather)
