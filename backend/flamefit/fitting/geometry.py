@@ -215,9 +215,14 @@ class PoseParams:
             self.view.translation[:] = self.translation()
 
 
+def head_rotation(pose: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) the head's rotation in the camera frame: global∘neck (the neck turns the head)."""
+    return rodrigues(pose[:, GLOBAL]) @ rodrigues(pose[:, NECK])
+
+
 def yaw_degrees(pose: torch.Tensor) -> torch.Tensor:
     """(B,) right-handed rotation about +Y of global∘neck, degrees (DECA's convention)."""
-    rot = rodrigues(pose[:, GLOBAL]) @ rodrigues(pose[:, NECK])
+    rot = head_rotation(pose)
     return torch.rad2deg(torch.atan2(-rot[:, 2, 0], torch.sqrt(rot[:, 0, 0] ** 2 + rot[:, 1, 0] ** 2)))
 
 

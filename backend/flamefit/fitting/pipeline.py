@@ -33,7 +33,7 @@ from .context import FitContext, ViewInput
 from .contour import deepen_jaw, fixed_jaw_line
 from .evaluation import evaluate
 from .fit_setup import FitSetup
-from .geometry import GLOBAL, NECK, CameraFrame, project, yaw_degrees
+from .geometry import GLOBAL, CameraFrame, head_rotation, project, yaw_degrees
 from .inputs import LandmarksStage
 from .photo_stage import ImageStage
 from .photometric import PhotometricStage
@@ -247,8 +247,8 @@ def _view_result(ctx: FitContext, k: int, name: str) -> ViewResult:
         # behind the surface: contour.deepen_jaw); the visible jaw points toward the outline
         # (AFLW2000-3D's convention, contour.py).
         static = rig.layer.landmarks(verts, "ibug68")[0].cpu().double().numpy()
-        head_rotation = (rodrigues(pose[:1, GLOBAL].double()) @ rodrigues(pose[:1, NECK].double()))[0].cpu().numpy()
-        fitted_fixed = project(camera, torch.as_tensor(deepen_jaw(static, head_rotation)[None], dtype=verts.dtype,
+        turn = head_rotation(pose.double())[0].cpu().numpy()
+        fitted_fixed = project(camera, torch.as_tensor(deepen_jaw(static, turn)[None], dtype=verts.dtype,
                                                        device=verts.device))[0].cpu().double().numpy()
         yaw = float(yaw_degrees(pose)[0])
         fitted_fixed = fixed_jaw_line(fitted_fixed, fitted, yaw)
