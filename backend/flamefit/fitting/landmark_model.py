@@ -15,7 +15,7 @@ import torch
 
 from ..models.head_model import JOINT_PARENTS, HeadModel, vertices2landmarks
 from ..models.lbs import chain_transforms, rodrigues
-from .geometry import GLOBAL, NECK
+from .geometry import yaw_degrees
 
 
 class LandmarkModel:
@@ -64,8 +64,7 @@ class LandmarkModel:
         """Row of the dynamic jaw-line table for this (1, J, 3) pose's yaw."""
         if self.dynamic is None:
             return None
-        rot = rodrigues(pose[:1, GLOBAL].double()) @ rodrigues(pose[:1, NECK].double())
-        yaw = float(torch.rad2deg(torch.atan2(-rot[0, 2, 0], torch.sqrt(rot[0, 0, 0] ** 2 + rot[0, 1, 0] ** 2))))
+        yaw = float(yaw_degrees(pose[:1].double())[0])
         return int(np.argmin(np.abs(self.dynamic[2] - yaw)))
 
     def __call__(self, identity, expression, pose, translation, row: int | None = None) -> torch.Tensor:
