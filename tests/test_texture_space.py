@@ -76,7 +76,7 @@ def test_mirror_texels_on_whole_maps_pair_left_and_right(head):
     assert (mirror[~texels.mask.reshape(-1)] == -1).all()
     points = np.full((R * R, 3), np.nan)
     points[texels.texel_index.numpy()] = texels.points(torch.tensor(head.v_template[None], dtype=torch.float32),
-                                                       torch.as_tensor(head.faces)).numpy()
+                                                       torch.tensor(head.faces)).numpy()
     error = np.linalg.norm(points[mirror[found]] - points[found] * [-1, 1, 1], axis=1)
     assert error.max() <= 0.004 + 1e-6, error.max()  # the k-d tree's bound
 
@@ -180,9 +180,9 @@ def render_head(model, albedo_map, camera, sh, image_size=128):
     from flamefit.render import render_rgb
 
     texture = torch.as_tensor(albedo_map.reshape(R, R, 3).transpose(2, 0, 1).copy())[None]
-    verts = torch.as_tensor(model.v_template)[None]
+    verts = torch.tensor(model.v_template)[None]  # copies: the model's arrays are read-only
     face_uvs = torch.as_tensor(model.uv_coords[model.uv_faces])
-    rendering = render_rgb(camera, verts, torch.as_tensor(model.faces), face_uvs, texture, sh, (image_size, image_size))
+    rendering = render_rgb(camera, verts, torch.tensor(model.faces), face_uvs, texture, sh, (image_size, image_size))
     return rendering.image[0].numpy()
 
 
