@@ -157,7 +157,7 @@ class SeamBlender:
             # Under the jaw the photo shows the chin's shadow on the neck: it stays where
             # seen but feeds the neck's fill only as far as it looks like skin.
             under = np.nonzero((w > 0) & (self.under > 0))[0]
-            skin[under] *= 1.0 - self.under[under] * (1.0 - self.source_weight(values[under], reference, *self.under_widths))
+            skin[under] *= 1.0 - self.under[under] * (1.0 - self.source_weight(values[under], reference, self.under_widths))
             unseen = np.nonzero(w < self.unseen)[0]  # only these take the skin-fed fill
             ramp = smoothstep(w[unseen], 0.0, self.unseen)[:, None]
             fill = self.splat.T[unseen] @ self._diffuse(values, skin, reference)
@@ -180,16 +180,17 @@ class SeamBlender:
         target = held[:, None] * mean + (0.0 if reference is None else far[:, None] * np.asarray(reference, np.float64)[None])
         return np.stack([solve(target[:, c]) for c in range(values.shape[1])], 1)
 
-    def source_weight(self, values: np.ndarray, reference, chroma: float | None = None,
-                      brightness: float | None = None) -> np.ndarray:
+    def source_weight(self, values: np.ndarray, reference, widths: tuple[float, float] | None = None) -> np.ndarray:
         """(N,) in [0, 1]: how close each texel's colour (N, 3) is to the skin colour
-        `reference` (3,), in chromaticity and log brightness (Gaussian)."""
+        `reference` (3,), in chromaticity and log brightness (Gaussian of `widths`, default
+        the scalp's (source_chroma, source_brightness))."""
+        chroma_width, brightness_width = widths or (self.source_chroma, self.source_brightness)
         reference = np.asarray(reference, np.float64)
         total = np.maximum(values[:, 0] + values[:, 1] + values[:, 2], 1e-4)  # not .sum(1): slow on 3 columns
         ref_total = max(float(reference.sum()), 1e-4)
         chroma = ((values[:, 0] / total - reference[0] / ref_total) ** 2
-                  + (values[:, 1] / total - reference[1] / ref_total) ** 2) / (chroma or self.source_chroma) ** 2
-        brightness = (np.log(total / ref_total) / (brightness or self.source_brightness)) ** 2
+                  + (values[:, 1] / total - reference[1] / ref_total) ** 2) / chroma_width ** 2
+        brightness = (np.log(total / ref_total) / brightness_width) ** 2
         return np.exp(-0.5 * (chroma + brightness))
 
     def __call__(self, texture: np.ndarray, weight: np.ndarray | None = None, reference=None) -> np.ndarray:
