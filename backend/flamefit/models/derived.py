@@ -15,6 +15,7 @@ those (the file names its class; nothing else is ever instantiated).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -76,16 +77,12 @@ def _file_key(model, params: tuple) -> str:
     return hashlib.sha256(f"{hit[1]} {params!r} {_code_digest()}".encode()).hexdigest()[:24]
 
 
-_CODE: list = []
-
-
+@functools.cache
 def _code_digest() -> str:
-    if not _CODE:
-        digest = hashlib.sha256()
-        for name in BUILDERS:
-            digest.update(Path(importlib.import_module(name).__file__).read_bytes())
-        _CODE.append(digest.hexdigest())
-    return _CODE[0]
+    digest = hashlib.sha256()
+    for name in BUILDERS:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return digest.hexdigest()
 
 
 # --- a value as named arrays and back ---------------------------------------------------
