@@ -8,10 +8,11 @@ result, back-project the remaining residual to the texels and add it (Jacobi ste
 the same objective, absorbing resampling differences).
 
 Each texel has a confidence: visible in the photo (z-buffer at the photo's resolution)
-x a ramp of the viewing-angle cosine x a ramp inside the photo's border (PHOTO_EDGE). Texels seen poorly take the colour of their
-mirror texel (left/right symmetry of the template), and texels still unknown (back of
-the head, under the chin) are filled by pull-push diffusion from their neighbours; then
-the chart borders are blended on the surface (textures/seams.py) so no seam shows.
+x a ramp of the viewing-angle cosine x a ramp inside the photo's border (PHOTO_EDGE).
+Texels seen poorly take the colour of their mirror texel (left/right symmetry of the
+template), and texels still unknown (back of the head, under the chin) are filled by
+pull-push diffusion from their neighbours; then the chart borders are blended on the
+surface (textures/seams.py) so no seam shows.
 
 Several photos: each view is unwrapped and refined as above with its own camera and
 light, from a crop around the whole head it shows (its landmark crop is centred on the

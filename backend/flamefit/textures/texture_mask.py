@@ -110,7 +110,8 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     verts = np.asarray(model.v_template, np.float64)
     faces = np.asarray(model.faces)
     marks = model.landmarks["ibug68"].points(model.v_template, model.faces)
-    front = vertex_normals(torch.tensor(verts[None]), torch.tensor(faces))[0, :, 2].numpy() > 0  # copies: the model's arrays are read-only
+    # torch.tensor copies: the model's arrays are read-only
+    front = vertex_normals(torch.tensor(verts[None]), torch.tensor(faces))[0, :, 2].numpy() > 0
 
     def zone(lines, radius):
         d = _distance_to_polylines(verts, [marks[i] for i in lines], radius + options.feather)
