@@ -59,6 +59,20 @@ def test_one_identity_from_several_views_is_nearer_the_truth(open_head):
     assert errors[3][1] < 0.8 * errors[1][1], errors
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_single_profile_keeps_a_plausible_head(open_head, seed):
+    """One photo at 90 degrees: its eye corners nearly meet, so measured in eye-corner
+    distances its points would outweigh the priors and run the identity and expression
+    far outside their range (face 2.6 / 6.2 mm off, identity to 8 sd, expression units to 5)."""
+    photos, points, truth = subject.make_subject(open_head, seed, (90,))
+    result = fit_photos(photos, open_head, LANDMARKS_ONLY, landmarks=points)
+    face = subject.face_vertices(open_head)
+    assert subject.aligned_error_mm(subject.neutral_vertices(result), truth["neutral"], face) < 2.0
+    assert np.abs(result.identity).max() < 2.5  # standard deviations
+    assert np.abs(result.views[0].expression).max() <= 1.0  # the open head's units: 0..1
+    assert result.views[0].metrics["landmark_error_px"] < 1.5
+
+
 def test_each_view_has_its_camera_relative_to_the_first(open_head):
     photos, points, truth = subject.make_subject(open_head, 2, (0, 90))
     result = fit_photos(photos, open_head, LANDMARKS_ONLY, landmarks=points)

@@ -16,17 +16,24 @@ from .priors import as_residuals, coefficient_terms, jaw_terms, landmark_weights
 
 
 def landmark_setup(rig: HeadRig, points_crop: np.ndarray, reliability: np.ndarray, options, several: bool = False):
-    """reliability: (68,) the detector's per-point weights (0 where a point is missing).
-    several: one of several views, whose terms must be on one scale: the eye-corner
-    distance vanishes at profile (every residual would count ~20x), so there it is at
-    least `landmark_sigma_extent` x the landmarks' extent."""
+    """reliability: (68,) the detector's per-point weights (0 where a point is missing);
+    several: one of several views.
+
+    The residuals' unit is `landmark_sigma` x the eye-corner distance, which vanishes at
+    profile, so there it is at least `landmark_sigma_extent` x the landmarks' extent (a
+    frontal face's eye-corner distance is ~0.63 x it: unchanged). Without that floor a
+    profile's residuals counted ~20x: one photo at 90 degrees outweighed the priors and ran
+    the identity to 10 standard deviations (benchmarks/subject.py, one view, 2 px noise:
+    face 16 mm off, 1.6 mm with it), and in a fit of several photos the profiles' contours
+    decided the shared identity. Several photos take the higher floor, 0.6 (every view's
+    points count about the same per pixel: better with a detector's noise); one photo 0.45,
+    which leaves the fit of faces turned less than ~45 degrees as it was (AFW)."""
     target = torch.nan_to_num(torch.as_tensor(points_crop, dtype=rig.dtype, device=rig.device))
     weights = landmark_weights(reliability, options.contour_weight, rig.device, rig.dtype)
     a, b = ibug68.OUTER_EYE_CORNERS
-    scale = float(np.linalg.norm(points_crop[a] - points_crop[b]))
-    if several:
-        finite = points_crop[np.isfinite(points_crop).all(1)]
-        scale = max(scale, options.landmark_sigma_extent * float(np.ptp(finite, axis=0).max()))
+    finite = points_crop[np.isfinite(points_crop).all(1)]
+    floor = options.landmark_sigma_extent[1 if several else 0]
+    scale = max(float(np.linalg.norm(points_crop[a] - points_crop[b])), floor * float(np.ptp(finite, axis=0).max()))
     return target, weights, options.landmark_sigma * scale
 
 

@@ -61,7 +61,9 @@ class FitOptions:
 
     # --- rigid + shape (landmarks) ---
     landmark_sigma: float = 0.02  # expected landmark noise, fraction of the eye-corner distance
-    landmark_sigma_extent: float = 0.6  # several photos: that distance is at least this x the landmarks' extent (a frontal face: ~0.63)
+    # ... at least this x the landmarks' extent (a frontal face: ~0.63; at profile the eye
+    # corners meet): (one photo, several photos); see landmark_problem.landmark_setup
+    landmark_sigma_extent: tuple[float, float] = (0.45, 0.6)
     contour_weight: float = 0.5  # jaw-line points (less precise) relative to the inner face
     rigid_iterations: int = 20  # Levenberg-Marquardt
     rigid_min_facing: float = 0.2  # PnP poses turned further from the camera (R[2, 2]) start frontal instead
