@@ -61,8 +61,9 @@ class FitOptions:
 
     # --- rigid + shape (landmarks) ---
     landmark_sigma: float = 0.02  # expected landmark noise, fraction of the eye-corner distance
-    # ... at least this x the landmarks' extent (a frontal face: ~0.63; at profile the eye
-    # corners meet): (one photo, several photos); see landmark_problem.landmark_setup
+    # ... where that distance is taken as at least this x the landmarks' extent (a frontal
+    # face's: ~0.63 x it; at profile the eye corners meet), for (one photo, several photos):
+    # see landmark_problem.landmark_setup
     landmark_sigma_extent: tuple[float, float] = (0.45, 0.6)
     contour_weight: float = 0.5  # jaw-line points (less precise) relative to the inner face
     rigid_iterations: int = 20  # Levenberg-Marquardt
