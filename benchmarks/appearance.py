@@ -10,11 +10,14 @@ front view, fitted with the default options and the true iBUG-68 points (0.7 px 
     warm     the same x (1.12, 1.00, 0.86)   (chroma: RGB / mean)
     cool     the same x (0.88, 0.98, 1.14)
     side     grey ambient + an orange key from the side (80 degrees off the view)
+    shadow   a grey key from the same side, 4x the ambient: the far cheek in deep shade
 
 Reported: the light's chroma error (max over channels of |fitted DC chroma / true - 1|, %)
 and the face albedo's ΔE2000 (skimage.color.deltaE_ciede2000) against the truth: of the
 face's mean colour (inside the jaw line and brows; the fitted albedo scaled by one gain
-first: albedo x light's brightness is all a photo shows) and the median per texel.
+first: albedo x light's brightness is all a photo shows), the median per texel, and of
+the worse cheek's median colour (the cheek discs below; shade the light does not explain
+stays in that cheek's albedo).
 
 Real photos (default options, the landmark detector): skimage's astronaut, OpenCV's
 messi5.jpg enlarged 2x (Lanczos), and every Nth AFW photo of /work/shared/faces300w_afw
@@ -63,11 +66,13 @@ AFW = Path("/work/shared/faces300w_afw")
 MESSI = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
 FACE_EMPHASIS = 4.0  # blender_flamefit/blender/lights.FACE_EMPHASIS (that module needs bpy)
 SCLERA = np.array([0.75, 0.68, 0.64])  # a lit eye white's albedo, slightly yellowish like a real one
-LIGHTS = {  # name: (key direction toward the light, camera frame: +z to the camera; key chroma; tint of all)
-    "white": ((0.3, 0.35, 1.0), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)),
-    "warm": ((0.3, 0.35, 1.0), (1.0, 1.0, 1.0), (1.12, 1.0, 0.86)),
-    "cool": ((0.3, 0.35, 1.0), (1.0, 1.0, 1.0), (0.88, 0.98, 1.14)),
-    "side": ((0.98, 0.1, 0.17), (1.25, 0.95, 0.8), (1.0, 1.0, 1.0)),
+LIGHTS = {  # name: (key direction toward the light, camera frame: +z to the camera; key chroma; tint of all;
+    #                 the ambient's share of the light, the key's is the rest)
+    "white": ((0.3, 0.35, 1.0), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 0.55),
+    "warm": ((0.3, 0.35, 1.0), (1.0, 1.0, 1.0), (1.12, 1.0, 0.86), 0.55),
+    "cool": ((0.3, 0.35, 1.0), (1.0, 1.0, 1.0), (0.88, 0.98, 1.14), 0.55),
+    "side": ((0.98, 0.1, 0.17), (1.25, 0.95, 0.8), (1.0, 1.0, 1.0), 0.55),
+    "shadow": ((0.98, 0.1, 0.17), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 0.2),  # one cheek in deep shade
 }
 TARGETS = {"synthetic_chroma_pct": 5.0, "synthetic_delta_e": 5.0, "astronaut_imported": 0.10,
            "back_sides_delta_e": 5.0, "face_share": 0.25, "psnr_drop_db": 0.3}
@@ -87,10 +92,10 @@ def dc_chroma(sh) -> np.ndarray:
 def known_light(name: str) -> torch.Tensor:
     from flamefit.render.lighting import ambient_light_sh, directional_light_sh
 
-    direction, key, tint = LIGHTS[name]
+    direction, key, tint, share = LIGHTS[name]
     tint = np.asarray(tint) / np.mean(tint)
-    ambient = torch.tensor((0.55 * tint)[None], dtype=torch.float32)
-    colour = torch.tensor((0.45 * np.asarray(key) * tint)[None], dtype=torch.float32)
+    ambient = torch.tensor((share * tint)[None], dtype=torch.float32)
+    colour = torch.tensor(((1 - share) * np.asarray(key) * tint)[None], dtype=torch.float32)
     return ambient_light_sh(ambient) + directional_light_sh(torch.tensor([direction], dtype=torch.float32), colour)
 
 
@@ -259,6 +264,18 @@ def known_subject(model, seed: int, light: str):
         subject.subject_texture, subject.view_light = texture_of, light_of
 
 
+def cheek_error(fitted, truth, gain, model, size) -> float:
+    """The worse cheek's ΔE2000: of the median fitted colour (x gain) on each cheek's disc
+    (`regions`) against the truth's there; a cheek in shade that the light did not explain
+    comes back darker."""
+    index, points, _, _ = surface_points(model, size)
+    side = dict(zip(index.tolist(), points[:, 0] > 0))
+    cheeks = regions(model, size)["cheeks"]
+    right = np.array([side[i] for i in cheeks.tolist()])
+    return max(float(delta_e(srgb(gain * np.median(fitted[half], 0)), srgb(np.median(truth[half], 0)))[0])
+               for half in (cheeks[right], cheeks[~right]))
+
+
 def run_synthetic(model, options, names) -> dict:
     from flamefit.fitting import fit_photos
 
@@ -284,6 +301,7 @@ def run_synthetic(model, options, names) -> dict:
         rows[name] = {"chroma_err_pct": round(100 * light, 2),
                       "delta_e_mean": round(float(delta_e(srgb(gain * fitted.mean(0)), srgb(true.mean(0)))[0]), 2),
                       "delta_e_texel_median": round(float(np.median(delta_e(srgb(gain * fitted), srgb(true)))), 2),
+                      "delta_e_cheeks": round(cheek_error(result.texture.reshape(-1, 3), truth_tex, gain, model, size), 2),
                       "gain": round(gain, 3), "psnr_db": result.metrics.get("psnr_db"), "seconds": round(seconds, 1)}
     return rows
 
@@ -382,10 +400,11 @@ def main() -> int:
     met = targets(synthetic, photos, before)
     if not args.json:
         print(f"{model.name}; synthetic renders (512 px, true landmarks), fitted light and face albedo vs the truth")
-        print(f"{'light':8s} {'chroma err %':>12s} {'ΔE mean':>8s} {'ΔE texel':>9s} {'PSNR':>6s} {'s':>5s}")
+        print(f"{'light':8s} {'chroma err %':>12s} {'ΔE mean':>8s} {'ΔE texel':>9s} {'ΔE cheek':>9s} {'PSNR':>6s} "
+              f"{'s':>5s}")
         for name, r in synthetic.items():
             print(f"{name:8s} {r['chroma_err_pct']:12.2f} {r['delta_e_mean']:8.2f} {r['delta_e_texel_median']:9.2f} "
-                  f"{r['psnr_db']:6.2f} {r['seconds']:5.1f}")
+                  f"{r['delta_e_cheeks']:9.2f} {r['psnr_db']:6.2f} {r['seconds']:5.1f}")
         print("\nreal photos (chroma: max |channel/mean - 1|; seam: colour step across UV borders)")
         print(f"{'photo':22s} {'light':>6s} {'import':>6s} {'face %':>6s} {'seam med/p90':>13s} "
               f"{'ΔE back':>7s} {'ΔE side':>7s} {'filled b/s':>11s} {'PSNR':>6s} {'before':>6s} {'s':>5s}")

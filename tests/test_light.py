@@ -94,3 +94,19 @@ def test_constrained_solve_recovers_a_known_coloured_light(model, colour):
     assert np.abs(np.array(dc_chroma(default)) - chroma(colour[0].numpy())).max() < 0.01
     free = solve_free(albedo, basis, observed, weight, start, 1e-4)
     assert (basis @ free[0] - basis @ sh[0]).abs().max() < 0.01  # float32 solve, ridge 1e-4
+
+
+def test_the_albedo_symmetry_pairs_are_mirror_images_on_the_head(model):
+    """The smooth albedo's symmetry prior compares each texel of its 32^2 map with the
+    texel at its mirror point (x -> -x on the template): nearly every texel has one, within
+    the coarse map's texel spacing."""
+    from flamefit.fitting.albedo import uv_mirror_pairs
+    from flamefit.render.uv_raster import texel_map
+
+    texels = texel_map(model, 32, "cpu")
+    a, b = uv_mirror_pairs(model, 32)
+    corners = np.asarray(model.v_template)[np.asarray(model.faces)[texels.face.numpy()]]
+    point = dict(zip(texels.texel_index.numpy().tolist(), (corners * texels.bary.numpy()[:, :, None]).sum(1)))
+    assert len(a) > 0.95 * len(point)
+    gap = np.array([np.linalg.norm(point[i] * (-1, 1, 1) - point[j]) for i, j in zip(a.tolist(), b.tolist())])
+    assert np.median(gap) < 0.006 and gap.max() < 0.015, (np.median(gap), gap.max())

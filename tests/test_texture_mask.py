@@ -56,7 +56,10 @@ def test_a_green_patch_over_the_ear_does_not_reach_the_texture(model, green_ear,
     texels = texel_map(model, SIZE, "cpu")
     ears = np.isin(np.asarray(model.faces)[texels.face.numpy()], model.regions["ears"]).all(1)
     index = texels.texel_index.numpy()[ears]
-    painted = _greenness(unmasked.texture, index) > 0.1  # the patch reached these without the mask
+    # the patch reached these without the mask: green's share of the de-lit colour (skin ~0.3,
+    # the patch ~0.95), not green minus red, which scales with how bright the fitted light is there
+    rgb = unmasked.texture.reshape(-1, 3)[index]
+    painted = rgb[:, 1] > 0.4 * rgb.sum(1)
     assert painted.sum() > 20
     assert np.median(_greenness(masked.texture, index[painted])) < 0.0  # skin: red above green
     assert masked.seen.reshape(-1)[index[painted]].max() < 0.2

@@ -4,7 +4,9 @@
   (e.g. FLAME's or BFM's converted to FLAME's UVs); `flamefit.textures` produces one
   from `--texture-space`. Albedo = mean + sum_k c_k std_k basis_k, c ~ N(0, 1).
 - `SmoothAlbedo`: when no space is given, a low-resolution map (32^2, bilinear:
-  smooth) initialised to one skin colour, with a smoothness prior.
+  smooth) initialised to one skin colour, with a smoothness prior and a symmetry prior
+  (a texel and its mirror texel on the head alike: skin's colour is near symmetric, a
+  photo's light seldom is, so what differs between the two halves is left to the light).
 
 Both expose `texture()` -> (1, 3, h, w), `parameters()` and `prior()`.
 """
@@ -18,11 +20,15 @@ from ..textures.spaces import TEXTURE_SPACE_COMPONENTS, TextureSpace
 
 
 class SmoothAlbedo:
-    def __init__(self, colour, resolution: int = 32, smoothness: float = 3e-3, device="cpu", dtype=torch.float32):
+    def __init__(self, colour, resolution: int = 32, smoothness: float = 3e-3, device="cpu", dtype=torch.float32,
+                 mirror_pairs=None, symmetry: float = 0.0):
         colour = torch.as_tensor(colour, dtype=dtype, device=device).reshape(1, 3, 1, 1)
         self.map = colour.expand(1, 3, resolution, resolution).clone().requires_grad_(True)
         self.reference = colour
         self.smoothness = smoothness
+        # (flat texel, its mirror texel) index pairs of the map (uv_mirror_pairs); None: no symmetry prior
+        self.mirror_pairs = None if mirror_pairs is None else tuple(torch.as_tensor(i, device=device) for i in mirror_pairs)
+        self.symmetry = symmetry
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.map]
@@ -35,7 +41,25 @@ class SmoothAlbedo:
         dx = m[..., :, 1:] - m[..., :, :-1]
         dy = m[..., 1:, :] - m[..., :-1, :]
         smooth = (dx ** 2).mean() + (dy ** 2).mean()
-        return self.smoothness * 1e3 * smooth + 1e-2 * ((m.mean((2, 3), keepdim=True) - self.reference) ** 2).sum()
+        loss = self.smoothness * 1e3 * smooth + 1e-2 * ((m.mean((2, 3), keepdim=True) - self.reference) ** 2).sum()
+        if self.mirror_pairs is not None and self.symmetry > 0:
+            flat = m.reshape(3, -1)
+            a, b = self.mirror_pairs
+            loss = loss + self.symmetry * ((flat[:, a] - flat[:, b]) ** 2).mean()
+        return loss
+
+
+def uv_mirror_pairs(model, resolution: int):
+    """(a, b) int64 arrays: flat indices of the texels of a resolution^2 map of `model`'s UVs
+    and of their mirror texels (x -> -x on the template); texels without one are left out."""
+    from ..render.uv_raster import mirror_texels, texel_map
+
+    texels = texel_map(model, resolution, "cpu")
+    # a coarse map's texels are ~1.5 cm apart on the head: its nearest mirror texel is as far
+    mirror = mirror_texels(model, texels, max_distance=0.015).cpu().numpy()
+    index = texels.texel_index.cpu().numpy()
+    found = mirror >= 0
+    return index[found], index[mirror[found]]
 
 
 class TextureSpaceAlbedo:

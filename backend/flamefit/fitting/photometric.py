@@ -22,7 +22,7 @@ import torch
 
 from ..render.lighting import sh_basis
 from ..render.shading import interpolate_packed
-from .albedo import SmoothAlbedo, TextureSpaceAlbedo
+from .albedo import SmoothAlbedo, TextureSpaceAlbedo, uv_mirror_pairs
 from .context import FitContext, Stage
 from .geometry import HeadRig, PoseParams, expression_is_nonnegative, project
 from .landmark_problem import landmark_setup
@@ -42,7 +42,9 @@ def make_albedo(rig: HeadRig, target: Target, options, texture_space=None):
     else:
         colour = np.array(options.albedo_fallback)
     colour = np.clip(colour / options.albedo_shading_guess, 0.02, 1.0)
-    return SmoothAlbedo(colour, options.albedo_resolution, options.albedo_smoothness, rig.device, rig.dtype)
+    pairs = uv_mirror_pairs(rig.model, options.albedo_resolution) if options.albedo_symmetry > 0 else None
+    return SmoothAlbedo(colour, options.albedo_resolution, options.albedo_smoothness, rig.device, rig.dtype,
+                        mirror_pairs=pairs, symmetry=options.albedo_symmetry)
 
 
 def robust(e: torch.Tensor, scale: float) -> torch.Tensor:

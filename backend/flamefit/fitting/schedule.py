@@ -86,6 +86,9 @@ class FitOptions:
     photometric_identity_prior: float = 0.3
     albedo_resolution: int = 32  # smooth albedo map (no texture space)
     albedo_smoothness: float = 3e-3
+    # x mean squared difference of mirror texels of the smooth albedo: a shadowed cheek
+    # is the light's (the texture stage divides it out), not a darker albedo
+    albedo_symmetry: float = 1e3
     robust_scale: float = 0.05  # residual (linear RGB) where the robust loss starts to flatten
     photometric_weight: float = 2.0e4  # x mean robust squared residual (linear RGB) over the mask
     light: LightOptions = field(default_factory=LightOptions)  # the SH light's colour constraint (fitting/light.py)
