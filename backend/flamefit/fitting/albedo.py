@@ -42,7 +42,7 @@ class SmoothAlbedo:
         dy = m[..., 1:, :] - m[..., :-1, :]
         smooth = (dx ** 2).mean() + (dy ** 2).mean()
         loss = self.smoothness * 1e3 * smooth + 1e-2 * ((m.mean((2, 3), keepdim=True) - self.reference) ** 2).sum()
-        if self.mirror_pairs is not None and self.symmetry > 0:
+        if self.mirror_pairs is not None and len(self.mirror_pairs[0]) and self.symmetry > 0:
             flat = m.reshape(3, -1)
             a, b = self.mirror_pairs
             loss = loss + self.symmetry * ((flat[:, a] - flat[:, b]) ** 2).mean()
