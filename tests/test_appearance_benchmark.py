@@ -33,8 +33,8 @@ def test_a_warm_synthetic_light_and_albedo_come_back():
 def test_a_cheek_in_deep_shade_is_the_lights_not_the_albedos():
     """A grey key from 80 degrees at 4x the ambient: the far cheek is in deep shade. The
     smooth albedo's symmetry prior (FitOptions.albedo_symmetry) leaves that shade to the
-    light, so the texture stage divides it out. Without it (albedo_symmetry=0, as at b0da054) this
-    cheek came back ΔE2000 9.0 from the truth and the front view's PSNR was
+    light, so the texture stage divides it out. Without it (albedo_symmetry=0, as at
+    b0da054) this cheek came back ΔE2000 9.0 from the truth and the front view's PSNR was
     33.9 dB; with it 4.9 and 42.0 dB."""
     proc = subprocess.run([sys.executable, str(SCRIPT), "--synthetic", "shadow", "--no-photos", "--texture-size",
                            "256", "--json"], env=ENV, capture_output=True, text=True, timeout=600)

@@ -26,8 +26,10 @@ class SmoothAlbedo:
         self.map = colour.expand(1, 3, resolution, resolution).clone().requires_grad_(True)
         self.reference = colour
         self.smoothness = smoothness
-        # (flat texel, its mirror texel) index pairs of the map (uv_mirror_pairs); None: no symmetry prior
-        self.mirror_pairs = None if mirror_pairs is None else tuple(torch.as_tensor(i, device=device) for i in mirror_pairs)
+        # (flat texel, its mirror texel) index pairs of the map (uv_mirror_pairs); None (or none
+        # found): no symmetry prior
+        has_pairs = mirror_pairs is not None and len(mirror_pairs[0]) > 0
+        self.mirror_pairs = tuple(torch.as_tensor(i, device=device) for i in mirror_pairs) if has_pairs else None
         self.symmetry = symmetry
 
     def parameters(self) -> list[torch.Tensor]:
@@ -42,7 +44,7 @@ class SmoothAlbedo:
         dy = m[..., 1:, :] - m[..., :-1, :]
         smooth = (dx ** 2).mean() + (dy ** 2).mean()
         loss = self.smoothness * 1e3 * smooth + 1e-2 * ((m.mean((2, 3), keepdim=True) - self.reference) ** 2).sum()
-        if self.mirror_pairs is not None and len(self.mirror_pairs[0]) and self.symmetry > 0:
+        if self.mirror_pairs is not None and self.symmetry > 0:
             flat = m.reshape(3, -1)
             a, b = self.mirror_pairs
             loss = loss + self.symmetry * ((flat[:, a] - flat[:, b]) ** 2).mean()
