@@ -20,7 +20,7 @@ the worse cheek's median colour (the cheek discs below; shade the light does not
 stays in that cheek's albedo).
 
 Real photos (default options, the landmark detector): skimage's astronaut, OpenCV's
-messi5.jpg enlarged 2x (Lanczos), and every Nth AFW photo of /work/shared/faces300w_afw
+messi5.jpg enlarged 2x (Lanczos), and every Nth AFW photo of ../shared/faces300w_afw (beside the checkout)
 when present. Reported per photo:
 - chroma: the fitted light's DC chroma, max |channel / mean - 1|;
 - imported: the same for what the Blender add-on makes of the light (its world colour and
@@ -62,7 +62,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import subject  # noqa: E402  (make_subject, background, ...: the synthetic subjects' pieces)
 import torch  # noqa: E402
 
-AFW = Path("/work/shared/faces300w_afw")
+AFW = REPO.parent / "shared" / "faces300w_afw"
 MESSI = Path("/usr/share/doc/opencv-doc/examples/data/messi5.jpg")
 FACE_EMPHASIS = 4.0  # blender_flamefit/blender/lights.FACE_EMPHASIS (that module needs bpy)
 SCLERA = np.array([0.75, 0.68, 0.64])  # a lit eye white's albedo, slightly yellowish like a real one

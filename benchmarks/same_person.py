@@ -6,7 +6,7 @@ people), by |yaw| band.
 
     python benchmarks/same_person.py [--faces 120] [--json]
 
-Needs /work/shared/aflw2000_dev (or FLAMEFIT_AFLW=DIR). Reports, per threshold, the
+Needs ../shared/aflw2000_dev beside the checkout (or FLAMEFIT_AFLW=DIR). Reports, per threshold, the
 share of same-person pairs refused (false refusals) and of other-person pairs accepted.
 """
 
@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--faces", type=int, default=120)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    root = Path(os.environ.get("FLAMEFIT_AFLW", "/work/shared/aflw2000_dev"))
+    root = Path(os.environ.get("FLAMEFIT_AFLW", REPO.parent / "shared" / "aflw2000_dev"))
     data = np.load(root / "annotations.npz")
     yaw = np.abs(data["pose_deg"][:, 1])
     rng = np.random.default_rng(0)
