@@ -59,6 +59,10 @@ class SeamOptions:
     under_chroma: float = 0.015
     under_brightness: float = 0.25
     unseen: float = 0.3  # texels seen less than this take that skin-fed fill (blended in below it)
+    # ... which tends to the skin colour faster than the fill of partly seen texels (~3 edges
+    # against ~6): the seen border is darker than the face (skin seen at a grazing angle
+    # de-lights darker) and, carried far, set the unseen sides of the head apart from it.
+    unseen_far_hold: float = 0.1
 
 
 class SeamBlender:
@@ -130,7 +134,7 @@ class SeamBlender:
         self.laplacian = scipy.sparse.diags(np.asarray(adjacency.sum(1)).reshape(-1)) - adjacency
         self.hold, self.far_hold = options.hold, options.far_hold
         self.source_chroma, self.source_brightness = options.source_chroma, options.source_brightness
-        self.unseen = options.unseen
+        self.unseen, self.unseen_far_hold = options.unseen, options.unseen_far_hold
         self.under_widths = (options.under_chroma, options.under_brightness)
         self.mean = mean.tocsr()
 
@@ -160,21 +164,22 @@ class SeamBlender:
             skin[under] *= 1.0 - self.under[under] * (1.0 - self.source_weight(values[under], reference, self.under_widths))
             unseen = np.nonzero(w < self.unseen)[0]  # only these take the skin-fed fill
             ramp = smoothstep(w[unseen], 0.0, self.unseen)[:, None]
-            fill = self.splat.T[unseen] @ self._diffuse(values, skin, reference)
+            fill = self.splat.T[unseen] @ self._diffuse(values, skin, reference, self.unseen_far_hold)
             local[unseen] = ramp * local[unseen] + (1.0 - ramp) * fill
         return values + (1.0 - w)[:, None] * (local - values)
 
-    def _diffuse(self, values: np.ndarray, source: np.ndarray, reference) -> np.ndarray:
+    def _diffuse(self, values: np.ndarray, source: np.ndarray, reference, far_hold: float | None = None) -> np.ndarray:
         """(V, C) vertex colours: the harmonic fill on the mesh from the texels' values
-        weighted by `source`, every vertex held weakly to `reference` (when given) as far
-        as it is unseen."""
+        weighted by `source`, every vertex held weakly (`far_hold`, default the options')
+        to `reference` (when given) as far as it is unseen."""
         import scipy.sparse
         import scipy.sparse.linalg
 
         seen = self.splat @ source
         confidence = np.clip(seen / np.maximum(self.share, 1e-9), 0.0, 1.0)
         held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
-        far = 0.0 if reference is None else self.far_hold * (1.0 - confidence) ** 2  # seen vertices keep their own
+        far_hold = self.far_hold if far_hold is None else far_hold
+        far = 0.0 if reference is None else far_hold * (1.0 - confidence) ** 2  # seen vertices keep their own
         solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held + far)).tocsc())
         mean = (self.splat @ (source[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
         target = held[:, None] * mean + (0.0 if reference is None else far[:, None] * np.asarray(reference, np.float64)[None])

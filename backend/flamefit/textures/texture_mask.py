@@ -101,12 +101,14 @@ def feature_zones(model, texels, options: MaskOptions = MaskOptions()):
 
 
 def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
-    """(keep, lips, core, face, scalp) (N,) in [0, 1] at the texels: zones whose colours stay
-    (brows, eyes, lips, beard), the lip zone alone, the skin core whose colours define the
-    skin (inside the jaw line and brows, outside those zones: cheeks, nose), the model's
-    face and ear regions (where the skin test allows darker skin) and its scalp region
-    (where hair stays). Decided on the template's vertices (the face's are 2-3 mm apart,
-    finer than the zones' fade) and interpolated to the texels."""
+    """(keep, lips, core, face, scalp, mouth, face_skin) (N,) in [0, 1] at the texels: zones
+    whose colours stay (brows, eyes, lips, beard), the lip zone alone, the skin core whose
+    colours define the skin test (inside the jaw line and brows, outside those zones: upper
+    cheeks, nose), the model's face and ear regions (where the skin test allows darker skin),
+    its scalp region (where hair stays), inside the lips' outline, and the face's skin (the
+    core with the beard zone: lower cheeks and chin too; the fill's colour). Decided on the
+    template's vertices (the face's are 2-3 mm apart, finer than the zones' fade) and
+    interpolated to the texels."""
     verts = np.asarray(model.v_template, np.float64)
     faces = np.asarray(model.faces)
     marks = model.landmarks["ibug68"].points(model.v_template, model.faces)
@@ -122,8 +124,10 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
 
     mouth = inside(marks[OUTER_LIPS]) * front
     lips = np.maximum(zone([OUTER_LIPS + [48]], options.lips), mouth)
-    keep = np.maximum.reduce([zone(BROWS, options.brows), zone(EYES, options.eyes), lips, inside(marks[BEARD])]) * front
-    core = inside(marks[JAW_AND_BROWS]) * front * (keep < 0.01)
+    features = np.maximum.reduce([zone(BROWS, options.brows), zone(EYES, options.eyes), lips]) * front
+    keep = np.maximum(features, inside(marks[BEARD]) * front)
+    face_skin = inside(marks[JAW_AND_BROWS]) * front * (features < 0.01)
+    core = face_skin * (keep < 0.01)
     # Inside the jaw line and brows (raised by `forehead` x the eye-corner distance) the
     # photo shows the face itself (a shadow there is no background): everything stays,
     # but for the mouth's inside on the lips.
@@ -140,7 +144,7 @@ def _feature_zones(model, texels, options: MaskOptions = MaskOptions()):
     for name in ("face", "ears"):
         face[np.asarray(regions.get(name, []), int)] = 1.0
     scalp = hair_vertices(model)
-    zones = np.stack([keep, lips, core, face, scalp, mouth], 1)  # interpolated all at once: (N, 6)
+    zones = np.stack([keep, lips, core, face, scalp, mouth, face_skin], 1)  # interpolated all at once: (N, 7)
     return tuple(sum(zones[corners[:, k]] * bary[:, k:k + 1] for k in range(3)).T)
 
 
@@ -154,7 +158,7 @@ def texture_mask(albedo: np.ndarray, confidence: np.ndarray, model, texels,
         return np.ones(len(confidence), np.float32)
     albedo = np.asarray(albedo, np.float64)
     confidence = np.asarray(confidence, np.float64)
-    keep, lips, core, face, scalp, mouth = feature_zones(model, texels, options)
+    keep, lips, core, face, scalp, mouth, _ = feature_zones(model, texels, options)
     core = core > 0.99
     plausible = skin_hue(albedo)
     trusted = (confidence * plausible) > 0.5
@@ -205,19 +209,26 @@ def _hair_weight(albedo, confidence, scalp, skin, options: MaskOptions) -> np.nd
                                           tolerance=options.hair_tolerance)
 
 
-def skin_colour(albedo: np.ndarray, confidence: np.ndarray, model, texels, well_seen: float = 0.5):
-    """(3,) the face's skin colour: the median de-lit albedo of the seen (confidence >
-    `well_seen`) skin-hued texels of the skin core (cheeks, nose); None when too few. The
-    fill far from seen texels takes it (textures/seams.py). Not only the best-seen texels
-    (> 0.8 faces the camera and its light, where the photo's highlights are): still, this
-    median is a few L* lighter than the lower cheeks on most photos (their shading,
-    stubble and folds; benchmarks/appearance.py)."""
+def skin_colour(albedo: np.ndarray, confidence: np.ndarray, model, texels, well_seen: float = 0.5,
+                options: MaskOptions = MaskOptions()):
+    """(3,) the face's skin colour, which the fill far from seen texels takes
+    (textures/seams.py): the median de-lit albedo of the seen (confidence > `well_seen`)
+    skin-hued texels of the face's skin (inside the jaw line and brows, the brows, eyes and
+    lips out) that pass the mask's skin test on the face against the skin core (a beard, a
+    fringe are out; stubble, the lower cheeks' shading in); None when too few. Not the skin
+    core alone (upper cheeks, nose; until 7e8b675): the unseen head in its colour stood
+    apart from the cheeks on most AFW photos (benchmarks/appearance.py). Not only the
+    best-seen texels (> 0.8 faces the camera and its light, where the photo's highlights
+    are)."""
     albedo = np.asarray(albedo, np.float64)
-    core = feature_zones(model, texels)[2] > 0.99
-    good = core & (np.asarray(confidence) > well_seen) & (skin_hue(albedo) > 0.5)
-    if int(good.sum()) < MIN_REFERENCE:
+    _, _, core, _, _, _, face_skin = feature_zones(model, texels, options)
+    good = (np.asarray(confidence) > well_seen) & (skin_hue(albedo) > 0.5)
+    core, face_skin = good & (core > 0.99), good & (face_skin > 0.99)
+    if int(face_skin.sum()) < MIN_REFERENCE:
         return None
-    return np.median(albedo[good], axis=0)
+    skin = albedo[face_skin]  # the core lies inside the face's skin
+    like = skin_colour_weight(skin, core[face_skin], brightness=options.face_brightness, tolerance=2.5) > 0.5
+    return np.median(skin[like] if int(like.sum()) >= MIN_REFERENCE else skin, axis=0)
 
 
 def _blur(values: np.ndarray, texels, sigma: float) -> np.ndarray:
