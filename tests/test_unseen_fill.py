@@ -40,8 +40,8 @@ def _appearance_benchmark():
 
 
 def test_the_back_and_sides_of_the_head_take_the_cheeks_colour(model):
-    """AFW 5144909700 (a frontal face, short dark hair): the back and the sides of the head,
-    which the photo does not show, within ΔE2000 5 of the cheeks. Until 7e8b675 the fill
+    """AFW 5144909700: the back and the sides of the head, which the photo does not show,
+    within ΔE2000 5 of the cheeks. Until 7e8b675 the fill
     tended to the skin core's colour (upper cheeks and nose only) and carried the face's
     darker border (skin seen at a grazing angle) ~6 edges onto the sides: 7.0 / 8.2 at this
     texture size; now 1.7 / 2.8."""

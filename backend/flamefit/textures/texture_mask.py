@@ -214,8 +214,8 @@ def skin_colour(albedo: np.ndarray, confidence: np.ndarray, model, texels, well_
     """(3,) the face's skin colour, which the fill far from seen texels takes
     (textures/seams.py): the median de-lit albedo of the seen (confidence > `well_seen`)
     skin-hued texels of the face's skin (inside the jaw line and brows, the brows, eyes and
-    lips out) that pass the mask's skin test on the face against the skin core (a beard, a
-    fringe are out; stubble, the lower cheeks' shading in); None when too few. Not the skin
+    lips out) that pass the mask's skin test on the face against the skin core (a dark beard
+    fails it: tests/test_unseen_fill.py); None when too few. Not the skin
     core alone (upper cheeks, nose; until 7e8b675): the unseen head in its colour stood
     apart from the cheeks on most AFW photos (benchmarks/appearance.py). Not only the
     best-seen texels (> 0.8 faces the camera and its light, where the photo's highlights
