@@ -153,7 +153,7 @@ class SeamBlender:
         the unseen skull is skin), while partly seen ones keep the fill of their own
         surroundings (hair at a hairline seen at an angle stays hair)."""
         w = np.clip(weight, 0.0, 1.0)
-        local = self.splat.T @ self._diffuse(values, w, reference)
+        local = self.splat.T @ self._diffuse(values, w, reference, self.far_hold)
         if reference is not None and (self.scalp.any() or self.under.any()):
             skin = w.copy()
             hair = np.nonzero((w > 0) & (self.scalp > 0))[0]  # only seen scalp texels change
@@ -168,17 +168,16 @@ class SeamBlender:
             local[unseen] = ramp * local[unseen] + (1.0 - ramp) * fill
         return values + (1.0 - w)[:, None] * (local - values)
 
-    def _diffuse(self, values: np.ndarray, source: np.ndarray, reference, far_hold: float | None = None) -> np.ndarray:
+    def _diffuse(self, values: np.ndarray, source: np.ndarray, reference, far_hold: float) -> np.ndarray:
         """(V, C) vertex colours: the harmonic fill on the mesh from the texels' values
-        weighted by `source`, every vertex held weakly (`far_hold`, default the options')
-        to `reference` (when given) as far as it is unseen."""
+        weighted by `source`, every vertex held weakly (`far_hold`) to `reference` (when
+        given) as far as it is unseen."""
         import scipy.sparse
         import scipy.sparse.linalg
 
         seen = self.splat @ source
         confidence = np.clip(seen / np.maximum(self.share, 1e-9), 0.0, 1.0)
         held = self.hold * confidence ** 2  # a vertex seen by a few faint texels hardly holds
-        far_hold = self.far_hold if far_hold is None else far_hold
         far = 0.0 if reference is None else far_hold * (1.0 - confidence) ** 2  # seen vertices keep their own
         solve = scipy.sparse.linalg.factorized((self.laplacian + scipy.sparse.diags(held + far)).tocsc())
         mean = (self.splat @ (source[:, None] * values)) / np.maximum(seen, 1e-9)[:, None]
